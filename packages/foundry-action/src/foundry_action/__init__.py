@@ -1,0 +1,3 @@
+"""foundry-action."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""Built-in commands: plugins, components, config show/validate, train."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import click
+
+from foundry_core.config import dump_yaml, resolve_config
+from foundry_core.registry import KINDS, collect
+
+if TYPE_CHECKING:
+    from foundry_core.cli.main import PmFactory
+
+
+def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:
+    @cli.command()
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    def plugins(as_json: bool) -> None:
+        """List installed plugins, their versions, hooks and the components each registers."""
+        from foundry_core.plugins import plugin_infos
+
+        pm = pm_factory()
+        registry = collect(pm)
+        rows = []
+        for info in plugin_infos(pm):
+            provided = [f"{s.kind}:{s.name}" for s in registry.specs() if s.provider == info.name]
+            rows.append({**info.__dict__, "hooks": list(info.hooks), "components": provided})
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        for row in rows:
+            if row["error"]:
+                click.secho(f"{row['name']}  FAILED TO LOAD: {row['error']}", fg="red")
+                continue
+            click.echo(f"{row['name']} {row['version']}  ({row['module']})")
+            click.echo(f"  hooks: {', '.join(row['hooks']) or '-'}")
+            click.echo(f"  components: {', '.join(row['components']) or '-'}")
+
+    @cli.command()
+    @click.argument("kind", required=False, type=click.Choice(KINDS))
+    def components(kind: str | None) -> None:
+        """List registered components (of KIND) with their provider and description."""
+        registry = collect(pm_factory())
+        specs = registry.specs(kind)
+        if not specs:
+            click.echo(f"no {kind or ''} components registered".replace("  ", " "))
+        current = None
+        for spec in specs:
+            if spec.kind != current:
+                current = spec.kind
+                click.secho(f"{spec.kind}:", bold=True)
+            click.echo(f"  {spec.name:<24} {spec.provider:<24} {spec.description}")
+
+    @cli.group()
+    def config() -> None:
+        """Show or validate a run config."""
+
+    @config.command("show")
+    @click.argument("path", type=click.Path(dir_okay=False))
+    @click.argument("overrides", nargs=-1)
+    def config_show(path: str, overrides: tuple[str, ...]) -> None:
+        """Print the resolved config (includes merged, overrides applied, validated)."""
+        cfg = _validated(path, overrides, pm_factory)
+        click.echo(dump_yaml(cfg), nl=False)
+
+    @config.command("validate")
+    @click.argument("path", type=click.Path(dir_okay=False))
+    @click.argument("overrides", nargs=-1)
+    def config_validate(path: str, overrides: tuple[str, ...]) -> None:
+        """Check a run config; exit 2 with the first error."""
+        _validated(path, overrides, pm_factory)
+        click.echo(f"{path}: ok")
+
+    @cli.command(context_settings={"ignore_unknown_options": True})
+    @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+    @click.argument("overrides", nargs=-1)
+    @click.option("--resume", default=None, help="'latest' or a checkpoint path (local or remote).")
+    def train(config_path: str, overrides: tuple[str, ...], resume: str | None) -> None:
+        """Train from a YAML run config, with dotted key=value overrides after it."""
+        from foundry_core.train.run import run
+
+        run(config_path, list(overrides), resume=resume, pm=pm_factory())
+
+
+def _validated(path: str, overrides: tuple[str, ...], pm_factory: PmFactory) -> dict:
+    """Resolve and, when it is a run config, validate against the run schema and the registry."""
+    raw = resolve_config(path, overrides)
+    if "model" in raw or "train" in raw:
+        from foundry_core.config import parse_dataclass, to_dict
+        from foundry_core.run_config import RunConfig
+
+        return to_dict(parse_dataclass(RunConfig, raw, where="", registry=collect(pm_factory())))
+    return raw

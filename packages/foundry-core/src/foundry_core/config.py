@@ -1,0 +1,325 @@
+"""Run configuration: YAML files with ``include:``, dotted overrides, strict dataclass validation.
+
+Resolution is pure: it reads the YAML file and its includes and nothing else; no process group is
+started and nothing is downloaded. ``resolve_config(path, overrides)`` returns a plain dict;
+``parse_dataclass(Config, dict)`` turns a mapping into a (nested) dataclass and rejects unknown keys
+and wrong types with a message naming the dotted key and the closest valid choices.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from foundry_core.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from foundry_core.registry import Registry
+
+T = TypeVar("T")
+INCLUDE_KEY = "include"
+
+
+def component(kind: str, default: Any = dataclasses.MISSING, *, many: bool = False) -> Any:
+    """Declare a dataclass field that holds a nested component node ``{name: ..., **fields}``.
+
+    The field is validated against the registry (kind from the slot, not from YAML) by
+    :func:`parse_dataclass` and stays a plain mapping; the owner builds it with ``registry.build``.
+    """
+    meta = {"component": kind, "many": many}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=meta)
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- YAML + include
+
+
+def _load_yaml_file(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"malformed YAML at {where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"malformed YAML in {path}: {exc}") from None
+
+
+def deep_merge(base: Any, over: Any) -> Any:
+    """Merge ``over`` into ``base``: mappings merge key by key (later wins), anything else replaces."""
+    if isinstance(base, Mapping) and isinstance(over, Mapping):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = deep_merge(base[key], value) if key in base else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(over)
+
+
+def load_config_file(path: str | os.PathLike[str], _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Load a YAML file, resolving ``include:`` (a path or list, relative to the including file)."""
+    path = Path(path).resolve()
+    if path in _stack:
+        chain = " -> ".join(str(p) for p in (*_stack, path))
+        raise ConfigError(f"include cycle: {chain}")
+    data = _load_yaml_file(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    data = dict(data)
+    includes = data.pop(INCLUDE_KEY, None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError(f"{path}: 'include' must be a path or a list of paths, got {includes!r}")
+    merged: dict[str, Any] = {}
+    for inc in includes:
+        inc_path = (path.parent / inc).resolve()
+        if not inc_path.exists():
+            raise ConfigError(f"{path}: included file not found: {inc} (looked at {inc_path})")
+        merged = deep_merge(merged, load_config_file(inc_path, (*_stack, path)))
+    return deep_merge(merged, data)
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into (["a","b","c"], value); the value is parsed as YAML (lists, null)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} must look like dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from None
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"override {text!r}: empty key segment")
+    return parts, value
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply dotted overrides; intermediate mappings are created, list items are addressed by index."""
+    cfg = copy.deepcopy(cfg)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = cfg
+        for i, part in enumerate(parts[:-1]):
+            where = ".".join(parts[: i + 1])
+            if isinstance(node, list):
+                node = node[_index(node, part, where)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(parts[:i])} is not a mapping")
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            node = nxt
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(node, last, text)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"override {text!r}: {'.'.join(parts[:-1])} is not a mapping")
+    return cfg
+
+
+def _index(node: list, part: str, where: str) -> int:
+    try:
+        idx = int(part)
+        node[idx]
+    except (ValueError, IndexError):
+        raise ConfigError(f"override {where!r}: {part!r} is not an index of a list of {len(node)}") from None
+    return idx
+
+
+def resolve_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read ``path`` (with includes) and apply ``overrides``; no other I/O, nothing started."""
+    return apply_overrides(load_config_file(path), overrides)
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(_plain(data), sort_keys=False, default_flow_style=None)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def to_dict(value: Any) -> Any:
+    """A dataclass (or nested structure of them) as plain dicts/lists, ready for YAML/JSON."""
+    return _plain(value)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def parse_dataclass(cls: type[T], data: Any, *, where: str = "", registry: Registry | None = None) -> T:
+    """Build dataclass ``cls`` from a mapping, strictly: unknown keys and wrong types raise ConfigError."""
+    label = where or cls.__name__
+    if dataclasses.is_dataclass(data) and isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{label}: expected a mapping, got {type(data).__name__} {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(
+            f"{_join(label, key)}: unknown key{did_you_mean(str(key), fields)} (valid keys: {', '.join(fields)})"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = _join(label, name)
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key}: required field is missing")
+            continue
+        value = data[name]
+        kind = f.metadata.get("component")
+        if kind is not None:
+            kwargs[name] = _check_component(kind, value, key, registry, many=f.metadata.get("many", False))
+        else:
+            kwargs[name] = _coerce(hints[name], value, key, registry)
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{label}: {exc}") from None
+    return obj
+
+
+def _join(label: str, key: str) -> str:
+    return f"{label}.{key}" if label else str(key)
+
+
+def _check_component(kind: str, value: Any, key: str, registry: Registry | None, *, many: bool) -> Any:
+    if value is None:
+        return None
+    if many:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {kind} nodes, got {value!r}")
+        return [_check_component(kind, v, f"{key}.{i}", registry, many=False) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, Mapping) or "name" not in value:
+        raise ConfigError(f"{key}: expected a {kind} node like {{name: ..., <fields>}}, got {value!r}")
+    if registry is not None:
+        registry.parse_config(kind, value, where=key)
+    return dict(value)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, key: str, registry: Registry | None) -> Any:
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key, registry)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}{did_you_mean(str(value), map(str, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return parse_dataclass(tp, value, where=key, registry=registry)
+    if origin in (list, Sequence, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(args) != len(value):
+                raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
+            return tuple(_coerce(a, v, f"{key}.{i}", registry) for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        out = [_coerce(item, v, f"{key}.{i}", registry) for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        vt = args[1] if len(args) == 2 else Any
+        return {k: _coerce(vt, v, f"{key}.{k}", registry) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    return float(value)  # YAML reads 3e-4 (no dot) as a string
+                except ValueError:
+                    pass
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{key}: expected a path, got {value!r}")
+        return Path(value)
+    if isinstance(tp, type):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    return value

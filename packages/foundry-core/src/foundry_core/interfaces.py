@@ -1,0 +1,127 @@
+"""Interfaces (protocols) of every component kind, so packages implement them without importing
+each other's internals. Only typing here: importing this module imports no torch.
+
+Batch contract (what data sources yield and models consume). Every batch is a dict with a
+``"modality"`` key and tensors with a leading batch dimension B:
+
+* ``text``: ``input_ids`` int64 [B, L], ``labels`` int64 [B, L] (-100 = ignored),
+  optional ``position_ids`` [B, L] and ``document_ids`` int64 [B, L] (packing: attention must not
+  cross documents).
+* ``image_caption``: ``images`` uint8 [B, N, 3, H, W], ``captions`` list[str] (the model tokenizes;
+  prompts go in ``prompts`` list[str] when present).
+* ``robot`` (see foundry-action's docs/episode_store.md): ``images`` uint8 [B, N_cam*N_t, 3, H, W],
+  ``image_mask`` bool [B, N_cam*N_t], ``proprio`` float32 [B, P+1, Dp] (normalized), ``actions``
+  float32 [B, T, A] (normalized; T = past + 1 + future), ``past_mask`` bool [B, T], ``future_mask``
+  bool [B, T], ``instruction`` list[str], ``task`` list[str].
+
+Observations for a policy (one step, no batch dim): ``{"images": {camera: uint8 [H, W, 3]},
+"proprio": float32 [Dp], "instruction": str}``; a policy returns an absolute action chunk float32
+[H, A] (A = 10 per arm: xyz, rot6d as the first two rows of R, gripper opening in metres).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+Batch = dict[str, Any]
+
+
+@runtime_checkable
+class TrainableModel(Protocol):
+    """A model the trainer can train (an ``nn.Module``). The trainer never branches on model type."""
+
+    def compute_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return the scalar loss of one micro-batch and extra metrics (plain floats)."""
+        ...
+
+    def fsdp_block_types(self) -> tuple[type[nn.Module], ...]:
+        """Module classes to wrap with ``fully_shard`` one by one (nested HF blocks included)."""
+        ...
+
+    def flops_per_sample(self, batch: Batch) -> float:
+        """Training FLOPs (forward + backward) for one sample of ``batch``; used for MFU. 0 = unknown."""
+        ...
+
+    def export_artifacts(self, out_dir: str) -> None:
+        """Write what the model needs beside its weights (tokenizer, processor, stats) into ``out_dir``."""
+        ...
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """Yields collated batches of one modality; deterministic from the seed and resumable.
+
+    ``batches(batch_size, rank, world_size, seed)`` shards the data across ranks, yields batches
+    forever (epochs repeat with a new order derived from the seed and epoch), and keeps a cursor that
+    ``state_dict()`` returns and ``load_state_dict()`` restores (exact resume).
+    """
+
+    modality: str
+
+    def batches(self, batch_size: int, *, rank: int, world_size: int, seed: int) -> Iterator[Batch]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Images uint8 [B, N, 3, H, W] -> patch tokens float [B, N * tokens_per_image, out_dim]."""
+
+    out_dim: int
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """(images, prompts) -> conditioning tokens for an action expert.
+
+    ``encode(images uint8 [B, N, 3, H, W], prompts list[str])`` returns ``(tokens float [B, L, out_dim],
+    mask bool [B, L])``. A backbone does its own image preprocessing and tokenization.
+    """
+
+    out_dim: int
+
+    def encode(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
+class ActionExpert(Protocol):
+    """Predicts a normalized action chunk [B, T, A] from conditioning tokens and proprioception."""
+
+    def loss(self, cond: torch.Tensor, cond_mask: torch.Tensor, batch: Batch) -> torch.Tensor: ...
+
+    def sample(self, cond: torch.Tensor, cond_mask: torch.Tensor, batch: Batch) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A loaded policy: observation in, absolute action chunk out (see module docstring)."""
+
+    def reset(self) -> None: ...
+
+    def act(self, observation: Mapping[str, Any]) -> Any: ...
+
+    def metadata(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Env(Protocol):
+    """A simulated task with a seeded initial-state distribution and a success predicate."""
+
+    instruction: str
+    time_limit_s: float
+    control_dt: float
+
+    def reset(self, seed: int) -> Mapping[str, Any]: ...
+
+    def step(self, action: Any) -> Mapping[str, Any]: ...
+
+    def is_success(self) -> bool: ...

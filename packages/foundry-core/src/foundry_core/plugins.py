@@ -1,0 +1,137 @@
+"""Create the plugin manager; entry-point discovery happens once per process.
+
+Environment switches:
+    FOUNDRY_DISABLE_PLUGIN_AUTOLOAD=1  load no entry points (built-ins only)
+    FOUNDRY_PLUGINS=dist1,dist2        load only these distributions' entry points
+    FOUNDRY_TRACE_HOOKS=1              print every hook call to stderr
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+
+import pluggy
+
+from foundry_core import hookspecs
+
+log = logging.getLogger(__name__)
+BUILTINS = ("foundry_core.builtin.plugin",)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """What ``foundry plugins`` shows about one loaded (or failed) plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    hooks: tuple[str, ...] = ()
+    error: str = ""
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager plus the load errors and distribution info of our entry points."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.load_errors: dict[str, str] = {}
+        self.dist_versions: dict[str, str] = {}
+
+
+def make_plugin_manager(*, entry_points_enabled: bool = True, strict: bool = False) -> PluginManager:
+    """Build a manager with the core's built-ins and (unless disabled) all installed plugins."""
+    pm = PluginManager()
+    pm.add_hookspecs(hookspecs)
+    from foundry_core import __version__
+
+    for module_name in BUILTINS:
+        pm.register(importlib.import_module(module_name), name="foundry-core")
+        pm.dist_versions["foundry-core"] = __version__
+    if entry_points_enabled and not os.environ.get("FOUNDRY_DISABLE_PLUGIN_AUTOLOAD"):
+        _load_entry_points(pm, strict=strict)
+    pm.check_pending()  # a misspelled hookimpl fails loudly instead of doing nothing
+    if os.environ.get("FOUNDRY_TRACE_HOOKS"):
+        pm.add_hookcall_monitoring(_trace_before, _trace_after)
+    return pm
+
+
+def _trace_before(hook_name: str, impls: list, kwargs: dict) -> None:
+    sys.stderr.write(f"[foundry hook] {hook_name} -> {[i.plugin_name for i in impls]}\n")
+
+
+def _trace_after(outcome: object, hook_name: str, impls: list, kwargs: dict) -> None:
+    pass
+
+
+def _wanted() -> set[str]:
+    return {n.strip() for n in os.environ.get("FOUNDRY_PLUGINS", "").split(",") if n.strip()}
+
+
+def _load_entry_points(pm: PluginManager, *, strict: bool) -> None:
+    wanted = _wanted()
+    eps: list[EntryPoint] = sorted(entry_points(group=hookspecs.ENTRY_POINT_GROUP), key=lambda e: e.name)
+    for ep in eps:
+        if (wanted and ep.name not in wanted) or pm.is_blocked(ep.name):
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            log.warning("plugin %s found twice on sys.path; keeping the first", ep.name)
+            continue
+        dist = ep.dist
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:  # one broken plugin must not break the CLI: record and warn
+            if strict:
+                raise
+            pm.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("could not load plugin %s (%s): %s", ep.name, ep.value, exc)
+            continue
+        if dist is not None:
+            pm.dist_versions[ep.name] = dist.version
+
+
+def plugin_infos(pm: PluginManager) -> list[PluginInfo]:
+    """Describe every registered plugin and every plugin that failed to load."""
+    infos = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda np: np[0]):
+        if plugin is None:
+            continue
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
+        infos.append(
+            PluginInfo(
+                name=name,
+                distribution=name,
+                version=pm.dist_versions.get(name, "unknown"),
+                module=getattr(plugin, "__name__", type(plugin).__name__),
+                hooks=hooks,
+            )
+        )
+    for name, err in sorted(pm.load_errors.items()):
+        infos.append(PluginInfo(name=name, distribution=name, version="?", module="", error=err))
+    return infos
+
+
+def plugin_versions(pm: PluginManager) -> dict[str, str]:
+    """``{distribution: version}`` of every loaded plugin; recorded in run directories."""
+    return {name: pm.dist_versions.get(name, "unknown") for name, p in pm.list_name_plugin() if p is not None}
+
+
+@functools.cache
+def plugin_manager() -> PluginManager:
+    """The process-wide default manager used by the CLI and library calls."""
+    return make_plugin_manager()
+
+
+def reset_plugin_manager() -> None:
+    """Forget the cached default manager (tests, notebooks that installed a plugin)."""
+    plugin_manager.cache_clear()
+    from foundry_core import registry
+
+    registry.get_registry.cache_clear()

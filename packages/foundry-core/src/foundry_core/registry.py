@@ -1,0 +1,212 @@
+"""Component registry: every model, encoder, data source, env ... is registered by (kind, name).
+
+Plugins register lazy ``"pkg.module:Attr"`` targets through the ``register_*`` hooks; the registry
+imports a target only when it is built. A YAML node ``{name: <component>, **fields}`` is turned into
+the component's nested ``Config`` dataclass (strictly validated) and then into the component via its
+``from_config(cfg, ctx)`` classmethod.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from foundry_core.errors import ComponentError, ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    import pluggy
+
+#: Which registration hook fills which component kind.
+HOOK_KIND: dict[str, str] = {
+    "register_models": "model",
+    "register_encoders": "encoder",
+    "register_backbones": "backbone",
+    "register_action_experts": "action_expert",
+    "register_data_sources": "data_source",
+    "register_transforms": "transform",
+    "register_envs": "env",
+    "register_evaluators": "evaluator",
+    "register_callbacks": "callback",
+    "register_optimizers": "optimizer",
+    "register_schedules": "schedule",
+}
+KINDS: tuple[str, ...] = tuple(HOOK_KIND.values())
+
+#: Names provided by first-party packages, so a missing one can say what to install.
+FIRST_PARTY: dict[str, dict[str, str]] = {
+    "foundry-vision": {
+        "encoder": "vit hf_vision_encoder",
+        "model": "vlm hf_vlm",
+        "backbone": "foundry_vlm hf_vlm vision_encoder",
+        "data_source": "wds_image_caption",
+    },
+    "foundry-action": {
+        "model": "vla",
+        "action_expert": "flow_matching diffusion l1_regression",
+        "data_source": "zarr_episodes",
+    },
+    "foundry-eval": {"env": "push_to_target pick_place_bin stack_blocks put_on_plate", "evaluator": "rollouts"},
+}
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One registered component.
+
+    Attributes:
+        kind: component kind (``model``, ``encoder``, ...).
+        name: the name used in YAML (``name: flow_matching``).
+        target: the class/factory, or ``"pkg.module:Attr"`` imported on first use.
+        provider: the plugin (distribution) that registered it.
+        description: one line for ``foundry components``.
+    """
+
+    kind: str
+    name: str
+    target: object | str
+    provider: str
+    description: str = ""
+
+    def load(self) -> Any:
+        """Import (if needed) and return the component class or factory."""
+        if not isinstance(self.target, str):
+            return self.target
+        module_name, _, attr = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ComponentError(
+                f"{self.kind} {self.name!r} (from {self.provider}) cannot be imported: {exc}"
+            ) from exc
+        try:
+            return getattr(module, attr)
+        except AttributeError as exc:
+            raise ComponentError(f"{self.kind} {self.name!r}: {module_name} has no attribute {attr!r}") from exc
+
+
+@dataclass
+class BuildContext:
+    """Runtime objects a component may need while it is built.
+
+    Attributes:
+        registry: the registry, for building nested components.
+        device: torch device string (``"cpu"``, ``"cuda:0"``).
+        dims: widths of already-built parts (``{"backbone": 768}``).
+        tokenizer: the run's tokenizer, when there is one.
+        pretrained_dir: set when rebuilding a model from an export folder.
+        extras: anything else a plugin wants to pass down.
+    """
+
+    registry: Registry
+    device: str = "cpu"
+    dims: dict[str, int] = field(default_factory=dict)
+    tokenizer: Any = None
+    pretrained_dir: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry:
+    """All components known to a plugin manager, keyed by (kind, name)."""
+
+    def __init__(self) -> None:
+        self._specs: dict[tuple[str, str], ComponentSpec] = {}
+
+    def add(self, spec: ComponentSpec) -> None:
+        """Add a component; a second registration of the same (kind, name) is an error naming both."""
+        if spec.kind not in KINDS:
+            raise ComponentError(f"unknown component kind {spec.kind!r}{did_you_mean(spec.kind, KINDS)}")
+        key = (spec.kind, spec.name)
+        old = self._specs.get(key)
+        if old is not None:
+            raise ComponentError(
+                f"{spec.kind} {spec.name!r} is registered twice: by {old.provider} ({old.target!r}) "
+                f"and by {spec.provider} ({spec.target!r})"
+            )
+        self._specs[key] = spec
+
+    def kinds(self) -> list[str]:
+        return list(KINDS)
+
+    def names(self, kind: str) -> list[str]:
+        self._check_kind(kind)
+        return sorted(name for k, name in self._specs if k == kind)
+
+    def specs(self, kind: str | None = None) -> list[ComponentSpec]:
+        return sorted(
+            (s for s in self._specs.values() if kind is None or s.kind == kind), key=lambda s: (s.kind, s.name)
+        )
+
+    def get(self, kind: str, name: str) -> ComponentSpec:
+        """Return the spec or raise with close matches and, if known, the package to install."""
+        self._check_kind(kind)
+        spec = self._specs.get((kind, name))
+        if spec is not None:
+            return spec
+        msg = f"no {kind} named {name!r}{did_you_mean(name, self.names(kind))}"
+        for dist, table in FIRST_PARTY.items():
+            if name in table.get(kind, "").split():
+                msg += f" ({name!r} is provided by {dist}: pip install {dist})"
+        known = ", ".join(self.names(kind)) or "none installed"
+        raise ComponentError(f"{msg}. Known {kind} names: {known}")
+
+    def component_class(self, kind: str, node: Mapping[str, Any], where: str = "") -> Any:
+        if not isinstance(node, Mapping):
+            raise ConfigError(f"{where or kind}: expected a mapping with a 'name' key, got {node!r}")
+        if "name" not in node:
+            raise ConfigError(f"{where or kind}: missing 'name' (one of: {', '.join(self.names(kind))})")
+        try:
+            return self.get(kind, str(node["name"])).load()
+        except ComponentError as exc:
+            raise ComponentError(f"{where or kind}: {exc}") from None
+
+    def parse_config(self, kind: str, node: Mapping[str, Any], where: str = "") -> Any:
+        """Validate ``node`` against the component's ``Config`` dataclass (nested components too)."""
+        from foundry_core.config import parse_dataclass
+
+        cls = self.component_class(kind, node, where)
+        fields = {k: v for k, v in node.items() if k != "name"}
+        config_cls = getattr(cls, "Config", None)
+        if config_cls is None:
+            if fields:
+                raise ConfigError(f"{where or kind}: {node['name']!r} takes no fields, got {sorted(fields)}")
+            return None
+        return parse_dataclass(config_cls, fields, where=where or kind, registry=self)
+
+    def build(self, kind: str, node: Mapping[str, Any], ctx: BuildContext | None = None, where: str = "") -> Any:
+        """Build a component from a YAML node ``{name: ..., **fields}``."""
+        ctx = ctx or BuildContext(registry=self)
+        cls = self.component_class(kind, node, where)
+        cfg = self.parse_config(kind, node, where)
+        if hasattr(cls, "from_config"):
+            return cls.from_config(cfg, ctx)
+        return cls(cfg) if cfg is not None else cls()
+
+    def _check_kind(self, kind: str) -> None:
+        if kind not in KINDS:
+            raise ComponentError(f"unknown component kind {kind!r}{did_you_mean(kind, KINDS)}")
+
+
+def collect(pm: pluggy.PluginManager) -> Registry:
+    """Call every registration hookimpl one at a time so each name is attributed to its plugin."""
+    registry = Registry()
+    for hook_name, kind in HOOK_KIND.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+
+            def register(
+                name: str, target: object | str, *, description: str = "", _kind: str = kind, _by: str = impl.plugin_name
+            ) -> None:
+                registry.add(ComponentSpec(_kind, name, target, _by, description))
+
+            impl.function(register=register)
+    return registry
+
+
+@functools.cache
+def get_registry() -> Registry:
+    """Registry of the process-wide default plugin manager."""
+    from foundry_core.plugins import plugin_manager
+
+    return collect(plugin_manager())

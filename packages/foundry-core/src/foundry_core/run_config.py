@@ -1,0 +1,124 @@
+"""The schema of a run config (one YAML file + includes + overrides).
+
+Components are nested nodes ``{name: ..., **fields}`` validated against the registry; the slot
+decides the kind (``model:`` is a ``model``, ``source:`` a ``data_source``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from foundry_core.config import component
+from foundry_core.errors import ConfigError
+
+
+@dataclass(kw_only=True)
+class RunSection:
+    name: str = "run"
+    #: Run directory; defaults to ``runs/<name>``.
+    out_dir: str | None = None
+    seed: int = 0
+    #: fsspec URL (``s3://bucket/prefix``, ``gs://…``, ``file:///…``) that receives every checkpoint and the export.
+    remote_dir: str | None = None
+    device: str = "auto"
+
+
+@dataclass(kw_only=True)
+class MixEntry:
+    source: dict[str, Any] = component("data_source")
+    weight: float = 1.0
+    #: Label used in per-source metrics; defaults to the source's ``name`` (+ index when repeated).
+    label: str | None = None
+
+    def validate(self) -> None:
+        if self.weight < 0:
+            raise ConfigError(f"weight must be >= 0, got {self.weight}")
+
+
+@dataclass(kw_only=True)
+class DataSection:
+    mix: list[MixEntry] = field(default_factory=list)
+    #: Held-out sources for validation loss (label -> source node).
+    val: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.mix and not any(m.weight > 0 for m in self.mix):
+            raise ConfigError("data.mix: at least one weight must be > 0")
+
+
+@dataclass(kw_only=True)
+class Budget:
+    samples: int | None = None
+    tokens: int | None = None
+    steps: int | None = None
+
+    def validate(self) -> None:
+        given = [k for k in ("samples", "tokens", "steps") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ConfigError(f"train.budget: give exactly one of samples/tokens/steps, got {given or 'none'}")
+
+
+@dataclass(kw_only=True)
+class BatchSection:
+    #: Samples per optimizer step over all ranks.
+    global_: int = field(default=8, metadata={"yaml": "global"})
+    per_device: int = 8
+
+
+@dataclass(kw_only=True)
+class EmaSection:
+    decay: float = 0.999
+    #: Export EMA weights instead of the raw ones.
+    use_for_export: bool = True
+
+
+@dataclass(kw_only=True)
+class CheckpointSection:
+    every_steps: int | None = None
+    every_samples: int | None = None
+    keep_last: int = 3
+
+
+@dataclass(kw_only=True)
+class TrainSection:
+    budget: Budget = field(default_factory=lambda: Budget(steps=100))
+    batch: dict[str, int] = field(default_factory=lambda: {"global": 8, "per_device": 8})
+    optim: dict[str, Any] = component("optimizer", {"name": "adamw", "lr": 3.0e-4})
+    schedule: dict[str, Any] = component("schedule", {"name": "cosine", "warmup": 0.05})
+    precision: Literal["fp32", "bf16", "bf16-pure"] = "fp32"
+    grad_clip: float | None = 1.0
+    ema: EmaSection | None = None
+    grad_checkpointing: bool = False
+    compile: bool = False
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    log_every: int = 10
+    val_every: int | None = None
+    val_batches: int = 4
+    #: Non-finite losses tolerated (step skipped) before the run stops.
+    skip_nonfinite: int = 0
+    callbacks: list[dict[str, Any]] = component("callback", [], many=True)
+    metrics: list[Literal["jsonl", "tensorboard", "wandb"]] = field(default_factory=lambda: ["jsonl"])
+    progress: bool = True
+
+    def validate(self) -> None:
+        unknown = set(self.batch) - {"global", "per_device"}
+        if unknown or "global" not in self.batch:
+            raise ConfigError(f"train.batch: expected keys 'global' and 'per_device', got {sorted(self.batch)}")
+
+
+@dataclass(kw_only=True)
+class DistributedSection:
+    strategy: Literal["none", "ddp", "fsdp2"] = "none"
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    run: RunSection = field(default_factory=RunSection)
+    model: dict[str, Any] = component("model")
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
+    #: Free-form section for stage-specific evaluation settings (read by evaluators).
+    eval: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,3 @@
+"""foundry-eval."""
+
+__version__ = "0.1.0"

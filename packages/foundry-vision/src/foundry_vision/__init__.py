@@ -1,0 +1,3 @@
+"""foundry-vision."""
+
+__version__ = "0.1.0"
