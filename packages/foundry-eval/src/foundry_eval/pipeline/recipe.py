@@ -1,0 +1,100 @@
+"""The pipeline recipe: one YAML with a section per stage (each training stage is a full run config).
+
+``${out}`` and ``${world}`` in any string are replaced by the pipeline's output folder and its
+``world/`` subfolder: plain text substitution, no I/O, so the recipe stays a pure config.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from foundry_core.config import apply_overrides, load_config_file, parse_dataclass, yaml_load
+from foundry_core.errors import ConfigError
+from foundry_eval.pipeline.world import WorldConfig
+
+TRAIN_STAGES = ("llm", "vlm", "vla", "baseline")
+STAGES = ("world", "tokenizer", *TRAIN_STAGES, "eval", "report")
+
+
+@dataclass(kw_only=True)
+class PipelineRun:
+    out_dir: str = "runs/pipeline"
+    seed: int = 0
+
+
+@dataclass(kw_only=True)
+class TokenizerStage:
+    vocab_size: int = 600
+
+
+@dataclass(kw_only=True)
+class EvalStage:
+    episodes: int = 20
+    workers: int = 2
+    replan_every: int = 4
+    #: Stage names of trained policies, plus the built-in baselines ``random`` / ``expert``.
+    policies: list[str] = field(default_factory=lambda: ["vla", "baseline", "random"])
+    #: Rollout videos (GIF) written per (policy, task) for the report.
+    videos: int = 2
+    test: str = "step"
+    alpha: float = 0.05
+
+
+@dataclass(kw_only=True)
+class Recipe:
+    run: PipelineRun = field(default_factory=PipelineRun)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    tokenizer: TokenizerStage = field(default_factory=TokenizerStage)
+    llm: dict[str, Any] = field(default_factory=dict)
+    vlm: dict[str, Any] = field(default_factory=dict)
+    vla: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    eval: EvalStage = field(default_factory=EvalStage)
+
+    def validate(self) -> None:
+        for stage in TRAIN_STAGES:
+            if not getattr(self, stage):
+                raise ConfigError(f"{stage}: a training stage needs a run config (model, data, train)")
+        for name in self.eval.policies:
+            if name not in (*TRAIN_STAGES, "random", "expert"):
+                raise ConfigError(f"eval.policies: unknown policy {name!r} (stage names or random/expert)")
+
+    @property
+    def out(self) -> Path:
+        return Path(self.run.out_dir)
+
+    def stage_config(self, stage: str) -> dict[str, Any]:
+        """The run config of a training stage, with its output folder set inside the pipeline's."""
+        cfg = copy.deepcopy(getattr(self, stage))
+        cfg.setdefault("run", {})["out_dir"] = str(self.out / stage)
+        cfg["run"].setdefault("name", f"pipeline_{stage}")
+        return cfg
+
+
+def default_recipe_text() -> str:
+    return resources.files("foundry_eval.pipeline").joinpath("default.yaml").read_text()
+
+
+def _substitute(node: Any, values: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        for key, value in values.items():
+            node = node.replace("${" + key + "}", value)
+        return node
+    if isinstance(node, dict):
+        return {k: _substitute(v, values) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, values) for v in node]
+    return node
+
+
+def load_recipe(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The embedded default (``path=None``) or a recipe file, with dotted overrides applied."""
+    raw = load_config_file(path) if path else yaml_load(default_recipe_text())
+    raw = apply_overrides(raw, list(overrides))
+    out = str(raw.get("run", {}).get("out_dir", "runs/pipeline"))
+    raw = _substitute(raw, {"out": out, "world": f"{out}/world"})
+    return parse_dataclass(Recipe, raw, where="")

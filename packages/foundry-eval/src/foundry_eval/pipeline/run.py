@@ -1,0 +1,166 @@
+"""Run the pipeline's stages in order; each finished stage leaves ``<out>/<stage>/DONE.json``.
+
+A re-run skips stages whose marker exists (``force`` redoes them and every later stage). The marker
+is written last, so an interrupted stage is redone, never half-trusted. Training stages call the
+ordinary trainer (``train_from_config``) on their section of the recipe; nothing here is special-cased
+for the pipeline that a user could not do with ``foundry train`` / ``foundry eval run``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from foundry_core.errors import FoundryError
+from foundry_eval.pipeline.recipe import STAGES, TRAIN_STAGES, Recipe
+
+log = logging.getLogger("foundry.pipeline")
+DONE = "DONE.json"
+
+
+class Pipeline:
+    """The stages of one recipe; ``run()`` executes what is not done yet."""
+
+    def __init__(self, recipe: Recipe, *, console: Console | None = None) -> None:
+        self.recipe = recipe
+        self.out = recipe.out
+        self.console = console or Console(stderr=True)
+        self.steps: dict[str, Callable[[Path], dict[str, Any]]] = {
+            "world": self.world,
+            "tokenizer": self.tokenizer,
+            **{s: (lambda d, s=s: self.train(s, d)) for s in TRAIN_STAGES},
+            "eval": self.evaluate,
+            "report": self.report,
+        }
+
+    # ------------------------------------------------------------------ orchestration
+    def done(self, stage: str) -> dict[str, Any] | None:
+        marker = self.out / stage / DONE
+        return json.loads(marker.read_text()) if marker.is_file() else None
+
+    def run(self, *, stages: Iterable[str] | None = None, force: bool = False) -> dict[str, dict[str, Any]]:
+        wanted = list(stages) if stages else list(STAGES)
+        for s in wanted:
+            if s not in STAGES:
+                raise FoundryError(f"unknown pipeline stage {s!r}; stages: {', '.join(STAGES)}")
+        summary: dict[str, dict[str, Any]] = {}
+        redo = False
+        for i, stage in enumerate(STAGES):
+            if stage not in wanted:
+                continue
+            previous = self.done(stage)
+            if previous is not None and not (force or redo):
+                self.console.print(f"[dim]\\[{i + 1}/{len(STAGES)}] {stage}: done earlier ({previous['seconds']:.0f} s), skipped[/dim]")
+                summary[stage] = previous
+                continue
+            redo = redo or force  # a redone stage invalidates everything after it
+            stage_dir = self.out / stage
+            if (stage_dir / DONE).exists():
+                (stage_dir / DONE).unlink()
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            self.console.rule(f"[bold][{i + 1}/{len(STAGES)}] {stage}")
+            start = time.perf_counter()
+            result = self.steps[stage](stage_dir)
+            result["seconds"] = round(time.perf_counter() - start, 1)
+            tmp = stage_dir / (DONE + ".tmp")
+            tmp.write_text(json.dumps(result, indent=2, default=str))
+            tmp.replace(stage_dir / DONE)
+            summary[stage] = result
+            self.console.print(f"{stage}: done in {result['seconds']:.0f} s")
+            redo = True
+        return summary
+
+    # ------------------------------------------------------------------ stages
+    def world(self, d: Path) -> dict[str, Any]:
+        from rich.progress import Progress
+
+        from foundry_eval.pipeline.world import build_captions, build_demos, build_text
+
+        cfg = self.recipe.world
+        for sub in ("text", "captions", "demos.zarr"):
+            if (d / sub).exists():
+                shutil.rmtree(d / sub)
+        demo_tasks = cfg.demo_tasks or cfg.tasks
+        with Progress(console=self.console, transient=False) as bar:
+            t = bar.add_task("text (scene descriptions)", total=cfg.text_docs_per_task * len(cfg.tasks))
+            text = build_text(cfg, d / "text", progress=lambda n: bar.advance(t, n))
+            c = bar.add_task("images + captions", total=cfg.images_per_task * len(cfg.tasks))
+            captions = build_captions(cfg, d / "captions", progress=lambda n: bar.advance(c, n))
+            m = bar.add_task("expert demonstrations (attempts)", total=None)
+            demos = build_demos(cfg, d / "demos.zarr", progress=lambda n: bar.advance(m, n))
+            bar.update(m, total=bar.tasks[m].completed)
+        return {"text": text, "captions": captions, "demos": demos, "demo_tasks": demo_tasks}
+
+    def tokenizer(self, d: Path) -> dict[str, Any]:
+        from foundry_core.data.shards import iter_shard_samples, read_manifest
+        from foundry_core.tokenizers import train_bpe
+
+        texts = [
+            members["json"].decode()
+            for shard in read_manifest(str(self.out / "world" / "text"))
+            for _key, members in iter_shard_samples(shard.url)
+        ]
+        tok = train_bpe(texts, self.recipe.tokenizer.vocab_size, d)
+        return {"vocab_size": len(tok), "documents": len(texts), "path": str(d)}
+
+    def train(self, stage: str, d: Path) -> dict[str, Any]:
+        from foundry_core.train.run import train_from_config
+
+        if (d / "checkpoints").exists() or (d / "export").exists():
+            shutil.rmtree(d)  # a stage is redone from scratch: stale checkpoints must not be resumed
+            d.mkdir(parents=True)
+        run_dir = train_from_config(self.recipe.stage_config(stage))
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        losses = [r["loss"] for r in rows if "loss" in r]
+        out: dict[str, Any] = {"export": str(run_dir / "export"), "steps": rows[-1].get("step") if rows else 0}
+        if losses:
+            out.update(first_loss=losses[0], final_loss=losses[-1])
+        per_source = {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith("loss/")}
+        out["final_per_source"] = per_source
+        return out
+
+    def evaluate(self, d: Path) -> dict[str, Any]:
+        from foundry_eval.rollout.runner import run_rollouts, success_count
+
+        ev, world = self.recipe.eval, self.recipe.world
+        tasks = world.demo_tasks or world.tasks
+        results_root = d / "results"
+        if results_root.exists():
+            shutil.rmtree(results_root)
+        summary: dict[str, Any] = {}
+        for name in ev.policies:
+            policy = name if name in ("random", "expert") else str(self.out / name / "export")
+            self.console.print(f"evaluating [bold]{name}[/bold] on {', '.join(tasks)} ({ev.episodes} episodes each)")
+            paths = run_rollouts(
+                policy,
+                [{"name": t, "image_size": world.image_size, "cameras": list(world.cameras)} for t in tasks],
+                ev.episodes,
+                results_root,
+                model_name=name,
+                workers=ev.workers,
+                replan_every=ev.replan_every,
+                video=ev.videos > 0,
+                video_format="gif",
+            )
+            summary[name] = {task: {"successes": s, "n": n} for task, (s, n) in success_count(paths).items()}
+        return {"results": str(results_root), "success": summary}
+
+    def report(self, d: Path) -> dict[str, Any]:
+        from foundry_eval.pipeline.report import write_pipeline_report
+
+        path, decisions = write_pipeline_report(self, d)
+        final = self.out / "report.html"
+        shutil.copyfile(path, final)
+        return {"report": str(final), "decisions": decisions}
+
+
+def run_pipeline(recipe: Recipe, *, stages: Iterable[str] | None = None, force: bool = False) -> dict[str, Any]:
+    """Run (or resume) the pipeline of ``recipe``; returns the per-stage summaries."""
+    return Pipeline(recipe).run(stages=stages, force=force)

@@ -1,0 +1,194 @@
+"""The pipeline's "toy world": text, captioned images and demonstrations, all from the Drake tasks.
+
+* text: paragraphs describing sampled scenes and tasks (``language.describe_scene``), written as raw
+  text WebDataset shards + ``manifest.jsonl`` (the ``text_untokenized`` format of VLA Foundry);
+* images: rendered scene-camera frames of seeded initial states with a caption generated from the
+  same state, as image-caption shards (``<key>.png`` + ``<key>.txt``) + manifest;
+* demonstrations: scripted-expert episodes in the Zarr episode store (foundry-action).
+
+Text layouts are sampled from each task's own initial-state distribution (no simulation needed),
+so the corpus is large and cheap; images need a reset + render per sample.
+Test: ``uv run pytest packages/foundry-eval/tests/test_eval_pipeline_world.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from foundry_eval.pipeline.language import SceneObject, caption_scene, describe_scene
+
+#: Shape words for the scene builder's object kinds.
+SHAPES = {"box": "block", "cylinder": "can", "bin": "bin", "plate": "plate", "marker": "target circle"}
+COLORS = {
+    "red": (0.85, 0.1, 0.1),
+    "green": (0.1, 0.75, 0.2),
+    "blue": (0.15, 0.3, 0.85),
+    "yellow": (0.95, 0.8, 0.1),
+    "white": (0.95, 0.95, 0.95),
+    "black": (0.1, 0.1, 0.1),
+    "orange": (0.95, 0.5, 0.1),
+}
+
+
+@dataclass(kw_only=True)
+class WorldConfig:
+    """What the toy world contains (the defaults are the CPU-sized main job)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["push_to_target", "pick_place_bin", "stack_blocks", "put_on_plate"])
+    #: Text paragraphs per task (sampled layouts, no simulation).
+    text_docs_per_task: int = 1500
+    #: Rendered + captioned images per task.
+    images_per_task: int = 60
+    #: Expert demonstrations stored per task (successful ones).
+    demos_per_task: int = 20
+    #: Tasks that get demonstrations (default: all of ``tasks``).
+    demo_tasks: list[str] | None = None
+    image_size: int = 64
+    cameras: list[str] = field(default_factory=lambda: ["scene", "wrist"])
+    samples_per_shard: int = 256
+    workers: int = 2
+    seed: int = 0
+
+
+def color_name(rgba: Iterable[float]) -> str:
+    """The nearest colour word for an RGB(A) value."""
+    rgb = np.asarray(list(rgba)[:3], dtype=float)
+    return min(COLORS, key=lambda name: float(np.sum((np.asarray(COLORS[name]) - rgb) ** 2)))
+
+
+def scene_objects(env: Any, poses: dict[str, Any]) -> list[SceneObject]:
+    """SceneObjects (colour, shape, position) for a task env and a dict of object poses."""
+    objects = []
+    for spec in env.object_specs():
+        xyz = np.asarray(poses[spec.name].translation(), dtype=float)
+        objects.append(SceneObject(spec.name, color_name(spec.color), SHAPES.get(spec.kind, spec.kind), *xyz))
+    return objects
+
+
+class ShardWriter:
+    """Writes WebDataset tar shards (``shard_%06d.tar``) and a ``manifest.jsonl`` with exact counts."""
+
+    def __init__(self, out_dir: Path, samples_per_shard: int) -> None:
+        self.out_dir, self.per_shard = Path(out_dir), samples_per_shard
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.shards: list[tuple[str, int]] = []
+        self._tar: tarfile.TarFile | None = None
+        self._count = 0
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        if self._tar is None or self._count >= self.per_shard:
+            self._close_shard()
+            name = f"shard_{len(self.shards):06d}"
+            self.shards.append((name, 0))
+            self._tar = tarfile.open(self.out_dir / f"{name}.tar", "w")
+            self._count = 0
+        for ext, data in members.items():
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            info.mtime = 0
+            self._tar.addfile(info, io.BytesIO(data))
+        self._count += 1
+        self.shards[-1] = (self.shards[-1][0], self._count)
+
+    def _close_shard(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+
+    def close(self) -> Path:
+        self._close_shard()
+        manifest = self.out_dir / "manifest.jsonl"
+        tmp = manifest.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps({"shard": n, "num_sequences": c}) + "\n" for n, c in self.shards))
+        tmp.replace(manifest)  # the manifest appears only once every shard is complete
+        return manifest
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def build_text(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Write the text corpus; returns counts."""
+    from foundry_core.registry import get_registry
+
+    writer = ShardWriter(out_dir, cfg.samples_per_shard * 4)
+    rng = random.Random(cfg.seed)
+    docs = words = 0
+    for t, task in enumerate(cfg.tasks):
+        env = get_registry().build("env", {"name": task, "cameras": []}, where=f"world.tasks.{task}")
+        nprng = np.random.default_rng(cfg.seed * 1000 + t)
+        for i in range(cfg.text_docs_per_task):
+            poses = env.sample_objects(nprng)
+            instruction = env.instruction_templates[int(nprng.integers(len(env.instruction_templates)))]
+            text = describe_scene(scene_objects(env, poses), instruction, rng)
+            writer.write(f"{task}_{i:06d}", {"json": text.encode()})
+            docs += 1
+            words += len(text.split())
+            if progress:
+                progress(1)
+        env.close()
+    writer.close()
+    return {"documents": docs, "words": words}
+
+
+def build_captions(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Render seeded initial scenes with the scene camera and caption them from their state."""
+    from foundry_core.registry import get_registry
+
+    writer = ShardWriter(out_dir, cfg.samples_per_shard)
+    rng = random.Random(cfg.seed + 1)
+    count = 0
+    examples: list[dict[str, str]] = []
+    for task in cfg.tasks:
+        node = {"name": task, "cameras": ["scene"], "image_size": cfg.image_size}
+        env = get_registry().build("env", node, where=f"world.tasks.{task}")
+        names = [s.name for s in env.object_specs()]
+        for i in range(cfg.images_per_task):
+            obs = env.reset(10_000 + i)
+            poses = {n: env.scene.pose(n) for n in names}
+            caption = caption_scene(scene_objects(env, poses), rng)
+            key = f"{task}_{i:06d}"
+            writer.write(key, {"png": _png(obs["images"]["scene"]), "txt": caption.encode()})
+            if i < 2:
+                examples.append({"key": key, "caption": caption})
+            count += 1
+            if progress:
+                progress(1)
+        env.close()
+    writer.close()
+    return {"images": count, "examples": examples}
+
+
+def build_demos(
+    cfg: WorldConfig, out_path: Path, *, progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Scripted-expert demonstrations of every demo task into one Zarr episode store."""
+    from foundry_eval.sim.demos import generate_demos
+
+    summary: dict[str, Any] = {}
+    for i, task in enumerate(cfg.demo_tasks or cfg.tasks):
+        node = {"name": task, "cameras": list(cfg.cameras), "image_size": cfg.image_size}
+        result = generate_demos(
+            node,
+            episodes=cfg.demos_per_task,
+            out=out_path,
+            workers=cfg.workers,
+            append=i > 0,
+            on_episode=(lambda _r, _s: progress(1)) if progress else None,
+        )
+        summary[task] = {"stored": result.stored, "attempted": result.attempted, "success_rate": result.success_rate}
+    return summary
