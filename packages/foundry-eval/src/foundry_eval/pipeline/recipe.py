@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from foundry_core.config import apply_overrides, load_config_file, parse_dataclass, yaml_load
+from foundry_core.config import apply_overrides, deep_merge, load_config_file, parse_dataclass, yaml_load
 from foundry_core.errors import ConfigError
 from foundry_eval.pipeline.world import WorldConfig
 
@@ -92,8 +92,11 @@ def _substitute(node: Any, values: dict[str, str]) -> Any:
 
 
 def load_recipe(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """The embedded default (``path=None``) or a recipe file, with dotted overrides applied."""
-    raw = load_config_file(path) if path else yaml_load(default_recipe_text())
+    """The embedded default recipe, deep-merged with a recipe file (which states only what differs),
+    with dotted overrides applied last."""
+    raw = yaml_load(default_recipe_text())
+    if path:
+        raw = deep_merge(raw, load_config_file(path))
     raw = apply_overrides(raw, list(overrides))
     out = str(raw.get("run", {}).get("out_dir", "runs/pipeline"))
     raw = _substitute(raw, {"out": out, "world": f"{out}/world"})

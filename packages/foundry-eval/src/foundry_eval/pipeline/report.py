@@ -60,7 +60,7 @@ def sample_captions(pipeline: Pipeline, n: int = 4) -> list[dict[str, Any]]:
         import numpy as np
         from PIL import Image
 
-        img = np.asarray(Image.open(io.BytesIO(members["png"])).convert("RGB"))
+        img = np.array(Image.open(io.BytesIO(members["png"])).convert("RGB"))  # writable copy
         images = torch.from_numpy(img).permute(2, 0, 1)[None, None].contiguous()  # (1, 1, 3, H, W)
         with torch.no_grad():
             caption = model.generate(images, [""], max_new_tokens=24)[0]
@@ -69,12 +69,14 @@ def sample_captions(pipeline: Pipeline, n: int = 4) -> list[dict[str, Any]]:
 
 
 def _decision_sentence(pair: Any) -> str:
+    from foundry_eval.stats.step import P0_GREATER, P0_LESS, UNDECIDED
+
     a, b = pair.model_a, pair.model_b
-    if pair.decision == "P0_LESS":
+    if pair.decision == P0_LESS:
         return f"{b} is better than {a}"
-    if pair.decision == "P0_GREATER":
+    if pair.decision == P0_GREATER:
         return f"{a} is better than {b}"
-    if pair.decision == "UNDECIDED":
+    if pair.decision == UNDECIDED:
         return f"{a} vs {b}: not separated at this budget"
     return f"{a} vs {b}: test error ({pair.error})"
 
@@ -180,12 +182,14 @@ def write_pipeline_report(pipeline: Pipeline, d: Path) -> tuple[Path, list[str]]
 
 def _verdict(rows: list[Any], pairs: list[Any]) -> str:
     """Plain-language outcome: does the pretrained-chain VLA beat random and the baseline, per the tests."""
+    from foundry_eval.stats.step import P0_GREATER, P0_LESS
+
     lines = []
     for other in ("random", "baseline"):
         won = [p.task for p in pairs if {p.model_a, p.model_b} == {"vla", other} and
-               ((p.decision == "P0_LESS" and p.model_b == "vla") or (p.decision == "P0_GREATER" and p.model_a == "vla"))]
+               ((p.decision == P0_LESS and p.model_b == "vla") or (p.decision == P0_GREATER and p.model_a == "vla"))]
         lost = [p.task for p in pairs if {p.model_a, p.model_b} == {"vla", other} and
-                ((p.decision == "P0_LESS" and p.model_a == "vla") or (p.decision == "P0_GREATER" and p.model_b == "vla"))]
+                ((p.decision == P0_LESS and p.model_a == "vla") or (p.decision == P0_GREATER and p.model_b == "vla"))]
         if won:
             lines.append(f"The VLA (LLM→VLM→VLA chain) is significantly better than {other} on: {', '.join(won)}.")
         else:

@@ -191,4 +191,9 @@ def build_demos(
             on_episode=(lambda _r, _s: progress(1)) if progress else None,
         )
         summary[task] = {"stored": result.stored, "attempted": result.attempted, "success_rate": result.success_rate}
+    from foundry_action.normalization import NormStats
+    from foundry_action.store import open_store
+
+    store = open_store(out_path)
+    NormStats.compute(store).save(store.path / "stats")  # stored beside the data, copied into exports
     return summary

@@ -1,0 +1,199 @@
+"""Robot data loading: samples/s of our Zarr window sampler vs the reference WebDataset samples.
+
+Both read the same synthetic episodes (2 cameras 224x224, images at offsets {-1, 0}, 16-step windows
+= past 1 + anchor + future 14, 10-D action/proprio) into the same batch of 32: decoded uint8 images
+[B, 4, 3, 224, 224], normalized actions/proprio, masks, plus the same random crop + colour jitter.
+
+* baseline: the reference layout (one tar sample per window: 4 JPEGs (quality 90) + lowdim.npz +
+  metadata.json + language_instructions.json), read with ``webdataset`` (shuffle buffer 1000), JPEG
+  decode with PIL, npz decode, collate, normalize, augment;
+* ours: ``zarr_episodes`` over a Zarr v3 episode store (Blosc-LZ4 frames, one chunk per frame; low-dim
+  arrays in memory), same augmentation.
+
+Single process each (num_workers 0, 1 torch thread), page cache warm for both; steady state after one
+warm-up batch. The ratio uses samples per CPU-second of the process (robust on a shared machine);
+wall-clock rates are reported too.
+ratio = ours / baseline samples per CPU-second (goal >= 2).
+Run: ``uv run python benchmarks/robot_loader.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BATCH, PAST, FUTURE, SIZE, OFFSETS = 32, 1, 14, 224, (-1, 0)
+
+
+def _base_image() -> np.ndarray:
+    """A real photograph (matplotlib sample) at 256x256, so JPEG and zstd see natural statistics."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        img = Image.open(f).convert("RGB").resize((256, 256))
+    return np.asarray(img)
+
+
+def make_episodes(n_episodes: int, length: int) -> list[dict[str, np.ndarray]]:
+    base = _base_image()
+    rng = np.random.default_rng(0)
+    eps = []
+    for e in range(n_episodes):
+        t = np.linspace(0, 1, length, dtype=np.float32)[:, None]
+        a, b = rng.normal(size=(2, 10)).astype(np.float32)
+        proprio = a + (b - a) * t
+        ep: dict[str, np.ndarray] = {"action": proprio + 0.01 * rng.normal(size=proprio.shape).astype(np.float32),
+                                     "proprio": proprio}
+        for c, cam in enumerate(("scene", "wrist")):
+            frames = np.empty((length, SIZE, SIZE, 3), np.uint8)
+            for i in range(length):
+                y, x = (e * 7 + i + c * 11) % 32, (e * 3 + 2 * i) % 32
+                frames[i] = base[y : y + SIZE, x : x + SIZE]
+            ep[f"camera/{cam}"] = frames
+        eps.append(ep)
+    return eps
+
+
+def write_zarr(path: Path, eps: list[dict[str, np.ndarray]]) -> Path:
+    from foundry_action.normalization import NormStats
+    from foundry_action.store import EpisodeWriter, open_store
+
+    with EpisodeWriter(path, fps=10.0, fields={"action": (10,), "proprio": (10,)},
+                       cameras={"scene": (SIZE, SIZE), "wrist": (SIZE, SIZE)}, mode="w") as w:
+        for ep in eps:
+            w.append_episode(ep, task="bench", instruction="push the block")
+    NormStats.compute(open_store(path)).save(path / "stats")
+    return path
+
+
+def _wds_decode(sample: dict[str, Any]) -> dict[str, Any]:
+    from PIL import Image
+
+    with np.load(io.BytesIO(sample["lowdim.npz"])) as npz:
+        low = {k: npz[k] for k in npz.files}
+    imgs = []
+    for off in OFFSETS:  # time-major, like ours
+        for cam in ("scene", "wrist"):
+            with Image.open(io.BytesIO(sample[f"{cam}_t{off}.jpg"])) as im:
+                imgs.append(np.asarray(im.convert("RGB")))
+    meta = json.loads(sample["metadata.json"])
+    instr = json.loads(sample["language_instructions.json"])["original"][0]
+    return {"low": low, "images": np.stack(imgs), "meta": meta, "instruction": instr}
+
+
+def wds_batches(directory: Path, stats: Any, aug: Any, seed: int = 0):
+    """The reference pipeline: webdataset read + decode + collate + normalize + augment."""
+    import torch
+    import webdataset as wds
+
+    from foundry_action.augment import augment
+
+    urls = sorted(str(p) for p in directory.glob("*.tar"))
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        pipe = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(), wds.shuffle(1000, rng=random.Random(seed)),
+                                wds.map(_wds_decode))
+        buf = []
+        for sample in pipe:
+            buf.append(sample)
+            if len(buf) < BATCH:
+                continue
+            low = {k: np.stack([s["low"][k] for s in buf]) for k in ("action", "proprio", "past_mask", "future_mask")}
+            images = torch.from_numpy(np.stack([s["images"] for s in buf])).permute(0, 1, 4, 2, 3)
+            yield {
+                "images": augment(images, aug, gen),
+                "actions": torch.from_numpy(stats.normalize("action", low["action"].astype(np.float32))),
+                "proprio": torch.from_numpy(stats.normalize("proprio", low["proprio"][:, : PAST + 1].astype(np.float32))),
+                "past_mask": torch.from_numpy(low["past_mask"]),
+                "future_mask": torch.from_numpy(low["future_mask"]),
+                "instruction": [s["instruction"] for s in buf],
+            }
+            buf = []
+
+
+def _rate(it: Any, n_batches: int) -> tuple[float, float]:
+    """(samples per CPU-second of this process, samples per wall-second) after one warm-up batch."""
+    next(it)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n_batches):
+        b = next(it)
+        assert b["images"].shape == (BATCH, 4, 3, SIZE, SIZE)
+    n = n_batches * BATCH
+    return n / (time.process_time() - cpu), n / (time.perf_counter() - wall)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # both pipelines single-threaded: CPU time is then a fair cost measure
+    try:
+        return _measure(quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(quick: bool) -> dict[str, Any]:
+    from foundry_action.augment import AugmentConfig
+    from foundry_action.data_source import ZarrEpisodes
+    from foundry_action.normalization import NormStats
+    from foundry_action.testing import write_synthetic_wds
+
+    n_eps, length, n_batches = (4, 48, 5) if quick else (20, 100, 30)
+    eps = make_episodes(n_eps, length)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        t0 = time.perf_counter()
+        store = write_zarr(tmp_path / "bench.zarr", eps)
+        t_zarr = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        wds_dir = write_synthetic_wds(tmp_path / "wds", eps, past=PAST, future=FUTURE, image_offsets=OFFSETS,
+                                      samples_per_shard=100, jpeg_quality=90)
+        t_wds = time.perf_counter() - t0
+        zarr_mb = sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 1e6
+        wds_mb = sum(p.stat().st_size for p in wds_dir.glob("*.tar")) / 1e6
+        cfg = ZarrEpisodes.Config(path=str(store), past=PAST, future=FUTURE, image_offsets=list(OFFSETS),
+                                  augment=AugmentConfig(enabled=True))
+        ours_src = ZarrEpisodes(cfg)
+        ours, ours_wall = _rate(ours_src.batches(BATCH, rank=0, world_size=1, seed=0), n_batches)
+        stats = NormStats.load(store / "stats")
+        base, base_wall = _rate(wds_batches(wds_dir, stats, AugmentConfig(enabled=True)), n_batches)
+    return {
+        "name": "robot_loader",
+        "metric": "zarr_episodes / webdataset samples per CPU-second (decode + augment, batch 32)",
+        "unit": "samples/CPU-s",
+        "goal": 2.0,
+        "higher_is_better": True,
+        "baseline": round(base, 1),
+        "ours": round(ours, 1),
+        "ratio": round(ours / base, 2),
+        "wall": {"baseline": round(base_wall, 1), "ours": round(ours_wall, 1), "ratio": round(ours_wall / base_wall, 2)},
+        "samples": n_eps * length,
+        "zarr_mb": round(zarr_mb, 1),
+        "wds_mb": round(wds_mb, 1),
+        "write_s": {"zarr": round(t_zarr, 1), "wds": round(t_wds, 1)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small data set, < 60 s")
+    r = run(parser.parse_args().quick)
+    print(f"{'loader':28s} {'samples/CPU-s':>14s} {'samples/wall-s':>15s}")
+    print(f"{'webdataset (reference)':28s} {r['baseline']:14.1f} {r['wall']['baseline']:15.1f}")
+    print(f"{'zarr_episodes (ours)':28s} {r['ours']:14.1f} {r['wall']['ours']:15.1f}")
+    print(f"ratio ours/baseline: {r['ratio']:.2f}x CPU, {r['wall']['ratio']:.2f}x wall   ({r['samples']} windows; zarr {r['zarr_mb']} MB, "
+          f"wds {r['wds_mb']} MB; write s {r['write_s']})")
+
+
+if __name__ == "__main__":
+    main()

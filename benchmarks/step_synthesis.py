@@ -1,0 +1,57 @@
+"""STEP boundary synthesis time (our own implementation) for n_max = 50 / 200 / 500, alpha = 0.05, linear
+budget, 129 control points. Each synthesis runs from scratch (no disk cache) and is checked: the
+rejected null mass per control point must stay ≤ alpha.
+
+Baseline: the reference system states 15–25 s for n_max = 200 on two CPU cores; we use 20 s (a stated
+number, not re-measured: the reference package is CC BY-NC and not installed).
+ratio = 20 s / our n_max = 200 time (higher is faster). ``--quick``: n_max 50 and 200 only.
+
+    uv run python benchmarks/step_synthesis.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+BASELINE_S_200 = 20.0
+
+
+def _time_one(n_max: int) -> float:
+    from foundry_eval.stats.step import StepSpec, synthesize
+
+    t0 = time.perf_counter()
+    pol = synthesize(StepSpec(n_max=n_max, alpha=0.05))
+    dt = time.perf_counter() - t0
+    assert pol.rejected.max() <= 0.05 + 1e-12, "type-I budget exceeded"
+    return dt
+
+
+def run(quick: bool) -> dict:
+    sizes = (50, 200) if quick else (50, 200, 500)
+    times = {n: _time_one(n) for n in sizes}
+    return {
+        "name": "step_synthesis",
+        "ratio": BASELINE_S_200 / times[200],
+        "baseline": BASELINE_S_200,
+        "ours": times[200],
+        "unit": "s (n_max=200)",
+        "times_s": {str(n): round(t, 3) for n, t in times.items()},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="n_max 50 and 200 only")
+    res = run(ap.parse_args().quick)
+    print(f"{'n_max':>6}  {'synthesis (s)':>13}")
+    for n, t in res["times_s"].items():
+        print(f"{n:>6}  {t:>13.2f}")
+    print(
+        f"baseline (reference, stated) n_max=200: {res['baseline']:.1f} s; ours {res['ours']:.2f} s; "
+        f"ratio (baseline/ours) = {res['ratio']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

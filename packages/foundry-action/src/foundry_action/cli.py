@@ -1,0 +1,106 @@
+"""``foundry data convert | inspect | validate | stats`` for episode stores (attached by plugin.py).
+
+Command bodies import heavy modules lazily so ``foundry --help`` stays fast.
+Test: ``uv run pytest packages/foundry-action/tests/test_action_cli.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from foundry_core.cli.main import group
+
+
+def add_commands(cli: click.Group) -> None:
+    data = group(cli, "data")
+
+    @data.command("convert")
+    @click.argument("src", type=click.Path(exists=True))
+    @click.argument("dst", type=click.Path())
+    @click.option("--format", "fmt", type=click.Choice(["wds", "lerobot_v3", "replay_buffer"]), default=None,
+                  help="Source format (default: detected from SRC).")
+    @click.option("--workers", type=int, default=1, show_default=True, help="Parallel worker processes.")
+    @click.option("--ray", "use_ray", is_flag=True, help="Run the work units as Ray tasks (RAY_ADDRESS or local).")
+    @click.option("--fps", type=float, default=None, help="Control rate when the source has none.")
+    @click.option("--task", default=None, help="Task name for every episode (default: from the source).")
+    @click.option("--instruction", default=None, help="Instruction for episodes whose source has none.")
+    @click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+    @click.option("--no-stats", is_flag=True, help="Skip computing normalization statistics.")
+    def convert_cmd(src: str, dst: str, fmt: str | None, workers: int, use_ray: bool, fps: float | None,
+                    task: str | None, instruction: str | None, overwrite: bool, no_stats: bool) -> None:
+        """Convert robot data (reference WebDataset, LeRobot v3, diffusion_policy replay buffer) to an episode store."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        from foundry_action.convert import ConvertOptions, convert, detect_format
+
+        fmt = fmt or detect_format(src)
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), transient=True) as bar:
+            job = bar.add_task(f"converting {fmt}", total=None)
+            result = convert(src, dst, fmt=fmt, workers=workers, use_ray=use_ray, overwrite=overwrite,
+                             options=ConvertOptions(fps=fps, task=task, instruction=instruction),
+                             compute_stats=not no_stats, progress=lambda d, n: bar.update(job, completed=d, total=n))
+        for line in result.lines():
+            click.echo(line)
+
+    @data.command("inspect")
+    @click.argument("path", type=click.Path(exists=True))
+    @click.option("--out", type=click.Path(), default=None, help="Contact sheet PNG (default: PATH/contact_sheet.png).")
+    @click.option("--episodes", type=int, default=4, show_default=True, help="Episodes in the contact sheet.")
+    @click.option("--frames", type=int, default=4, show_default=True, help="Frames per camera and episode.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+    def inspect_cmd(path: str, out: str | None, episodes: int, frames: int, as_json: bool) -> None:
+        """Summarise an episode store and write a contact sheet of frames and action plots."""
+        from pathlib import Path
+
+        from foundry_action.inspection import contact_sheet, summary
+        from foundry_action.store import open_store
+
+        store = open_store(path)
+        info = summary(store)
+        if as_json:
+            click.echo(json.dumps(info, indent=2))
+        else:
+            length = info["length"]
+            click.echo(f"{info['path']}: {info['episodes']} episodes, {info['steps']} steps at {info['fps']} fps")
+            if length:
+                click.echo(f"  episode length: min {length['min']}  mean {length['mean']:.1f}  max {length['max']}")
+            click.echo(f"  fields ({len(info['fields'])}):")
+            for name, f in info["fields"].items():
+                click.echo(f"    {name:40s} {str(f['shape']):10s} {f['dtype']:8s} {f['semantics']}")
+            click.echo("  cameras: " + (", ".join(f"{k} {h}x{w}" for k, (h, w) in info["cameras"].items()) or "none"))
+            click.echo(f"  tasks: {info['tasks']}")
+            click.echo(f"  sources: {info['sources']}")
+            if info["success_rate"] is not None:
+                click.echo(f"  success rate: {info['success_rate']:.2%}")
+            click.echo(f"  stats: {'yes' if info['stats'] else 'no (run foundry data stats)'}")
+        if len(store):
+            png = contact_sheet(store, out or Path(path) / "contact_sheet.png", episodes=episodes, frames=frames)
+            click.echo(f"  contact sheet: {png}")
+
+    @data.command("validate")
+    @click.argument("path", type=click.Path(exists=True))
+    @click.option("--full", is_flag=True, help="Decode every frame (default: first and last of each episode).")
+    def validate_cmd(path: str, full: bool) -> None:
+        """Check an episode store: commit record, NaN/inf, metadata, frames, stats compatibility."""
+        from foundry_action.inspection import validate
+
+        store, warnings = validate(path, full_frames=full)
+        for w in warnings:
+            click.echo(f"warning: {w}")
+        click.echo(f"ok: {len(store)} episodes, {store.num_steps} steps")
+
+    @data.command("stats")
+    @click.argument("path", type=click.Path(exists=True))
+    @click.option("--window", nargs=2, type=int, default=None, metavar="PAST FUTURE",
+                  help="Also compute per-window-position statistics.")
+    def stats_cmd(path: str, window: tuple[int, int] | None) -> None:
+        """(Re)compute normalization statistics into PATH/stats."""
+        from foundry_action.normalization import NormStats
+        from foundry_action.store import open_store
+
+        store = open_store(path)
+        out = NormStats.compute(store, window=tuple(window) if window else None).save(store.path / "stats")
+        click.echo(f"wrote {out} ({out.stat().st_size / 1e3:.1f} kB, {len(store)} episodes)")

@@ -1,0 +1,214 @@
+"""Converters from other robot-data layouts into an episode store (``foundry data convert``).
+
+Each format module provides ``detect(src) -> bool``, ``plan(src, options) -> Plan`` (store layout
+and a list of picklable work units) and ``load(unit) -> list[Episode]`` (runs in worker processes or
+Ray tasks). The main process appends episodes in unit order, so the result is deterministic whatever
+the parallelism. Output goes to ``<dst>.partial`` and is renamed to ``<dst>`` only when complete
+(with its statistics), so an interrupted conversion never leaves a store that looks complete.
+Test: ``uv run pytest packages/foundry-action/tests/test_action_convert.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from foundry_core.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: format name -> module (``foundry_action.convert.<module>``); detection tries them in this order.
+FORMATS = {"wds": "wds", "lerobot_v3": "lerobot", "replay_buffer": "replay_buffer"}
+
+
+@dataclass
+class Episode:
+    """One converted episode: per-step arrays (store keys) and metadata for ``append_episode``."""
+
+    arrays: dict[str, Any]
+    task: str = ""
+    instruction: str | list[str] = ""
+    success: bool | None = None
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """What a converter will write: the store layout and the work units (each yields >= 1 episode)."""
+
+    fps: float
+    fields: dict[str, tuple[int, ...]]
+    dtypes: dict[str, str]
+    cameras: dict[str, tuple[int, int]]
+    units: list[Any]
+    semantics: dict[str, str] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    unit_label: str = "episodes"
+
+
+@dataclass
+class ConvertOptions:
+    """User options shared by all converters (``fps``/``task``/``instruction`` fill gaps in the source)."""
+
+    fps: float | None = None
+    task: str | None = None
+    instruction: str | None = None
+
+
+@dataclass
+class Summary:
+    format: str
+    dst: Path
+    episodes: int
+    steps: int
+    fields: dict[str, tuple[int, ...]]
+    cameras: dict[str, tuple[int, int]]
+    seconds: float
+    bytes_on_disk: int
+
+    def lines(self) -> list[str]:
+        return [
+            f"converted {self.format} -> {self.dst}",
+            f"  episodes: {self.episodes}   steps: {self.steps}   time: {self.seconds:.1f} s   "
+            f"size: {self.bytes_on_disk / 1e6:.1f} MB",
+            f"  fields ({len(self.fields)}): " + ", ".join(f"{k}{list(v)}" for k, v in list(self.fields.items())[:8])
+            + (", ..." if len(self.fields) > 8 else ""),
+            f"  cameras ({len(self.cameras)}): " + ", ".join(f"{k} {h}x{w}" for k, (h, w) in self.cameras.items()),
+        ]
+
+
+def _module(fmt: str) -> Any:
+    if fmt not in FORMATS:
+        raise DataError(f"unknown source format {fmt!r} (one of {', '.join(FORMATS)})")
+    return importlib.import_module(f"foundry_action.convert.{FORMATS[fmt]}")
+
+
+def detect_format(src: str | Path) -> str:
+    """Name of the format of ``src`` (raises DataError naming what was looked for)."""
+    src = Path(src)
+    if not src.exists():
+        raise DataError(f"{src}: no such file or directory")
+    for fmt in FORMATS:
+        if _module(fmt).detect(src):
+            return fmt
+    raise DataError(
+        f"{src}: unrecognised source: expected WebDataset robotics shards (manifest.jsonl / *.tar), a LeRobot v3 "
+        "folder (meta/info.json) or a diffusion_policy Zarr replay buffer (data/, meta/episode_ends); use --format"
+    )
+
+
+def _load_unit(fmt: str, unit: Any) -> list[Episode]:
+    return _module(fmt).load(unit)
+
+
+def _run_local(fmt: str, units: Sequence[Any], workers: int) -> Iterator[list[Episode]]:
+    if workers <= 1:
+        for unit in units:
+            yield _load_unit(fmt, unit)
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # never fork a process that holds Zarr/torch threads
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_load_unit, fmt, unit) for unit in units[: 2 * workers]]
+        submitted = len(futures)
+        for i in range(len(units)):
+            result = futures[i].result()
+            futures[i] = None  # type: ignore[call-overload]  # free the episode once written
+            if submitted < len(units):
+                futures.append(pool.submit(_load_unit, fmt, units[submitted]))
+                submitted += 1
+            yield result
+
+
+def _run_ray(fmt: str, units: Sequence[Any], workers: int) -> Iterator[list[Episode]]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise DataError("--ray needs the 'ray' package: pip install 'foundry-action[ray]'") from exc
+    if not ray.is_initialized():
+        ray.init(address="auto" if _ray_address_set() else None, log_to_driver=False)
+    remote = ray.remote(_load_unit)
+    window = max(2, 2 * max(workers, 1))
+    refs = [remote.remote(fmt, u) for u in units[:window]]
+    submitted = len(refs)
+    for i in range(len(units)):
+        result = ray.get(refs[i])
+        refs[i] = None
+        if submitted < len(units):
+            refs.append(remote.remote(fmt, units[submitted]))
+            submitted += 1
+        yield result
+
+
+def _ray_address_set() -> bool:
+    import os
+
+    return bool(os.environ.get("RAY_ADDRESS"))
+
+
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    fmt: str | None = None,
+    workers: int = 1,
+    use_ray: bool = False,
+    options: ConvertOptions | None = None,
+    overwrite: bool = False,
+    compute_stats: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> Summary:
+    """Convert ``src`` into a new store at ``dst``; ``progress(done_units, total_units)`` is called as it goes."""
+    from foundry_action.normalization import NormStats
+    from foundry_action.store import EpisodeWriter, open_store
+
+    t0 = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    fmt = fmt or detect_format(src)
+    module = _module(fmt)
+    if dst.exists():
+        if not overwrite:
+            raise DataError(f"{dst} already exists (use --overwrite to replace it)")
+    partial = dst.with_name(dst.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    plan: Plan = module.plan(src, options or ConvertOptions())
+    if not plan.units:
+        raise DataError(f"{src}: no {plan.unit_label} to convert")
+    attrs = {"source_format": fmt, "source_path": str(src), **plan.attrs}
+    runner = _run_ray if use_ray else _run_local
+    try:
+        with EpisodeWriter(
+            partial, fps=plan.fps, fields=plan.fields, dtypes=plan.dtypes, cameras=plan.cameras,
+            semantics=plan.semantics, attrs=attrs, mode="w",
+        ) as writer:
+            for done, episodes in enumerate(runner(fmt, plan.units, workers), start=1):
+                for ep in episodes:
+                    writer.append_episode(
+                        ep.arrays, task=ep.task, instruction=ep.instruction, success=ep.success, source=ep.source,
+                        extra=ep.extra,
+                    )
+                if progress is not None:
+                    progress(done, len(plan.units))
+        store = open_store(partial)
+        if compute_stats:
+            stats = NormStats.compute(store)
+            stats.source["path"] = str(dst)  # where the store will live, not the temporary name
+            stats.save(partial / "stats")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # never leave something that could pass for a store
+        raise
+    if dst.exists():
+        shutil.rmtree(dst)
+    partial.rename(dst)
+    size = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
+    return Summary(fmt, dst, len(store), store.num_steps, store.fields, store.cameras, time.perf_counter() - t0, size)

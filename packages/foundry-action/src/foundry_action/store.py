@@ -1,0 +1,445 @@
+"""Zarr v3 robot-episode store: an append-only writer and a reader (spec: docs/episode_store.md).
+
+Layout: ``data/<field>`` arrays concatenated over time, ``data/camera/<name>`` uint8 frames (one
+Blosc-LZ4 or zstd chunk per frame), ``meta/episode_ends`` (exclusive cumulative ends; the commit record),
+``meta/episode_info`` + ``meta/episode_info_ends`` (per-episode JSON), store attributes in the root.
+
+Crash safety: an episode's data and metadata are written first and its ``episode_ends`` entry last;
+readers trust only the committed prefix of ``episode_ends`` (strictly increasing, non-negative entries;
+the fill value -1 marks a slot whose value was never written). Opening for append truncates dangling
+tails. Test: ``uv run pytest packages/foundry-action/tests/test_action_store.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from foundry_core.errors import DataError
+
+if TYPE_CHECKING:
+    from foundry_action.frames import FrameReader
+
+log = logging.getLogger(__name__)
+
+FORMAT = "foundry-episodes"
+FORMAT_VERSION = 1
+CAMERA_PREFIX = "camera/"
+LOWDIM_CHUNK_BYTES = 1 << 20  # ~1 MB of steps per low-dim chunk
+ENDS_CHUNK = 4096
+IMAGE_CODECS = ("lz4", "zstd")
+
+
+def _zarr() -> Any:
+    import zarr
+
+    return zarr
+
+
+def _compressor(level: int) -> list[Any]:
+    from zarr.codecs import ZstdCodec
+
+    return [ZstdCodec(level=level)]
+
+
+def _image_compressor(codec: str) -> list[Any]:
+    """Frames: Blosc-LZ4 (decodes ~10x faster than zstd; lossless compression gains little on photos) or zstd."""
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if codec == "lz4":
+        return [BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1)]
+    return [ZstdCodec(level=3)]
+
+
+def camera_key(name: str) -> str:
+    return CAMERA_PREFIX + name
+
+
+def committed_count(ends: np.ndarray, data_len: int | None = None) -> int:
+    """Number of committed episodes: the longest strictly increasing, non-negative prefix of ``ends``."""
+    n = 0
+    prev = 0
+    for value in ends.tolist():
+        if value <= prev or (data_len is not None and value > data_len):
+            break
+        prev = value
+        n += 1
+    return n
+
+
+class EpisodeStore:
+    """Read-only view of an episode store. ``len(store)`` episodes; arrays are read lazily.
+
+    Attributes:
+        fps: control rate of the recorded steps.
+        fields: low-dim field name -> per-step shape (e.g. ``{"action": (10,)}``).
+        dtypes: field name -> numpy dtype string.
+        semantics: field name -> human description (units, frames, conventions).
+        cameras: camera name -> (H, W); frames are uint8 [H, W, 3].
+        attrs: all root attributes (format version, fps, fields, cameras, user extras).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "zarr.json").exists():
+            raise DataError(f"{self.path}: not a Zarr v3 episode store (no zarr.json)")
+        zarr = _zarr()
+        try:
+            self._root = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+        except Exception as exc:  # zarr raises several types for broken metadata
+            raise DataError(f"{self.path}: cannot open Zarr store: {exc}") from exc
+        self.attrs: dict[str, Any] = dict(self._root.attrs)
+        if self.attrs.get("format") != FORMAT:
+            raise DataError(f"{self.path}: not a {FORMAT} store (format attribute {self.attrs.get('format')!r})")
+        version = self.attrs.get("format_version")
+        if version != FORMAT_VERSION:
+            raise DataError(f"{self.path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        self.fps = float(self.attrs["fps"])
+        specs = self.attrs["fields"]
+        self.fields: dict[str, tuple[int, ...]] = {k: tuple(v["shape"]) for k, v in specs.items()}
+        self.dtypes: dict[str, str] = {k: v["dtype"] for k, v in specs.items()}
+        self.semantics: dict[str, str] = {k: v.get("semantics", "") for k, v in specs.items()}
+        self.cameras: dict[str, tuple[int, int]] = {k: tuple(v) for k, v in self.attrs["cameras"].items()}
+        raw_ends = np.asarray(self._root["meta/episode_ends"][:], dtype=np.int64)
+        lengths = [self._root[f"data/{k}"].shape[0] for k in self.keys()]
+        data_len = min(lengths) if lengths else 0
+        n = committed_count(raw_ends, data_len)
+        self.episode_ends: np.ndarray = raw_ends[:n]
+        info_ends = np.asarray(self._root["meta/episode_info_ends"][:], dtype=np.int64)
+        if len(info_ends) < n:
+            raise DataError(f"{self.path}: meta/episode_info_ends has {len(info_ends)} entries for {n} episodes")
+        self._info_ends = info_ends[:n]
+        self._info_cache: list[dict[str, Any]] | None = None
+
+    # ------------------------------------------------------------------ structure
+    def keys(self) -> list[str]:
+        """Every per-step array key: low-dim fields, then ``camera/<name>``."""
+        return list(self.fields) + [camera_key(c) for c in self.cameras]
+
+    def __len__(self) -> int:
+        return len(self.episode_ends)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.episode_ends[-1]) if len(self) else 0
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        """Global [start, stop) step range of episode ``i``."""
+        self._check_index(i)
+        start = int(self.episode_ends[i - 1]) if i > 0 else 0
+        return start, int(self.episode_ends[i])
+
+    def episode_length(self, i: int) -> int:
+        start, stop = self.bounds(i)
+        return stop - start
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(np.concatenate([[0], self.episode_ends])).astype(np.int64)
+
+    def array(self, key: str) -> Any:
+        """The raw zarr array of ``key`` (may hold an uncommitted tail beyond ``num_steps``)."""
+        if key not in self.fields and key.removeprefix(CAMERA_PREFIX) not in self.cameras:
+            raise DataError(f"{self.path}: no field or camera {key!r} (have {', '.join(self.keys())})")
+        return self._root[f"data/{key}"]
+
+    # ------------------------------------------------------------------ reading
+    def read(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Steps [start, stop) of ``key`` (global indices)."""
+        return np.asarray(self.array(key)[start:stop])
+
+    def episode(self, i: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """All (or the given) per-step arrays of episode ``i``: ``{"action": [T, 10], "camera/scene": [T,H,W,3]}``."""
+        start, stop = self.bounds(i)
+        return {k: self.read(k, start, stop) for k in (self.keys() if keys is None else keys)}
+
+    def frame_reader(self, camera: str) -> FrameReader:
+        """A fast reader of ``camera``'s frames by global step index."""
+        from foundry_action.frames import FrameReader
+
+        return FrameReader(self.array(camera_key(camera)))
+
+    def meta(self, i: int) -> dict[str, Any]:
+        """Per-episode metadata: ``task``, ``instructions`` (list), ``success``, ``source`` and extras."""
+        return self.all_meta()[self._check_index(i)]
+
+    def all_meta(self) -> list[dict[str, Any]]:
+        if self._info_cache is None:
+            n = len(self)
+            blob = bytes(np.asarray(self._root["meta/episode_info"][: int(self._info_ends[-1]) if n else 0]))
+            starts = np.concatenate([[0], self._info_ends[:-1]]) if n else []
+            out = []
+            for i, (a, b) in enumerate(zip(starts, self._info_ends)):
+                try:
+                    out.append(json.loads(blob[int(a) : int(b)].decode()))
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise DataError(f"{self.path}: episode {i}: corrupt metadata: {exc}") from exc
+            self._info_cache = out
+        return self._info_cache
+
+    def _check_index(self, i: int) -> int:
+        if not 0 <= i < len(self):
+            raise IndexError(f"episode {i} out of range for a store of {len(self)} episodes")
+        return i
+
+    def __repr__(self) -> str:
+        return f"EpisodeStore({str(self.path)!r}, episodes={len(self)}, steps={self.num_steps}, fps={self.fps})"
+
+
+def open_store(path: str | Path) -> EpisodeStore:
+    """Open an episode store for reading."""
+    return EpisodeStore(path)
+
+
+def is_store(path: str | Path) -> bool:
+    p = Path(path) / "zarr.json"
+    if not p.exists():
+        return False
+    try:
+        return json.loads(p.read_text()).get("attributes", {}).get("format") == FORMAT
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+class EpisodeWriter:
+    """Append episodes to a store (a context manager). ``mode="w"`` replaces, ``"a"`` appends or creates.
+
+    ``fields`` maps a low-dim field to its per-step shape; ``dtypes`` (default float32) may override
+    a field's dtype (float*, int*, bool). ``cameras`` maps a camera name to (H, W). ``attrs`` adds store
+    attributes (e.g. ``{"source_format": "lerobot_v3"}``).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        fps: float | None = None,
+        fields: Mapping[str, Iterable[int]] | None = None,
+        cameras: Mapping[str, Iterable[int]] | None = None,
+        semantics: Mapping[str, str] | None = None,
+        dtypes: Mapping[str, str] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        mode: str = "a",
+        compression_level: int = 3,
+        image_codec: str = "lz4",
+    ) -> None:
+        if mode not in ("w", "a"):
+            raise ValueError(f"mode must be 'w' or 'a', got {mode!r}")
+        if image_codec not in IMAGE_CODECS:
+            raise ValueError(f"image_codec must be one of {IMAGE_CODECS}, got {image_codec!r}")
+        self.path = Path(path)
+        self._level = compression_level
+        self._image_codec = image_codec
+        zarr = _zarr()
+        if mode == "a" and (self.path / "zarr.json").exists():
+            self._root = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
+            self._load_existing(fps, fields, cameras, dtypes)
+        else:
+            if fps is None or fields is None:
+                raise DataError(f"{self.path}: a new store needs fps and fields")
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            self._create(fps, fields, cameras or {}, semantics or {}, dtypes or {}, attrs or {})
+
+    # ------------------------------------------------------------------ setup
+    def _create(
+        self,
+        fps: float,
+        fields: Mapping[str, Iterable[int]],
+        cameras: Mapping[str, Iterable[int]],
+        semantics: Mapping[str, str],
+        dtypes: Mapping[str, str],
+        attrs: Mapping[str, Any],
+    ) -> None:
+        zarr = _zarr()
+        self.fps = float(fps)
+        self.fields = {k: tuple(int(d) for d in v) for k, v in fields.items()}
+        self.cameras = {k: tuple(int(d) for d in v) for k, v in cameras.items()}
+        for name in self.fields:
+            if name == "camera" or name.startswith(CAMERA_PREFIX) or "/" in name or name.startswith("__"):
+                raise DataError(f"field name {name!r} is reserved or contains '/'")
+        for cam, hw in self.cameras.items():
+            if len(hw) != 2 or "/" in cam:
+                raise DataError(f"camera {cam!r}: expected a name without '/' and (H, W), got {hw}")
+        unknown = set(semantics) - set(self.fields) - set(self.cameras)
+        if unknown:
+            raise DataError(f"semantics given for unknown fields {sorted(unknown)}")
+        self.dtypes = {k: str(np.dtype(dtypes.get(k, "float32"))) for k in self.fields}
+        root = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+        data = root.create_group("data")
+        for name, shape in self.fields.items():
+            itemsize = np.dtype(self.dtypes[name]).itemsize * int(np.prod(shape, dtype=np.int64))
+            chunk = max(64, LOWDIM_CHUNK_BYTES // max(1, itemsize))
+            data.create_array(
+                name, shape=(0, *shape), dtype=self.dtypes[name], chunks=(chunk, *shape),
+                compressors=_compressor(self._level),
+            )
+        cam_group = data.create_group("camera")
+        for cam, (h, w) in self.cameras.items():
+            cam_group.create_array(
+                cam, shape=(0, h, w, 3), dtype="uint8", chunks=(1, h, w, 3), compressors=_image_compressor(self._image_codec)
+            )
+        meta = root.create_group("meta")
+        meta.create_array("episode_ends", shape=(0,), dtype="int64", chunks=(ENDS_CHUNK,), fill_value=-1, compressors=None)
+        meta.create_array("episode_info_ends", shape=(0,), dtype="int64", chunks=(ENDS_CHUNK,), fill_value=-1, compressors=None)
+        meta.create_array("episode_info", shape=(0,), dtype="uint8", chunks=(1 << 16,), compressors=None)
+        root.attrs.update(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "fps": self.fps,
+                "fields": {
+                    k: {"shape": list(v), "dtype": self.dtypes[k], "semantics": semantics.get(k, "")}
+                    for k, v in self.fields.items()
+                },
+                "cameras": {k: list(v) for k, v in self.cameras.items()},
+                "camera_semantics": {k: semantics.get(k, "") for k in self.cameras},
+                **dict(attrs),
+            }
+        )
+        self._root = root
+        self._ends: list[int] = []
+        self._info_ends: list[int] = []
+
+    def _load_existing(
+        self,
+        fps: float | None,
+        fields: Mapping[str, Iterable[int]] | None,
+        cameras: Mapping[str, Iterable[int]] | None,
+        dtypes: Mapping[str, str] | None,
+    ) -> None:
+        reader = EpisodeStore(self.path)  # validates format
+        self.fps, self.fields, self.cameras, self.dtypes = reader.fps, reader.fields, reader.cameras, reader.dtypes
+        if fps is not None and float(fps) != self.fps:
+            raise DataError(f"{self.path}: store has fps {self.fps}, appending with fps {fps}")
+        if fields is not None:
+            want = {k: tuple(int(d) for d in v) for k, v in fields.items()}
+            if want != self.fields:
+                raise DataError(f"{self.path}: store fields {self.fields} differ from the writer's {want}")
+        if cameras is not None:
+            want_c = {k: tuple(int(d) for d in v) for k, v in cameras.items()}
+            if want_c != self.cameras:
+                raise DataError(f"{self.path}: store cameras {self.cameras} differ from the writer's {want_c}")
+        if dtypes is not None:
+            for k, v in dtypes.items():
+                if k in self.dtypes and str(np.dtype(v)) != self.dtypes[k]:
+                    raise DataError(f"{self.path}: field {k!r} has dtype {self.dtypes[k]}, writer asks {v}")
+        self._ends = [int(x) for x in reader.episode_ends]
+        self._info_ends = [int(x) for x in reader._info_ends]
+        self._truncate_tails(reader)
+
+    def _truncate_tails(self, reader: EpisodeStore) -> None:
+        """Drop whatever a crashed writer left beyond the last committed episode."""
+        total = self._ends[-1] if self._ends else 0
+        n = len(self._ends)
+        dropped = []
+        for key in reader.keys():
+            arr = self._root[f"data/{key}"]
+            if arr.shape[0] != total:
+                dropped.append(f"{key}: {arr.shape[0] - total} steps")
+                arr.resize((total, *arr.shape[1:]))
+        info_len = self._info_ends[-1] if self._info_ends else 0
+        for name, length in (("episode_ends", n), ("episode_info_ends", n), ("episode_info", info_len)):
+            arr = self._root[f"meta/{name}"]
+            if arr.shape[0] != length:
+                dropped.append(f"meta/{name}: {arr.shape[0] - length} entries")
+                arr.resize((length,))
+        for partial in self.path.rglob("*.partial"):
+            partial.unlink()
+        if dropped:
+            log.warning("%s: truncated an uncommitted tail (%s)", self.path, "; ".join(dropped))
+
+    # ------------------------------------------------------------------ writing
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def check_episode(self, arrays: Mapping[str, Any], index: int | None = None) -> dict[str, np.ndarray]:
+        """Validate one episode (keys, dims, dtypes, NaN/inf, length); return arrays cast to store dtypes."""
+        where = f"{self.path}: episode {len(self) if index is None else index}"
+        expected = set(self.fields) | {camera_key(c) for c in self.cameras}
+        missing = sorted(expected - set(arrays))
+        if missing:
+            raise DataError(f"{where}: missing {', '.join(missing)}")
+        extra = sorted(set(arrays) - expected)
+        if extra:
+            raise DataError(f"{where}: unknown keys {', '.join(extra)} (store has {', '.join(sorted(expected))})")
+        out: dict[str, np.ndarray] = {}
+        length = None
+        for key in sorted(expected):
+            value = np.asarray(arrays[key])
+            is_cam = key.startswith(CAMERA_PREFIX)
+            shape = (*self.cameras[key[len(CAMERA_PREFIX) :]], 3) if is_cam else self.fields[key]
+            dtype = np.dtype("uint8") if is_cam else np.dtype(self.dtypes[key])
+            if value.ndim != len(shape) + 1 or tuple(value.shape[1:]) != shape:
+                raise DataError(f"{where}: {key} has shape {value.shape}, expected (T, {', '.join(map(str, shape))})")
+            if length is None:
+                length = value.shape[0]
+            elif value.shape[0] != length:
+                raise DataError(f"{where}: {key} has {value.shape[0]} steps, other fields have {length}")
+            if is_cam and value.dtype != np.uint8:
+                raise DataError(f"{where}: {key} has dtype {value.dtype}, camera frames must be uint8")
+            if dtype == np.bool_ and value.dtype != np.bool_:
+                raise DataError(f"{where}: {key} has dtype {value.dtype}, expected bool")
+            if not np.can_cast(value.dtype, dtype, casting="same_kind"):
+                raise DataError(f"{where}: {key} has dtype {value.dtype}, cannot store as {dtype}")
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                bad = np.argwhere(~np.isfinite(value.reshape(len(value), -1)))[0]
+                raise DataError(f"{where}: {key} has NaN/inf at step {bad[0]} channel {bad[1]}")
+            out[key] = value.astype(dtype, copy=False)
+        if not length:
+            raise DataError(f"{where}: episode has no steps")
+        return out
+
+    def append_episode(
+        self,
+        arrays: Mapping[str, Any],
+        *,
+        task: str = "",
+        instruction: str | list[str] = "",
+        success: bool | None = None,
+        source: str = "",
+        extra: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Validate and append one episode; return its index. It becomes visible only when complete."""
+        checked = self.check_episode(arrays)
+        length = len(next(iter(checked.values())))
+        instructions = [instruction] if isinstance(instruction, str) else [str(s) for s in instruction]
+        info = {"task": task, "instructions": instructions, "success": success, "source": source, **dict(extra or {})}
+        try:
+            blob = np.frombuffer(json.dumps(info, ensure_ascii=False).encode(), dtype=np.uint8)
+        except TypeError as exc:
+            raise DataError(f"{self.path}: episode {len(self)}: metadata is not JSON-serialisable: {exc}") from exc
+        for key, value in checked.items():
+            self._root[f"data/{key}"].append(value, axis=0)
+        self._root["meta/episode_info"].append(blob)
+        info_end = (self._info_ends[-1] if self._info_ends else 0) + len(blob)
+        self._root["meta/episode_info_ends"].append(np.array([info_end], dtype=np.int64))
+        end = (self._ends[-1] if self._ends else 0) + length
+        self._root["meta/episode_ends"].append(np.array([end], dtype=np.int64))  # the commit
+        self._info_ends.append(info_end)
+        self._ends.append(end)
+        return len(self._ends) - 1
+
+    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Add store attributes (reserved keys cannot be changed)."""
+        reserved = {"format", "format_version", "fps", "fields", "cameras"} & set(attrs)
+        if reserved:
+            raise DataError(f"{self.path}: attributes {sorted(reserved)} are fixed when the store is created")
+        self._root.attrs.update(dict(attrs))
+
+    def close(self) -> None:
+        """Nothing is buffered: every append is durable when it returns. Kept for the context protocol."""
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,146 @@
+"""Test support for foundry-action (a pytest plugin via the ``pytest11`` entry point).
+
+``tiny_episodes``: a synthetic episode store in ``tmp_path`` with 3 episodes (lengths 20, 25, 30),
+two 32x32 cameras (``scene``, ``wrist``), 10-D ``action`` and ``proprio`` and normalization stats in
+``<store>/stats``. ``make_tiny_store(path, ...)`` builds the same thing with other sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY_SEMANTICS = {
+    "action": "absolute ee xyz [m] + rot6d (first two rows of R) + gripper opening [m]",
+    "proprio": "measured ee xyz [m] + rot6d (first two rows of R) + gripper opening [m]",
+    "scene": "static camera looking at the table",
+    "wrist": "camera on the gripper",
+}
+
+
+def synthetic_episode(length: int, seed: int, image_size: int = 32, dim: int = 10) -> dict[str, np.ndarray]:
+    """A smooth random trajectory with frames whose pixel values encode (episode seed, step)."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0.0, 1.0, length, dtype=np.float32)[:, None]
+    start, goal = rng.normal(size=(2, dim)).astype(np.float32)
+    proprio = start + (goal - start) * t
+    action = np.concatenate([proprio[1:], proprio[-1:]], axis=0) + rng.normal(scale=0.01, size=(length, dim))
+    frames = {}
+    for c, cam in enumerate(("scene", "wrist")):
+        img = np.zeros((length, image_size, image_size, 3), dtype=np.uint8)
+        img[..., 0] = (seed * 10 + c) % 256
+        img[..., 1] = np.arange(length, dtype=np.uint8)[:, None, None]
+        img[..., 2] = rng.integers(0, 255, size=(length, image_size, image_size), dtype=np.uint8)
+        frames[f"camera/{cam}"] = img
+    return {"action": action.astype(np.float32), "proprio": proprio.astype(np.float32), **frames}
+
+
+def make_tiny_store(
+    path: str | Path,
+    lengths: Sequence[int] = (20, 25, 30),
+    image_size: int = 32,
+    dim: int = 10,
+    fps: float = 10.0,
+    with_stats: bool = True,
+) -> Path:
+    """Write a synthetic store (and its stats) at ``path`` and return the path."""
+    from foundry_action.store import EpisodeWriter
+
+    path = Path(path)
+    with EpisodeWriter(
+        path,
+        fps=fps,
+        fields={"action": (dim,), "proprio": (dim,)},
+        cameras={"scene": (image_size, image_size), "wrist": (image_size, image_size)},
+        semantics=TINY_SEMANTICS,
+        mode="w",
+    ) as w:
+        for i, length in enumerate(lengths):
+            w.append_episode(
+                synthetic_episode(length, seed=i, image_size=image_size, dim=dim),
+                task=f"task_{i % 2}",
+                instruction=f"do thing number {i}",
+                success=bool(i % 2 == 0),
+                source="synthetic",
+            )
+    if with_stats:
+        from foundry_action.normalization import NormStats
+        from foundry_action.store import open_store
+
+        NormStats.compute(open_store(path)).save(path / "stats")
+    return path
+
+
+@pytest.fixture
+def tiny_episodes(tmp_path: Path) -> Path:
+    """Path to a synthetic 3-episode store (2 cameras 32x32, action/proprio 10-D, stats included)."""
+    return make_tiny_store(tmp_path / "tiny_episodes.zarr")
+
+
+def write_synthetic_wds(
+    directory: str | Path,
+    episodes: Sequence[dict[str, np.ndarray]],
+    *,
+    past: int = 1,
+    future: int = 14,
+    image_offsets: Sequence[int] = (-1, 0),
+    samples_per_shard: int = 128,
+    jpeg_quality: int = 90,
+    instruction: str = "push the block",
+) -> Path:
+    """Write episodes as the reference system's robotics WebDataset (windowed samples, JPEG + lowdim.npz).
+
+    Every step is an anchor (edge windows use copy padding, as the reference does); cameras are the
+    ``camera/<name>`` keys; low-dim fields become ``lowdim.npz`` arrays. Used by converter tests and
+    ``benchmarks/robot_loader.py``.
+    """
+    import io
+    import json
+    import tarfile
+
+    from PIL import Image
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    samples: list[dict[str, bytes]] = []
+    names: list[str] = []
+    for e, ep in enumerate(episodes):
+        cams = [k for k in ep if k.startswith("camera/")]
+        low = [k for k in ep if not k.startswith("camera/")]
+        length = len(ep[low[0]])
+        for t in range(length):
+            pos = np.arange(t - past, t + future + 1)
+            clipped = np.clip(pos, 0, length - 1)
+            valid = (pos >= 0) & (pos < length)
+            lowdim = {k: ep[k][clipped] for k in low}
+            lowdim["past_mask"] = valid & (pos < t)
+            lowdim["future_mask"] = valid & (pos >= t)
+            buf = io.BytesIO()
+            np.savez(buf, **lowdim)
+            meta = {"episode_id": f"episode_{e}", "sample_id": f"episode_{e}_t{t:04d}", "anchor_timestep": t,
+                    "anchor_relative_idx": past, "camera_names": [c[7:] for c in cams],
+                    "original_episode_length": length}
+            sample = {"lowdim.npz": buf.getvalue(), "metadata.json": json.dumps(meta).encode(),
+                      "language_instructions.json": json.dumps({"original": [instruction]}).encode()}
+            for cam in cams:
+                for off in image_offsets:
+                    jpg = io.BytesIO()
+                    Image.fromarray(ep[cam][int(np.clip(t + off, 0, length - 1))]).save(jpg, format="JPEG", quality=jpeg_quality)
+                    sample[f"{cam[7:]}_t{off}.jpg"] = jpg.getvalue()
+            samples.append(sample)
+            names.append(f"e{e:04d}t{t:05d}")
+    manifest = []
+    for s in range(0, len(samples), samples_per_shard):
+        shard = f"shard_{s // samples_per_shard:06d}"
+        with tarfile.open(directory / f"{shard}.tar", "w") as tar:
+            for key, sample in zip(names[s : s + samples_per_shard], samples[s : s + samples_per_shard]):
+                for ext, data in sample.items():
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        manifest.append(json.dumps({"shard": shard, "num_sequences": len(samples[s : s + samples_per_shard])}))
+    (directory / "manifest.jsonl").write_text("\n".join(manifest) + "\n")
+    return directory

@@ -1,0 +1,1 @@
+"""Reports of a comparison: posterior violin plots (PNG) and a self-contained HTML page."""

@@ -1,0 +1,1 @@
+"""Closed-loop evaluation: the rollout runner (``run_rollouts``), baseline policies and a fake simulator."""

@@ -1,0 +1,148 @@
+"""CLI commands ``foundry eval run`` (rollouts) and ``foundry serve`` (policy server).
+
+Import-light: the command bodies import the runner, grpc and policies lazily.
+Tested by ``tests/test_eval_rollout.py`` and ``tests/test_eval_serving.py``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from foundry_core.errors import FoundryError
+
+
+def _split_tasks(values: tuple[str, ...]) -> list[str]:
+    tasks = [t.strip() for value in values for t in value.split(",") if t.strip()]
+    if not tasks:
+        raise FoundryError("--tasks: give at least one task (e.g. --tasks push_to_target,stack_blocks)")
+    return tasks
+
+
+@click.command("run")
+@click.option(
+    "--policy", "policy", default=None, help="Export folder, 'random' or 'expert' (omit with --server)."
+)
+@click.option("--server", default=None, metavar="HOST:PORT", help="Evaluate the policy served at HOST:PORT.")
+@click.option(
+    "--tasks", "tasks", multiple=True, required=True, help="Env names, comma-separated or repeated."
+)
+@click.option("--episodes", type=click.IntRange(min=1), required=True, help="Episodes (scenarios) per task.")
+@click.option("--out", "out_root", default="runs/eval", show_default=True, type=click.Path(file_okay=False))
+@click.option("--model-name", default=None, help="Model folder name (default: from the policy).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--max-sample-size", type=click.IntRange(min=1), default=None, help="Budget per task (default N)."
+)
+@click.option("--start-index", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--eval-seed/--no-eval-seed", default=True, show_default=True, help="Add 100,000,000 to seeds.")
+@click.option("--replan-every", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=8), default=None, help="Override the envs' image size.")
+@click.option("--cameras", default=None, help="Override the envs' cameras (comma-separated).")
+@click.option("--video", is_flag=True, help="Write a recording of every episode.")
+@click.option("--video-format", type=click.Choice(["mp4", "gif"]), default="mp4", show_default=True)
+@click.option(
+    "--max-videos", type=click.IntRange(min=0), default=None, help="Record only the first K scenarios."
+)
+@click.option("--device", default="cpu", show_default=True, help="Torch device of an exported policy.")
+def eval_run(
+    policy: str | None,
+    server: str | None,
+    tasks: tuple[str, ...],
+    episodes: int,
+    out_root: str,
+    model_name: str | None,
+    workers: int,
+    max_sample_size: int | None,
+    start_index: int,
+    eval_seed: bool,
+    replan_every: int,
+    image_size: int | None,
+    cameras: str | None,
+    video: bool,
+    video_format: str,
+    max_videos: int | None,
+    device: str,
+) -> None:
+    """Roll out a policy in simulated tasks and write results.json files (LBM Eval layout)."""
+    from foundry_eval.rollout.runner import run_rollouts, success_count
+
+    paths = run_rollouts(
+        policy,
+        _split_tasks(tasks),
+        episodes,
+        out_root,
+        model_name,
+        workers,
+        server=server,
+        max_sample_size_per_model=max_sample_size,
+        start_index=start_index,
+        use_eval_seed=eval_seed,
+        replan_every=replan_every,
+        video=video,
+        video_format=video_format,
+        max_videos=max_videos,
+        image_size=image_size,
+        cameras=[c for c in cameras.split(",") if c] if cameras else None,
+        device=device,
+    )
+    for (task, (ok, n)), path in zip(success_count(paths).items(), paths):
+        click.echo(f"{task}: {ok}/{n} successes -> {path}")
+
+
+@click.command("serve")
+@click.argument("export_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--policy", "builtin", type=click.Choice(["random"]), default=None, help="Serve a built-in policy."
+)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default)."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(min=0, max=65535),
+    default=50051,
+    show_default=True,
+    help="0 = any free port.",
+)
+@click.option("--replan-every", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--max-sessions", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="Torch device of the exported policy.")
+@click.option(
+    "--allow-extra-cameras", is_flag=True, help="Drop cameras the policy does not use (else an error)."
+)
+def serve(
+    export_dir: str | None,
+    builtin: str | None,
+    host: str,
+    port: int,
+    replan_every: int,
+    max_sessions: int,
+    device: str,
+    allow_extra_cameras: bool,
+) -> None:
+    """Serve a policy over gRPC (Reset / Step / GetPolicyMetadata, LBM Eval interface shape)."""
+    from foundry_eval.rollout.policies import ExportedPolicyFactory, RandomPolicy
+    from foundry_eval.serving.server import PolicyServer
+    from foundry_eval.serving.session import PolicySessions
+
+    if (export_dir is None) == (builtin is None):
+        raise FoundryError("give exactly one of EXPORT_DIR or --policy random")
+    factory = RandomPolicy if builtin == "random" else ExportedPolicyFactory(export_dir, device)
+    sessions = PolicySessions(
+        factory, replan_every=replan_every, max_sessions=max_sessions, allow_extra_cameras=allow_extra_cameras
+    )
+    sessions.metadata()  # load the policy now: errors show before the server starts
+    server = PolicyServer(sessions, host=host, port=port).start()
+    click.echo(f"serving {export_dir or builtin} on {server.address} (Ctrl-C to stop)")
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+def add_commands(cli: click.Group) -> None:
+    """Attach ``foundry eval run`` and ``foundry serve``."""
+    from foundry_core.cli.main import group
+
+    group(cli, "eval").add_command(eval_run)
+    cli.add_command(serve)

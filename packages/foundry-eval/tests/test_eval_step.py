@@ -1,0 +1,163 @@
+"""STEP (own implementation): dead time, early decision, exact and simulated type-I control, symmetry,
+the closed-form per-step LP against scipy's linprog, caching, input checks, and the golden pair-9 case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from foundry_core.errors import ConfigError, DataError
+from foundry_eval.stats import step as S
+
+
+@pytest.fixture(scope="module")
+def step_cache(tmp_path_factory):
+    d = tmp_path_factory.mktemp("step_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FOUNDRY_CACHE_DIR", str(d))
+        yield d
+
+
+@pytest.fixture(scope="module")
+def pol40(step_cache):
+    return S.load_or_synthesize(S.StepSpec(n_max=40, alpha=0.05))
+
+
+def test_dead_time_and_budget():
+    assert S.dead_time(200) == 8 and S.dead_time(40) == 6 and S.dead_time(10) == 4
+    b = S.risk_budget(50, 0.05)
+    assert b[0] == 0 and b[-1] == pytest.approx(0.05) and np.all(np.diff(b) >= 0)
+    for shape in ("power", "zeta"):
+        assert np.allclose(S.risk_budget(50, 0.05, shape, 0.0), b)
+        bb = S.risk_budget(50, 0.05, shape, 1.0)
+        assert bb[-1] == pytest.approx(0.05) and np.all(np.diff(bb) >= 0) and bb[5] > b[5]
+    with pytest.raises(ConfigError):
+        S.risk_budget(50, 0.05, "cubic", 1.0)
+    p = S.control_points(200)
+    assert len(p) == 129 and p[0] == pytest.approx(1 / 200) and p[64] == pytest.approx(0.5)
+    assert np.all(np.diff(p[:64]) > np.diff(p[:64])[0] * 0.99)  # denser near 0 than at the middle
+
+
+def test_never_decides_during_dead_time_and_early_decision(pol40, step_cache):
+    d = S.dead_time(40)
+    t = np.arange(1, d + 1)
+    # no state at t <= d rejects, however extreme
+    assert all(
+        S.first_rejection(pol40, np.zeros(k, int), np.ones(k, int), np.random.default_rng(0)) is None
+        for k in t
+    )
+    test = S.StepTest(40, 0.05)
+    assert test.run([0] * 15, [1] * 15) == S.SequentialResult(S.P0_LESS, d + 1, "step")
+    assert test.run([1] * 15, [0] * 15) == S.SequentialResult(S.P0_GREATER, d + 1, "step")
+    assert test.run([0, 0, 0], [1, 1, 1]).decision == S.UNDECIDED  # 3-pair sequences never decide
+    assert test.run([1] * 40, [1] * 40) == S.SequentialResult(S.UNDECIDED, 40, "step")
+
+
+def test_exact_type_one_error_at_most_alpha(pol40):
+    assert pol40.rejected.max() <= 0.05 + 1e-12
+    # between and beyond control points too (exact computation, no simulation noise)
+    for p in (0.01, 0.03, 0.1, 0.27, 0.5, 0.66, 0.9, 0.99):
+        assert S.exact_rejection_probability(pol40, p, p) <= 0.05 * 1.02
+    # the composite null p0 > p1 is safer still; the alternative gets real power
+    assert S.exact_rejection_probability(pol40, 0.6, 0.4) < 0.05 / 10
+    assert S.exact_rejection_probability(pol40, 0.3, 0.8) > 0.8
+
+
+def test_simulated_type_one_error_two_sided(step_cache):
+    test = S.StepTest(30, 0.05)
+    rng = np.random.default_rng(1)
+    for p in (0.2, 0.5, 0.8):
+        d0, d1 = rng.random((2, 1500, 30)) < p
+        rate = np.mean([test.run(a, b).significant for a, b in zip(d0, d1)])
+        assert rate <= 2 * 0.05 + 0.02  # each direction at alpha (reference convention)
+        one = np.mean([test.run(a, b).decision == S.P0_LESS for a, b in zip(d0, d1)])
+        assert one <= 0.05 + 0.015
+
+
+def test_symmetric_in_the_two_policies(pol40):
+    t = 25
+    x = np.arange(t + 1)[:, None].repeat(t + 1, 1)
+    y = x.T
+    r = pol40.reject_probability(t, x, y)
+    # label swap + policy swap: (x, y) -> (t - y, t - x) has the same rejection probability
+    assert np.allclose(r, r[::-1, ::-1].T)
+    assert np.all(r[np.tril_indices(t + 1)] == 0)  # one-sided: never rejects when y <= x
+    # boundary: at fixed x, rejection probability is non-decreasing in y
+    assert np.all(np.diff(r, axis=1)[np.triu_indices(t, 1)] >= 0)
+    rng = np.random.default_rng(3)
+    test = S.StepTest(40, 0.05)
+    for _ in range(30):
+        a, b = rng.random((2, 40)) < rng.random(2)[:, None]
+        ra, rb = test.run(a, b), test.run(b, a)
+        flip = {S.P0_LESS: S.P0_GREATER, S.P0_GREATER: S.P0_LESS, S.UNDECIDED: S.UNDECIDED}
+        assert rb.decision == flip[ra.decision] and rb.n_pairs == ra.n_pairs
+
+
+def test_closed_form_step_equals_linprog():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        k, g = 6, 12
+        cost = rng.random((k, g)) * 0.01
+        room = rng.random(k) * 0.04
+        full, r = S._solve_step(cost.T, room)
+        # lexicographic LP (maximise r_0, then r_1, ...) with r non-increasing along g and cost @ r <= room,
+        # solved one objective at a time with HiGHS
+        mono = np.zeros((g - 1, g))
+        mono[np.arange(g - 1), np.arange(g - 1)] = -1
+        mono[np.arange(g - 1), np.arange(1, g)] = 1
+        bounds = [(0.0, 1.0)] * g
+        for i in range(g):
+            res = linprog(
+                -np.eye(g)[i],
+                A_ub=np.vstack([cost, mono]),
+                b_ub=np.concatenate([room, np.zeros(g - 1)]),
+                bounds=bounds,
+                method="highs",
+            )
+            assert res.status == 0
+            v = min(1.0, max(0.0, res.x[i] - 1e-10))
+            bounds[i] = (v, v)
+        got = np.array([b[0] for b in bounds])
+        expect = np.zeros(g)
+        expect[:full] = 1
+        if full < g:
+            expect[full] = r
+        assert np.allclose(got, expect, atol=1e-7)
+
+
+def test_input_checks(step_cache):
+    test = S.StepTest(30, 0.05)
+    with pytest.raises(DataError, match="0/1"):
+        test.run([0, 2, 1], [1, 1, 1])
+    with pytest.raises(DataError, match="equal length"):
+        test.run([0, 1], [1, 1, 1])
+    with pytest.raises(DataError, match="horizon"):
+        test.run([0] * 31, [1] * 31)
+    with pytest.raises(ConfigError):
+        S.StepSpec(n_max=30, alpha=0.7)
+    short = S.StepTest(4, 0.05)  # horizon inside the dead time: never decides, no error
+    assert short.run([0] * 4, [1] * 4) == S.SequentialResult(S.UNDECIDED, 4, "step")
+
+
+def test_cache_is_reused_and_keyed(step_cache, monkeypatch):
+    spec = S.StepSpec(n_max=20, alpha=0.05)
+    a = S.load_or_synthesize(spec)
+    files = list((step_cache / "step").glob("step_n20_*.npz"))
+    assert len(files) == 1 and not list((step_cache / "step").glob(".step-*"))
+    monkeypatch.setattr(S, "synthesize", lambda *a, **k: pytest.fail("cache not used"))
+    b = S.load_or_synthesize(spec)
+    assert np.array_equal(a.hi, b.hi) and np.array_equal(a.band, b.band)
+    assert (
+        S.StepSpec(20, 0.05).key() != S.StepSpec(20, 0.025).key() != S.StepSpec(20, 0.05, "zeta", 1.0).key()
+    )
+
+
+def test_golden_pair_nine_at_n200(step_cache):
+    """Reference package 0.0.9, n_max = 200, alpha = 0.05, two-sided: 15 zeros vs 15 ones → pair 9."""
+    test = S.StepTest(200, 0.05)
+    assert test.run([0] * 15, [1] * 15) == S.SequentialResult(S.P0_LESS, 9, "step")
+    assert test.run([1] * 15, [0] * 15) == S.SequentialResult(S.P0_GREATER, 9, "step")
+    assert test.policy.rejected.max() <= 0.05 + 1e-12
+    # p = 0.6 vs 0.65 is rarely separated within 200 pairs
+    assert S.exact_rejection_probability(test.policy, 0.6, 0.65) < 0.35

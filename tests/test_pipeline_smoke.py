@@ -1,0 +1,69 @@
+"""End to end: the reduced pipeline recipe runs every stage and the report's artifacts are real.
+
+This is the default suite's cross-package test of the main job (LLM → VLM → VLA → eval → STEP → report).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pipeline_out(tmp_path_factory):
+    from foundry_eval.pipeline.recipe import load_recipe
+    from foundry_eval.pipeline.run import run_pipeline
+
+    out = tmp_path_factory.mktemp("pipeline")
+    recipe = load_recipe(str(ROOT / "recipes" / "pipeline_smoke.yaml"), [f"run.out_dir={out}"])
+    summary = run_pipeline(recipe)
+    return out, summary, recipe
+
+
+def test_every_stage_done_and_resumable(pipeline_out):
+    from foundry_eval.pipeline.run import run_pipeline
+
+    out, summary, recipe = pipeline_out
+    assert list(summary) == ["world", "tokenizer", "llm", "vlm", "vla", "baseline", "eval", "report"]
+    for stage in summary:
+        assert (out / stage / "DONE.json").is_file()
+    again = run_pipeline(recipe)  # nothing is redone: the markers are read back
+    assert again == {k: json.loads((out / k / "DONE.json").read_text()) for k in summary}
+
+
+def test_training_stages_exported_and_chained(pipeline_out):
+    out, summary, _ = pipeline_out
+    for stage in ("llm", "vlm", "vla", "baseline"):
+        assert (out / stage / "export" / "model.safetensors").stat().st_size > 10_000
+        assert (out / stage / "loss.png").stat().st_size > 2_000
+        assert summary[stage]["final_loss"] == summary[stage]["final_loss"]  # finite, not NaN
+    vlm_cfg = (out / "vlm" / "config.resolved.yaml").read_text()
+    assert str(out / "llm" / "export") in vlm_cfg
+    assert str(out / "vlm" / "export") in (out / "vla" / "config.resolved.yaml").read_text()
+
+
+def test_eval_results_in_reference_layout(pipeline_out):
+    out, summary, recipe = pipeline_out
+    files = sorted((out / "eval" / "results").glob("*/*/rollouts/*/results.json"))
+    models = {f.relative_to(out / "eval" / "results").parts[0] for f in files}
+    assert models == {"vla", "baseline", "random"}
+    for f in files:
+        doc = json.loads(f.read_text())
+        assert doc["max_sample_size_per_model"] == recipe.eval.episodes
+        assert len(doc["evaluations"]) == recipe.eval.episodes
+
+
+def test_report_has_every_artifact(pipeline_out):
+    out, summary, _ = pipeline_out
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 4 + 1 + 1  # loss curves, caption image(s), violins
+    assert "data:image/gif;base64," in report  # rollout videos
+    for word in ("Closed-loop success", "VLM sample captions", "Pairwise sequential tests", "Training loss"):
+        assert word in report
+    for model in ("vla", "baseline", "random"):
+        assert f"<td>{model}</td>" in report
+    assert summary["report"]["decisions"], "no STEP decisions recorded"
