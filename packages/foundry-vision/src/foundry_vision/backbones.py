@@ -1,0 +1,119 @@
+"""``backbone`` components for action experts: ``foundry_vlm`` (our VLM export) and ``vision_encoder``.
+
+Both implement the :class:`foundry_core.interfaces.Backbone` contract: ``encode(images uint8
+[B, N, 3, H, W], prompts) -> (tokens [B, L, out_dim], mask bool [B, L])`` plus ``out_dim``. (``hf_vlm``
+is registered as a backbone directly: :class:`foundry_vision.models.hf_vlm.HFVLM`.) The action
+package builds them with ``registry.build("backbone", node, ctx)`` and never imports this module.
+
+``export_artifacts(out_dir)`` writes what rebuilds the backbone without its original folder and
+returns the node fields to store (paths relative to ``out_dir``).
+
+Test: ``uv run pytest packages/foundry-vision/tests/test_vision_backbones.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from foundry_core.config import component
+from foundry_core.errors import ConfigError
+from foundry_core.registry import BuildContext
+from foundry_vision.freeze import freeze_by_patterns
+
+
+class FoundryVLMBackbone(nn.Module):
+    """A composed ``vlm`` loaded from its export folder (``load_pretrained``)."""
+
+    @dataclass(kw_only=True)
+    class Config:
+        #: The VLM run's ``export/`` folder (local path or fsspec URL).
+        path: str
+        #: Hidden-state layers (0 = embeddings, -1 = last), concatenated on the feature axis.
+        layers: list[int] = field(default_factory=lambda: [-1])
+        #: Every token of images + prompt (``all``) or only the last token (``last``).
+        tokens: Literal["all", "last"] = "all"
+        #: Parameter globs (``vision*``, ``projector*``, ``llm*``) to freeze.
+        freeze: list[str] = field(default_factory=list)
+
+    def __init__(self, cfg: Config, vlm: nn.Module) -> None:
+        super().__init__()
+        if not hasattr(vlm, "encode"):
+            raise ConfigError(f"backbone foundry_vlm: the export at {cfg.path} is a {type(vlm).__name__}, not a vlm")
+        self.cfg = cfg
+        self.vlm = vlm
+        vlm.cfg.layers = list(cfg.layers)
+        self.out_dim = int(vlm.hidden_size) * len(cfg.layers)
+        if cfg.freeze:
+            freeze_by_patterns(vlm, cfg.freeze, "backbone.freeze")
+
+    @classmethod
+    def from_config(cls, cfg: Config, ctx: BuildContext) -> FoundryVLMBackbone:
+        from foundry_core.export import load_pretrained
+
+        path = cfg.path
+        if ctx.pretrained_dir is not None and "://" not in path and not Path(path).is_absolute():
+            path = str(Path(ctx.pretrained_dir) / path)
+        return cls(cfg, load_pretrained(path, device=ctx.device, registry=ctx.registry).train())
+
+    def encode(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, mask = self.vlm.encode(images, list(prompts))
+        if self.cfg.tokens == "last":
+            last = mask.long().sum(1) - 1
+            tokens = tokens[torch.arange(tokens.shape[0], device=tokens.device), last][:, None]
+            mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return tokens, mask
+
+    def export_artifacts(self, out_dir: str) -> dict[str, Any]:
+        """A full VLM export in ``out_dir`` (the owner's weights overwrite it on load)."""
+        from foundry_core.export import export_model
+
+        node = {"name": "vlm", **{k: v for k, v in _vlm_node(self.vlm).items() if k != "name"}}
+        export_model(self.vlm, node, out_dir)
+        return {"path": "."}
+
+
+def _vlm_node(vlm: nn.Module) -> dict[str, Any]:
+    from foundry_core.config import to_dict
+
+    node = to_dict(vlm.cfg)
+    node["llm"], node["encoder"] = vlm.llm_node, vlm.encoder_node
+    return node
+
+
+class VisionEncoderBackbone(nn.Module):
+    """A plain image encoder as a backbone: all patch tokens, no language (the non-language VLA baseline)."""
+
+    @dataclass(kw_only=True)
+    class Config:
+        encoder: dict[str, Any] = component("encoder")
+        freeze: list[str] = field(default_factory=list)
+
+    def __init__(self, cfg: Config, encoder: nn.Module) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder
+        self.out_dim = int(encoder.out_dim)
+        if cfg.freeze:
+            freeze_by_patterns(self, cfg.freeze, "backbone.freeze")
+
+    @classmethod
+    def from_config(cls, cfg: Config, ctx: BuildContext) -> VisionEncoderBackbone:
+        return cls(cfg, ctx.registry.build("encoder", cfg.encoder, ctx, where="backbone.encoder"))
+
+    def encode(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.encoder(images)
+        return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
+    def export_artifacts(self, out_dir: str) -> dict[str, Any]:
+        """The encoder's own files (HF config + processor) under ``encoder/``; nothing for a ``vit``."""
+        inner = getattr(self.encoder, "export_artifacts", None)
+        if inner is None:
+            return {}
+        fields = inner(str(Path(out_dir) / "encoder")) or {}
+        paths = {k: str(Path("encoder") / v) for k, v in fields.items() if k == "path"}
+        return {"encoder": {**self.cfg.encoder, **fields, **paths}}

@@ -1,0 +1,1 @@
+"""Image-caption data: WebDataset shards + manifest, read unchanged."""

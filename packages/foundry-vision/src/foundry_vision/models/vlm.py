@@ -1,0 +1,221 @@
+"""``vlm``: the composed vision-language model, encoder -> projector -> LLM.
+
+Each image becomes ``tokens_per_image`` projected tokens that replace the ``<image>`` placeholders of
+the prompt (one ``<image>`` per image, expanded here to ``tokens_per_image`` copies; a prompt with no
+``<image>`` gets them prepended). The LLM is our ``transformer`` or an ``hf_causal_lm`` (both expose
+``embed``, ``forward(inputs_embeds=...)``, ``new_cache``, ``resize_token_embeddings``), loaded from an
+LLM run's export in one config line (``llm: {path: runs/llm/export}``, see :mod:`.llm_loading`).
+
+Loss: caption/answer tokens only for ``image_caption`` batches; ``text`` batches (co-training) go
+to the LLM's own loss. Generation uses the LLM's KV cache. ``encode`` (hidden states of chosen layers
+over images + prompt) is what the ``foundry_vlm`` backbone returns.
+
+Parameter names start with ``vision.``, ``projector.``, ``llm.`` so ``freeze: ["vision*"]`` works.
+
+Test: ``uv run pytest packages/foundry-vision/tests/test_vision_vlm.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from foundry_core.config import component
+from foundry_core.errors import ConfigError, DataError
+from foundry_core.registry import BuildContext
+from foundry_vision.encoders.projector import Projector, ProjectorConfig
+from foundry_vision.freeze import freeze_by_patterns
+from foundry_vision.models.llm_loading import IMAGE_TOKEN, ensure_image_token, load_llm
+from foundry_vision.preprocess import check_images
+
+
+class VLM(nn.Module):
+    """Composed VLM; see the module docstring."""
+
+    @dataclass(kw_only=True)
+    class Config:
+        #: ``{path: <LLM export or HF folder>}`` or a model node (``{name: transformer, ...}``).
+        llm: dict[str, Any]
+        encoder: dict[str, Any] = component("encoder")
+        projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+        #: Parameter globs to freeze (``vision*``, ``projector*``, ``llm*``, ``llm.layers.0.*``).
+        freeze: list[str] = field(default_factory=list)
+        #: Grow the LLM's embedding table when ``<image>`` is new (new rows = mean of the old rows).
+        resize_embeddings: bool = True
+        #: Longest training sequence (image tokens included); longer captions are truncated.
+        max_length: int = 512
+        max_new_tokens: int = 32
+        #: Hidden-state layers returned by :meth:`encode` (concatenated on the feature axis).
+        layers: list[int] = field(default_factory=lambda: [-1])
+
+    def __init__(self, cfg: Config, vision: nn.Module, llm: nn.Module, llm_node: dict[str, Any], encoder_node: dict[str, Any]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vision = vision
+        self.llm = llm
+        self.llm_node = llm_node
+        self.encoder_node = encoder_node
+        self.image_token_id = ensure_image_token(llm, cfg.resize_embeddings)
+        self.tokenizer = llm.tokenizer
+        self.projector = Projector(cfg.projector, int(vision.out_dim), int(llm.hidden_size))
+        self.tokens_per_image = self.projector.tokens_out(int(vision.tokens_per_image))
+        self.hidden_size = int(llm.hidden_size)
+        self.out_dim = self.hidden_size * len(cfg.layers)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id or 0
+        if cfg.freeze:
+            freeze_by_patterns(self, cfg.freeze, "vlm.freeze")
+
+    @classmethod
+    def from_config(cls, cfg: Config, ctx: BuildContext) -> VLM:
+        llm, llm_node = load_llm(cfg.llm, ctx)
+        enc_ctx = BuildContext(ctx.registry, ctx.device, dict(ctx.dims), None, ctx.pretrained_dir, dict(ctx.extras))
+        vision = ctx.registry.build("encoder", cfg.encoder, enc_ctx, where="vlm.encoder")
+        if not hasattr(vision, "tokens_per_image"):
+            raise ConfigError(f"vlm.encoder: {cfg.encoder['name']!r} has no fixed tokens_per_image; the VLM needs one")
+        return cls(cfg, vision, llm, llm_node, dict(cfg.encoder)).to(ctx.device)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ tokens
+
+    def _prefix_ids(self, prompt: str, num_images: int, key: str) -> list[int]:
+        """``<image>`` x N (prepended when the prompt has none) + prompt, each ``<image>`` expanded."""
+        text = prompt if IMAGE_TOKEN in prompt else IMAGE_TOKEN * num_images + prompt
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        found = sum(1 for i in ids if i == self.image_token_id)
+        if found != num_images:
+            raise DataError(f"vlm: sample {key!r} has {found} {IMAGE_TOKEN} placeholders in its prompt but {num_images} images")
+        out: list[int] = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        for i in ids:
+            out.extend([i] * self.tokens_per_image if i == self.image_token_id else [i])
+        return out
+
+    def _pad(self, rows: list[list[int]], fill: int) -> torch.Tensor:
+        n = max(len(r) for r in rows)
+        return torch.tensor([r + [fill] * (n - len(r)) for r in rows], dtype=torch.long, device=self.device)
+
+    def _embed(self, ids: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the projected image tokens written at the placeholder positions."""
+        emb = self.llm.embed(ids)
+        feats = self.projector(self.vision(images.to(self.device)), images.shape[1]).to(emb.dtype)
+        mask = ids == self.image_token_id
+        per_sample = mask.sum(1)
+        expected = images.shape[1] * self.tokens_per_image
+        if bool((per_sample != expected).any()):
+            raise DataError(f"vlm: image token count {per_sample.tolist()} != {expected} placeholders per sample")
+        return emb.masked_scatter(mask[..., None], feats)
+
+    # ------------------------------------------------------------------ TrainableModel
+
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        modality = batch.get("modality")
+        if modality == "text":
+            return self.llm.compute_loss(batch)
+        if modality != "image_caption":
+            raise DataError(f"vlm: cannot train on modality {modality!r} (expected 'image_caption' or 'text')")
+        images = batch["images"]
+        check_images(images, "vlm")
+        captions = list(batch["captions"])
+        prompts = list(batch.get("prompts") or [""] * len(captions))
+        keys = list(batch.get("keys") or [str(i) for i in range(len(captions))])
+        eos = self.tokenizer.eos_token_id
+        rows, targets = [], []
+        for prompt, cap, key in zip(prompts, captions, keys):
+            if not cap:
+                raise DataError(f"vlm: sample {key!r} has an empty caption")
+            prefix = self._prefix_ids(prompt, images.shape[1], key)
+            if len(prefix) >= self.cfg.max_length:
+                raise DataError(f"vlm: sample {key!r}: prompt + image tokens ({len(prefix)}) exceed vlm.max_length {self.cfg.max_length}")
+            cap_ids = self.tokenizer(cap, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
+            seq = (prefix + cap_ids)[: self.cfg.max_length]
+            rows.append(seq)
+            # position t predicts token t + 1; only caption tokens are targets
+            targets.append([-100] * (len(prefix) - 1) + seq[len(prefix) :] + [-100])
+        ids = self._pad(rows, self.pad_id)
+        labels = self._pad(targets, -100)
+        logits = self.llm(inputs_embeds=self._embed(ids, images)).logits
+        n = int((labels != -100).sum())
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        return loss, {"tokens": float(n)}
+
+    def fsdp_block_types(self) -> tuple[type[nn.Module], ...]:
+        vis = getattr(self.vision, "block_types", lambda: ())()
+        return tuple(vis) + tuple(self.llm.fsdp_block_types())
+
+    def flops_per_sample(self, batch: dict[str, Any]) -> float:
+        """LLM FLOPs at the mean sequence length + 6 x (encoder + projector params) x patch tokens."""
+        if batch.get("modality") == "text":
+            return float(self.llm.flops_per_sample(batch))
+        n_img = int(batch["images"].shape[1])
+        caps = list(batch["captions"])
+        cap_len = sum(len(self.tokenizer(c, add_special_tokens=False)["input_ids"]) + 1 for c in caps) // max(1, len(caps))
+        length = n_img * self.tokens_per_image + 1 + cap_len
+        llm = float(self.llm.flops_per_sample({"input_ids": torch.zeros(1, length, dtype=torch.long)}))
+        vis_params = sum(p.numel() for p in self.vision.parameters()) + sum(p.numel() for p in self.projector.parameters())
+        return llm + 6.0 * vis_params * n_img * int(self.vision.tokens_per_image)
+
+    def export_artifacts(self, out_dir: str) -> dict[str, Any]:
+        """LLM (tokenizer with ``<image>``, config) under ``llm/``, encoder files under ``encoder/``."""
+        llm_fields = self.llm.export_artifacts(str(Path(out_dir) / "llm")) or {}
+        llm_node = {**self.llm_node, **{k: _under("llm", v, k) for k, v in llm_fields.items()}}
+        fields: dict[str, Any] = {"llm": llm_node}
+        enc_export = getattr(self.vision, "export_artifacts", None)
+        if enc_export is not None:
+            enc_fields = enc_export(str(Path(out_dir) / "encoder")) or {}
+            fields["encoder"] = {**self.encoder_node, **{k: _under("encoder", v, k) for k, v in enc_fields.items()}}
+        return fields
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, prompts: list[str], max_new_tokens: int | None = None) -> list[str]:
+        """Greedy captioning with the LLM's KV cache: the prompt (images included) is encoded once."""
+        check_images(images, "vlm.generate")
+        steps = max_new_tokens or self.cfg.max_new_tokens
+        eos = self.tokenizer.eos_token_id
+        was_training = self.training
+        self.eval()
+        texts = []
+        try:
+            for i, prompt in enumerate(prompts):
+                ids = self._pad([self._prefix_ids(prompt, images.shape[1], str(i))], self.pad_id)
+                cache = self.llm.new_cache(1, ids.shape[1] + steps)
+                out = self.llm(inputs_embeds=self._embed(ids, images[i : i + 1]), kv_cache=cache)
+                new: list[int] = []
+                for _ in range(steps):
+                    nxt = int(out.logits[0, -1].argmax())
+                    if nxt == eos:
+                        break
+                    new.append(nxt)
+                    out = self.llm(input_ids=torch.tensor([[nxt]], device=self.device), kv_cache=out.kv_cache)
+                texts.append(self.tokenizer.decode(new, skip_special_tokens=True).strip())
+        finally:
+            self.train(was_training)
+        return texts
+
+    def encode(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states of ``cfg.layers`` over images + prompt: ``(tokens [B, L, out_dim], mask [B, L])``."""
+        check_images(images, "vlm.encode")
+        rows = [self._prefix_ids(p, images.shape[1], str(i)) for i, p in enumerate(prompts)]
+        ids = self._pad(rows, self.pad_id)
+        mask = self._pad([[1] * len(r) for r in rows], 0).bool()
+        hs = self.llm(inputs_embeds=self._embed(ids, images), output_hidden_states=True).hidden_states
+        try:
+            tokens = torch.cat([hs[i] for i in self.cfg.layers], dim=-1)
+        except IndexError:
+            raise ConfigError(f"layers: {self.cfg.layers} out of range for {len(hs)} hidden states") from None
+        return tokens, mask
+
+
+def _under(sub: str, value: Any, key: str) -> Any:
+    """Paths written by a sub-model's ``export_artifacts`` are relative to its folder; make them relative to ours."""
+    if key in ("path", "tokenizer") and isinstance(value, str) and value != "byte" and not Path(value).is_absolute():
+        return f"{sub}/{value}"
+    return value

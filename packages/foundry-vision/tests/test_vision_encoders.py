@@ -1,0 +1,68 @@
+"""Encoders (vit, hf_vision_encoder), the projector and freezing by pattern."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from foundry_core.errors import ComponentError, ConfigError
+from foundry_core.registry import BuildContext
+from foundry_vision.encoders.projector import Projector, ProjectorConfig, pixel_shuffle
+from foundry_vision.freeze import freeze_by_patterns
+from foundry_vision.testing import TINY_VIT
+from foundry_vision.tiny_hf import build_tiny_hf_encoder
+
+
+def _images(b=2, n=3, h=40, w=36):
+    return torch.randint(0, 256, (b, n, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def test_vit_multi_camera_tokens(vision_registry):
+    vit = vision_registry.build("encoder", TINY_VIT, BuildContext(vision_registry))
+    out = vit(_images())
+    assert out.shape == (2, 3 * 16, 32) and vit.out_dim == 32 and vit.tokens_per_image == 16
+    # the camera embedding makes the same image give different tokens in different camera slots
+    with torch.no_grad():
+        vit.camera.normal_()
+    same = _images(1, 1).repeat(1, 2, 1, 1, 1)
+    toks = vit(same)
+    assert not torch.allclose(toks[:, :16], toks[:, 16:])
+
+
+def test_vit_config_errors(vision_registry):
+    with pytest.raises(ConfigError, match="multiple of patch_size"):
+        vision_registry.build("encoder", {**TINY_VIT, "image_size": 30})
+    with pytest.raises(ComponentError, match="did you mean 'vit'"):
+        vision_registry.build("encoder", {"name": "vitt"})
+
+
+def test_pixel_shuffle_projector():
+    x = torch.arange(2 * 16 * 4, dtype=torch.float32).view(2, 16, 4)
+    y = pixel_shuffle(x, 2)
+    assert y.shape == (2, 4, 16)
+    assert torch.equal(y[0, 0], torch.cat([x[0, 0], x[0, 1], x[0, 4], x[0, 5]]))  # a 2x2 neighbourhood
+    proj = Projector(ProjectorConfig(kind="linear", pixel_shuffle=2), in_dim=4, out_dim=8)
+    assert proj(torch.randn(2, 2 * 16, 4), num_images=2).shape == (2, 8, 8) and proj.tokens_out(16) == 4
+
+
+@pytest.mark.parametrize("family", ["siglip", "dinov2"])
+@pytest.mark.parametrize("use_processor", [True, False])
+def test_hf_vision_encoder_patch_tokens(vision_registry, tmp_path, family, use_processor):
+    path = build_tiny_hf_encoder(family, tmp_path / family)
+    enc = vision_registry.build("encoder", {"name": "hf_vision_encoder", "path": str(path), "use_processor": use_processor})
+    assert (enc.processor is not None) == use_processor
+    out = enc(_images(2, 2, 32, 32))
+    assert out.shape == (2, 2 * 16, 32) and enc.tokens_per_image == 16  # CLS dropped for DINOv2
+
+
+def test_hf_vision_encoder_missing_folder(vision_registry, tmp_path):
+    with pytest.raises(ConfigError, match="no config.json"):
+        vision_registry.build("encoder", {"name": "hf_vision_encoder", "path": str(tmp_path)})
+
+
+def test_freeze_by_patterns():
+    model = torch.nn.ModuleDict({"vision": torch.nn.Linear(2, 2), "llm": torch.nn.Linear(2, 2)})
+    assert freeze_by_patterns(model, ["vision*"]) == 2
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["llm.weight", "llm.bias"]
+    with pytest.raises(ConfigError, match="matches no parameter.*llm, vision"):
+        freeze_by_patterns(model, ["visoin*"])

@@ -1,0 +1,97 @@
+"""LLM -> VLM chain through the real trainer: train a debug LLM, export, start a VLM from the export
+(weights really loaded), co-train it on image-caption + text (per-source losses logged), export it,
+use it as a ``foundry_vlm`` backbone and caption an image with ``foundry generate``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from foundry_core.export import load_pretrained
+from foundry_core.plugins import make_plugin_manager
+from foundry_core.registry import BuildContext, collect
+from foundry_core.train.run import train_from_config
+from foundry_vision.data.shapes import render_sample
+from foundry_vision.testing import TINY_LLM, TINY_VIT, trainer_config
+
+TEXT = {"name": "wds_text_untokenized", "corpus": "pydoc_topics", "tokenizer": "byte", "seq_len": 32}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    import foundry_vision.plugin
+
+    pm = make_plugin_manager(entry_points_enabled=False)
+    pm.register(foundry_vision.plugin, name="foundry-vision")
+    root = tmp_path_factory.mktemp("chain")
+    llm_run = train_from_config(trainer_config(root / "llm", TINY_LLM, [{"source": TEXT}], steps=3), pm=pm)
+    vlm_node = {"name": "vlm", "llm": {"path": str(llm_run / "export")}, "encoder": TINY_VIT}
+    mix = [{"source": {"name": "synthetic_image_caption", "num_samples": 16, "image_size": 32}, "weight": 0.5, "label": "caption"},
+           {"source": TEXT, "weight": 0.5, "label": "text"}]
+    cfg = trainer_config(root / "vlm", vlm_node, mix, steps=4, batch=4)
+    cfg["train"]["batch"]["per_device"] = 1  # 4 micro-batches per step: both sources inside one optimizer step
+    vlm_run = train_from_config(cfg, pm=pm)
+    return {"pm": pm, "registry": collect(pm), "llm": llm_run / "export", "vlm": vlm_run, "root": root}
+
+
+def test_vlm_starts_from_the_llm_export_weights(chain):
+    registry = chain["registry"]
+    llm_weights = load_file(str(chain["llm"] / "model.safetensors"))
+    vlm = registry.build("model", {"name": "vlm", "llm": {"path": str(chain["llm"])}, "encoder": TINY_VIT}, BuildContext(registry))
+    fresh = registry.build("model", TINY_LLM, BuildContext(registry))
+    state = vlm.llm.state_dict()
+    compared = 0
+    for name, tensor in llm_weights.items():
+        if name == "tok_embeddings.weight" or name == "output.weight":
+            rows = tensor.shape[0]  # the byte tokenizer already has <image>: no new rows needed
+            assert torch.equal(state[name][:rows], tensor)
+        else:
+            assert torch.equal(state[name], tensor), name
+        compared += 1
+    assert compared >= 5
+    block = next(n for n in llm_weights if n.startswith("layers.0.") and n.endswith("weight") and llm_weights[n].dim() == 2)
+    assert not torch.equal(fresh.state_dict()[block], state[block])  # a fresh init differs: the weights were loaded
+
+
+def test_cotraining_logs_both_sources(chain):
+    rows = [json.loads(line) for line in (chain["vlm"] / "metrics.jsonl").read_text().splitlines()]
+    keys = {k for r in rows for k in r}
+    assert "loss/caption" in keys and "loss/text" in keys
+    step_rows = [r for r in rows if "loss/caption" in r and "loss/text" in r]
+    assert step_rows, "no optimizer step mixed both sources"
+
+
+def test_vlm_export_reloads_generates_and_is_a_backbone(chain):
+    registry = chain["registry"]
+    vlm = load_pretrained(chain["vlm"] / "export", registry=registry)
+    img, _ = render_sample(0, 32)
+    images = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(32, 32, 3).permute(2, 0, 1)[None, None]
+    assert isinstance(vlm.generate(images, [""], max_new_tokens=4)[0], str)
+    backbone = registry.build("backbone", {"name": "foundry_vlm", "path": str(chain["vlm"] / "export"), "layers": [-1, -2]},
+                              BuildContext(registry))
+    tokens, mask = backbone.encode(images.repeat(2, 1, 1, 1, 1), ["pick the cube", "a"])
+    assert tokens.shape == (2, mask.shape[1], backbone.out_dim) and backbone.out_dim == 2 * TINY_LLM["dim"]
+    assert torch.equal(backbone.vlm.vision.patch.weight, vlm.vision.patch.weight)
+    last = registry.build("backbone", {"name": "foundry_vlm", "path": str(chain["vlm"] / "export"), "tokens": "last",
+                                       "freeze": ["vision*"]}, BuildContext(registry))
+    assert last.encode(images, ["x"])[0].shape == (1, 1, last.out_dim)
+    assert not any(p.requires_grad for p in last.vlm.vision.parameters())
+
+
+def test_generate_command(chain, cli_runner):
+    from foundry_core.cli.main import build_cli
+
+    cli = build_cli(lambda: chain["pm"])
+    png = chain["root"] / "x.png"
+    render_sample(3, 32)[0].save(png)
+    res = cli_runner.invoke(cli, ["generate", "--model", str(chain["vlm"] / "export"), "--image", str(png), "--max-new-tokens", "4"])
+    assert res.exit_code == 0, res.output
+    res = cli_runner.invoke(cli, ["generate", "--model", str(chain["llm"]), "--prompt", "The", "--max-new-tokens", "4"])
+    assert res.exit_code == 0, res.output
+    res = cli_runner.invoke(cli, ["generate", "--model", str(chain["vlm"] / "export")])
+    assert res.exit_code == 2 and "give --image" in res.output
+    res = cli_runner.invoke(cli, ["generate", "--model", str(chain["vlm"] / "export"), "--image", str(chain["root"] / "nope.png")])
+    assert res.exit_code == 2 and "cannot read the image" in res.output
