@@ -3,3 +3,52 @@
 from __future__ import annotations
 
 from foundry_core.hookspecs import Register, hookimpl  # noqa: F401
+
+
+@hookimpl(specname="register_envs")
+def register_fake_envs(register: Register) -> None:
+    register(
+        "point_reach",
+        "foundry_eval.rollout.fake_env:PointReachEnv",
+        description="fake simulator: 2-D point reaching (fast CPU tests of rollouts and serving)",
+    )
+
+
+@hookimpl(specname="register_commands")
+def register_rollout_commands(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
+    from foundry_eval.rollout.cli import add_commands
+
+    add_commands(cli)
+
+
+@hookimpl(specname="register_commands")
+def register_compare_command(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
+    from foundry_core.cli.main import group
+
+    from foundry_eval.compare_cli import compare_command
+
+    group(cli, "eval").add_command(compare_command)
+
+
+@hookimpl(specname="register_envs")
+def register_drake_envs(register: Register) -> None:
+    tasks = "foundry_eval.sim.tasks"
+    register("push_to_target", f"{tasks}.push_to_target:PushToTarget", description="Drake: push a block onto a target")
+    register("pick_place_bin", f"{tasks}.pick_place_bin:PickPlaceBin", description="Drake: put a block into a bin")
+    register("stack_blocks", f"{tasks}.stack_blocks:StackBlocks", description="Drake: stack red block on blue block")
+    register("put_on_plate", f"{tasks}.put_on_plate:PutOnPlate", description="Drake: set a can down on a plate")
+
+
+@hookimpl(specname="register_commands")
+def register_demos_command(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
+    from foundry_core.cli.main import group
+    from foundry_eval.sim.cli import demos_command
+
+    group(cli, "eval").add_command(demos_command)
+
+
+@hookimpl(specname="register_commands")
+def register_pipeline_command(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
+    from foundry_eval.pipeline.cli import pipeline_command
+
+    cli.add_command(pipeline_command)

@@ -1,0 +1,1 @@
+"""Drake tabletop simulation: scene (primitives only), tasks, scripted experts, cameras, demo writer."""

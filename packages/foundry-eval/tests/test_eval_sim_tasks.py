@@ -1,0 +1,175 @@
+"""Tests of the Drake tabletop tasks: experts succeed, a random policy fails, hand-made success states,
+observation/action contract, seeding. Each expert episode takes ~1 s of CPU without cameras."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from foundry_core.errors import ConfigError
+from foundry_eval.sim.pose import top_down_rotation
+from foundry_eval.sim.scene import table_pose
+
+TASKS = {
+    "push_to_target": "PushToTarget",
+    "pick_place_bin": "PickPlaceBin",
+    "stack_blocks": "StackBlocks",
+    "put_on_plate": "PutOnPlate",
+}
+
+
+def make(name: str, **cfg):
+    cls = getattr(importlib.import_module(f"foundry_eval.sim.tasks.{name}"), TASKS[name])
+    cfg.setdefault("cameras", [])
+    return cls(cls.Config(**cfg))
+
+
+def run_expert(env, seed: int) -> bool:
+    obs = env.reset(seed)
+    expert = env.expert()
+    while not env.done():
+        obs = env.step(expert.act(obs))
+    return env.is_success()
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_expert_succeeds_on_fixed_seeds(name):
+    env = make(name)
+    results = [run_expert(env, seed) for seed in (0, 1)]
+    assert all(results), results
+    assert env.time < env.time_limit_s  # ended by success, not by the limit
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_random_policy_fails(name):
+    env = make(name, time_limit_s=5.0)
+    rng = np.random.default_rng(0)
+    env.reset(7)
+    steps = 0
+    while not env.done():
+        xyz = rng.uniform([-0.3, -0.3, 0.0], [0.3, 0.3, 0.3])
+        rot6d = top_down_rotation(rng.uniform(-np.pi, np.pi))[:2].ravel()
+        env.step(np.concatenate([xyz, rot6d, [rng.uniform(0, 0.08)]]))
+        steps += 1
+    assert steps == 50 and not env.is_success()
+
+
+def _place(env, poses, opening=0.08, gripper=(0.0, 0.0, 0.3)):
+    env.reset(0)
+    env.scene.reset(np.array(gripper), 0.0, opening, poses)
+
+
+def test_success_predicates_on_hand_made_states():
+    z4 = 0.0205
+    push = make("push_to_target")
+    _place(push, {"block": table_pose(0.1, 0.1, z4, 0.3), "target": table_pose(0.12, 0.09, 0.001)})
+    assert push.is_success()
+    _place(push, {"block": table_pose(0.1, 0.1, z4), "target": table_pose(0.1, 0.14, 0.001)})
+    assert not push.is_success()
+
+    bin_env = make("pick_place_bin")
+    _place(bin_env, {"bin": table_pose(0.1, 0.0, 0.0305, 0.7), "block": table_pose(0.12, 0.01, 0.0305)})
+    assert bin_env.is_success()
+    _place(bin_env, {"bin": table_pose(0.1, 0.0, 0.0305), "block": table_pose(-0.1, 0.0, z4)})
+    assert not bin_env.is_success()
+    _place(bin_env, {"bin": table_pose(0.1, 0.0, 0.0305), "block": table_pose(0.1, 0.0, 0.2)})  # above it
+    assert not bin_env.is_success()
+
+    stack = make("stack_blocks")
+    _place(stack, {"blue": table_pose(0.0, 0.0, z4), "red": table_pose(0.005, 0.0, z4 + 0.04, 0.5)})
+    assert stack.is_success()
+    _place(stack, {"blue": table_pose(0.0, 0.0, z4), "red": table_pose(0.1, 0.0, z4)})
+    assert not stack.is_success()
+    # Red held on top of blue by closed fingers: not released -> not a success.
+    _place(stack, {"blue": table_pose(0.0, 0.0, z4), "red": table_pose(0.0, 0.0, z4 + 0.04)}, opening=0.03)
+    assert not stack.is_success()
+
+    plate = make("put_on_plate")
+    _place(plate, {"plate": table_pose(0.1, 0.1, 0.0065), "can": table_pose(0.12, 0.1, 0.0125 + 0.0305)})
+    assert plate.is_success()
+    _place(plate, {"plate": table_pose(0.1, 0.1, 0.0065), "can": table_pose(-0.1, 0.1, 0.0305)})
+    assert not plate.is_success()
+
+
+@pytest.mark.parametrize("relative_yaw", [0.0, np.pi / 4])
+def test_block_rests_on_block_in_any_orientation(relative_yaw):
+    # Point contact gives one point per box pair: the support spheres must hold a rotated block up.
+    env = make("stack_blocks")
+    _place(
+        env,
+        {
+            "blue": table_pose(0.0, 0.0, 0.0205, 0.2),
+            "red": table_pose(0.003, 0.0, 0.0625, 0.2 + relative_yaw),
+        },
+    )
+    obs = env.observation()
+    for _ in range(10):
+        obs = env.step(obs["proprio"])
+    assert env.z("red") == pytest.approx(0.061, abs=0.002) and env.is_success()
+
+
+def test_observation_and_action_contract():
+    env = make("stack_blocks", cameras=["scene", "wrist"], image_size=32)
+    assert (env.action_dim, env.proprio_dim, env.control_dt, env.task_name) == (10, 10, 0.1, "StackBlocks")
+    obs = env.reset(3)
+    assert set(obs["images"]) == {"scene", "wrist"}
+    for img in obs["images"].values():
+        assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and img.std() > 1.0
+    assert obs["proprio"].shape == (10,) and obs["proprio"].dtype == np.float32
+    assert obs["instruction"] == env.instruction and env.instruction in type(env).instruction_templates
+    target = obs["proprio"].copy()
+    target[:3] += [0.03, -0.02, -0.05]
+    for _ in range(5):
+        obs = env.step(target)
+    np.testing.assert_allclose(obs["proprio"][:3], target[:3], atol=3e-3)  # absolute pose tracking
+    assert env.time == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="non-finite"):
+        env.step(np.full(10, np.nan))
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(7))
+    env.close()
+
+
+def test_no_cameras_and_seeding():
+    env = make("pick_place_bin")
+    assert env.reset(5)["images"] == {}
+    first = (env.instruction, env.scene.pose("block").translation().copy(), env.proprio())
+    env.reset(6)
+    env.reset(5)
+    np.testing.assert_allclose(env.scene.pose("block").translation(), first[1])
+    np.testing.assert_allclose(env.proprio(), first[2])
+    assert env.instruction == first[0]
+    starts = set()
+    for s in range(5):
+        env.reset(s)
+        starts.add(tuple(np.round(env.scene.pose("block").translation(), 4)))
+    assert len(starts) == 5
+    instructions = set()
+    for s in range(12):
+        env.reset(s)
+        instructions.add(env.instruction)
+    assert len(instructions) > 1
+
+
+def test_time_limit_ends_episode():
+    env = make("push_to_target", time_limit_s=0.3)
+    obs = env.reset(0)
+    for _ in range(3):
+        assert not env.done()
+        obs = env.step(obs["proprio"])
+    assert env.done() and not env.is_success()
+
+
+def test_registered_and_built_through_the_registry(foundry_pm):
+    from foundry_core.registry import collect
+    from foundry_eval import plugin
+
+    foundry_pm.register(plugin, name="foundry-eval")
+    registry = collect(foundry_pm)
+    assert set(TASKS) <= set(registry.names("env"))
+    env = registry.build("env", {"name": "put_on_plate", "cameras": [], "time_limit_s": 12.0})
+    assert env.task_name == "PutOnPlate" and env.time_limit_s == 12.0 and env.camera_names == []
+    with pytest.raises(ConfigError, match="must be distinct names from"):
+        registry.build("env", {"name": "put_on_plate", "cameras": ["top"]})
