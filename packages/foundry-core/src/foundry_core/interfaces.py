@@ -33,7 +33,15 @@ Batch = dict[str, Any]
 
 @runtime_checkable
 class TrainableModel(Protocol):
-    """A model the trainer can train (an ``nn.Module``). The trainer never branches on model type."""
+    """A model the trainer can train (an ``nn.Module``). The trainer never branches on model type.
+
+    Only ``compute_loss`` is required; the trainer reads the others with ``getattr`` and defaults
+    (no FSDP blocks, 0 FLOPs = MFU not reported, nothing exported beside the weights). Optional
+    attributes: ``no_weight_decay() -> set[str]`` (extra parameter names without weight decay),
+    ``ddp_find_unused_parameters`` (bool, default True), ``gradient_checkpointing_enable()``.
+    Samples in a batch = leading dim of its first tensor (or ``batch["num_samples"]``); tokens =
+    ``(labels != -100).sum()`` when ``labels`` exists.
+    """
 
     def compute_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the scalar loss of one micro-batch and extra metrics (plain floats)."""
@@ -47,8 +55,15 @@ class TrainableModel(Protocol):
         """Training FLOPs (forward + backward) for one sample of ``batch``; used for MFU. 0 = unknown."""
         ...
 
-    def export_artifacts(self, out_dir: str) -> None:
-        """Write what the model needs beside its weights (tokenizer, processor, stats) into ``out_dir``."""
+    def export_artifacts(self, out_dir: str) -> dict[str, Any]:
+        """Write what the model needs beside its weights (tokenizer, processor, stats) into ``out_dir``.
+
+        Return updates to the model's config node, with paths RELATIVE to ``out_dir`` (e.g.
+        ``{"tokenizer": "tokenizer"}``); the exporter merges them into ``export/config.yaml``'s
+        ``model`` node, and ``load_pretrained`` rebuilds the model with
+        ``BuildContext.pretrained_dir`` set to the export folder, against which the component
+        resolves those relative paths.
+        """
         ...
 
 
@@ -56,9 +71,12 @@ class TrainableModel(Protocol):
 class DataSource(Protocol):
     """Yields collated batches of one modality; deterministic from the seed and resumable.
 
-    ``batches(batch_size, rank, world_size, seed)`` shards the data across ranks, yields batches
-    forever (epochs repeat with a new order derived from the seed and epoch), and keeps a cursor that
-    ``state_dict()`` returns and ``load_state_dict()`` restores (exact resume).
+    ``batches(batch_size, rank, world_size, seed)`` shards the data across ranks and yields batches,
+    forever (epochs repeat with a new order derived from the seed and epoch) or until finite data ends
+    (the trainer then stops every rank at the same step). It keeps a cursor that ``state_dict()``
+    returns and ``load_state_dict()`` restores before ``batches`` is called (exact resume); the cursor
+    must already count a batch when it is yielded, hold plain types/tensors only, and should count
+    global progress so a run can resume on another world size. Helpers: ``foundry_core.data.base``.
     """
 
     modality: str

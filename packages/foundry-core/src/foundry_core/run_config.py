@@ -21,6 +21,8 @@ class RunSection:
     seed: int = 0
     #: fsspec URL (``s3://bucket/prefix``, ``gs://…``, ``file:///…``) that receives every checkpoint and the export.
     remote_dir: str | None = None
+    #: Retries (exponential backoff from 1 s) of a failed upload to ``remote_dir`` before it is reported.
+    remote_retries: int = 3
     device: str = "auto"
 
 

@@ -52,3 +52,6 @@ def shared_data():
     if path is None:
         pytest.skip("../shared/data is not present (real reference data for reader tests)")
     return path
+
+
+from foundry_core.testing.s3 import s3_server  # noqa: E402,F401  (re-exported fixture: a real S3 API on 127.0.0.1)

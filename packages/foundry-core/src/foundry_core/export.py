@@ -1,0 +1,126 @@
+"""Self-contained model export and ``load_pretrained``.
+
+``export/`` holds ``config.yaml`` (``model:`` node, with the paths the model's ``export_artifacts``
+returned, relative to the folder), ``model.safetensors`` (EMA weights when enabled; tied weights
+deduplicated by safetensors' ``save_model``), ``foundry_export.json`` (format version, plugin
+versions, step, creation time) and whatever the model wrote (tokenizer, processor, stats).
+``load_pretrained(path)`` rebuilds the model from that folder alone. Tested by ``tests/test_train_export.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from foundry_core.config import dump_yaml
+from foundry_core.errors import ConfigError, FoundryError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from foundry_core.registry import Registry
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+
+
+def export_model(
+    model: nn.Module,
+    raw_model_node: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (with the weights it holds now) to ``out_dir`` atomically (temp dir + rename)."""
+    from safetensors.torch import save_model
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".tmp_{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    node = dict(raw_model_node)
+    artifacts = getattr(model, "export_artifacts", None)
+    if artifacts is not None:
+        updates = artifacts(str(tmp))
+        if updates:
+            node.update(updates)
+    (tmp / "config.yaml").write_text(dump_yaml({"model": node}))
+    save_model(model, str(tmp / WEIGHTS))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra_meta or {}),
+    }
+    (tmp / "foundry_export.json").write_text(json.dumps(meta, indent=2, default=str))
+    if out.exists():
+        old = out.with_name(f".old_{out.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+    return out
+
+
+def _local_copy(url: str) -> Path:
+    """Download an export folder at an fsspec URL into ``~/.cache/foundry/exports`` (once)."""
+    import fsspec
+
+    from foundry_core.train.metrics import cache_dir
+
+    dest = cache_dir() / "exports" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    if (dest / WEIGHTS).is_file():
+        return dest
+    fs, root = fsspec.core.url_to_fs(url)
+    root = root.rstrip("/")
+    if not fs.exists(f"{root}/config.yaml"):
+        raise FoundryError(f"{url} is not an export folder (no config.yaml)")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for path in fs.find(root):
+        rel = path[len(root) :].lstrip("/")
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(path, str(tmp / rel))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def load_pretrained(path: str | Path, *, device: str = "cpu", registry: Registry | None = None) -> nn.Module:
+    """Rebuild the model of an export folder (local path or fsspec URL) and load its weights strictly."""
+    from safetensors.torch import load_model
+
+    from foundry_core.registry import BuildContext, get_registry
+
+    text = str(path)
+    folder = (
+        _local_copy(text)
+        if "://" in text and not text.startswith("file://")
+        else Path(text.removeprefix("file://"))
+    )
+    cfg_path = folder / "config.yaml"
+    if not cfg_path.is_file():
+        raise FoundryError(f"{folder} is not an export folder (no config.yaml)")
+    cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    if "model" not in cfg:
+        raise ConfigError(f"{cfg_path}: missing the 'model' node")
+    registry = registry or get_registry()
+    model = registry.build(
+        "model",
+        cfg["model"],
+        BuildContext(registry, device=device, pretrained_dir=str(folder)),
+        where="model",
+    )
+    try:
+        load_model(model, str(folder / WEIGHTS), strict=True, device=device)
+    except RuntimeError as exc:
+        raise FoundryError(f"{folder / WEIGHTS} does not match the model of {cfg_path}: {exc}") from None
+    return model.to(device).eval()

@@ -1,0 +1,122 @@
+"""Atomic, sharded checkpoints: torch.distributed.checkpoint (model, optimizer, EMA) + trainer state.
+
+Layout of ``<run>/checkpoints/step_XXXXXXXX/``: DCP shard files and ``.metadata``, one
+``rank_XXXXX.pt`` per rank (counters, RNG states, data cursors, mixer state) and ``meta.json``
+(step, world size, plugins) written last. Everything is written into ``.tmp_step_XXXXXXXX`` first and
+renamed by rank 0 once complete, so a torn checkpoint (a kill during save) is never picked up.
+The directory must be on a filesystem every rank can see. Tested by ``tests/test_train_checkpoint.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+
+from foundry_core.distributed import DistInfo, barrier
+from foundry_core.errors import FoundryError
+
+log = logging.getLogger("foundry")
+STEP_RE = re.compile(r"^step_(\d{8})$")
+META = "meta.json"
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first (``meta.json`` present, no temp dirs)."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if STEP_RE.match(p.name) and (p / META).is_file()]
+    return sorted(found, key=lambda p: int(STEP_RE.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = complete_checkpoints(root)
+    return found[-1] if found else None
+
+
+def _write_rank_state(path: Path, state: dict[str, Any]) -> None:
+    torch.save(state, path)
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    app_state: dict[str, Any],
+    rank_state: dict[str, Any],
+    meta: dict[str, Any],
+    info: DistInfo,
+) -> Path:
+    """Collective: every rank writes its shards and its ``rank_XXXXX.pt``; rank 0 renames into place."""
+    final = root / step_dir_name(step)
+    tmp = root / f".tmp_{final.name}"
+    if info.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    barrier()
+    with warnings.catch_warnings():  # single-process saves warn that no process group exists
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.save(app_state, checkpoint_id=str(tmp), no_dist=not dist.is_initialized())
+    _write_rank_state(tmp / f"rank_{info.rank:05d}.pt", rank_state)
+    barrier()
+    if info.is_main:
+        meta = {**meta, "step": step, "world_size": info.world_size, "saved_at": time.time()}
+        (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
+        if final.exists():  # re-saving the same step (e.g. a stop signal right after a periodic save)
+            shutil.rmtree(final)
+        tmp.rename(final)
+    barrier()
+    return final
+
+
+def prune(root: Path, keep_last: int, protect: set[Path] | None = None) -> None:
+    """Delete all but the newest ``keep_last`` complete checkpoints (and stale temp dirs)."""
+    protect = protect or set()
+    found = complete_checkpoints(root)
+    for old in found[: max(0, len(found) - keep_last)]:
+        if old not in protect:
+            shutil.rmtree(old, ignore_errors=True)
+    newest = found[-1].name if found else None
+    for tmp in root.glob(".tmp_step_*"):
+        if newest is None or tmp.name[len(".tmp_") :] <= newest:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """``meta.json`` of a complete checkpoint (an error naming the folder otherwise)."""
+    meta_path = path / META
+    if not meta_path.is_file():
+        raise FoundryError(f"{path} is not a complete checkpoint (no {META}); pick another one")
+    return json.loads(meta_path.read_text())
+
+
+def load_checkpoint(
+    path: Path, app_state: dict[str, Any], info: DistInfo
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load shards into ``app_state`` in place; return (this rank's trainer state, meta).
+
+    On a different world size the DCP shards reshard automatically; the per-rank state comes from the
+    same rank index when it exists, else from rank 0 (the trainer then reseeds per-rank RNGs).
+    """
+    meta = read_meta(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(app_state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
+    rank_file = path / f"rank_{info.rank:05d}.pt"
+    if not rank_file.is_file():
+        rank_file = path / "rank_00000.pt"
+    rank_state = torch.load(rank_file, weights_only=True)
+    return rank_state, meta

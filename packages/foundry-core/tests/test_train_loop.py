@@ -1,0 +1,340 @@
+"""Single-process trainer behaviour: accumulation, precision, NaN guard, stop signal + bit-exact resume."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import signal
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from foundry_core.config import parse_dataclass
+from foundry_core.errors import ConfigError
+from foundry_core.hookspecs import hookimpl
+from foundry_core.models.toy import ToyMLP
+from foundry_core.registry import collect
+from foundry_core.run_config import RunConfig
+from foundry_core.train.metrics import read_metrics
+from foundry_core.train.run import train_from_config
+from foundry_core.train.trainer import NonFiniteLossError, Trainer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spin contention."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def make_config(out: Path, **train) -> dict:
+    cfg = {
+        "run": {"name": out.name, "out_dir": str(out), "seed": 1},
+        "model": {"name": "toy_regression", "width": 32},
+        "data": {"mix": [{"source": {"name": "synthetic_regression", "num_samples": 128}}]},
+        "train": {
+            "budget": {"steps": 6},
+            "batch": {"global": 8, "per_device": 8},
+            "optim": {"name": "adamw", "lr": 1.0e-2},
+            "schedule": {"name": "cosine", "warmup": 0.2},
+            "log_every": 1,
+            "progress": False,
+        },
+    }
+    cfg["train"].update(train)
+    return cfg
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(run_dir / "export" / "model.safetensors")
+
+
+# ----------------------------------------------------------------------------- test plugins
+
+
+class NaNToy(ToyMLP):
+    """Toy model whose loss is NaN on the listed compute_loss calls (1-based)."""
+
+    @dataclass(kw_only=True)
+    class Config(ToyMLP.Config):
+        nan_calls: list[int]
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.calls = 0
+
+    def compute_loss(self, batch):
+        self.calls += 1
+        loss, metrics = super().compute_loss(batch)
+        if self.calls in self.cfg.nan_calls:
+            loss = loss * float("nan")
+        return loss, metrics
+
+
+class DtypeProbe(ToyMLP):
+    """Records the dtype of the hidden activations (to see autocast at work)."""
+
+    seen: list[torch.dtype] = []
+
+    def compute_loss(self, batch):
+        DtypeProbe.seen.append(self.inp(batch["x"]).dtype)
+        return super().compute_loss(batch)
+
+
+class SigtermAt:
+    """Callback: sends SIGTERM to this process right after optimizer step ``step``."""
+
+    @dataclass(kw_only=True)
+    class Config:
+        step: int
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    @classmethod
+    def from_config(cls, cfg, ctx):
+        return cls(cfg)
+
+    def on_step_end(self, trainer, metrics):
+        if trainer.state.step == self.cfg.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@hookimpl
+def register_models(register):
+    register("nan_toy", NaNToy)
+    register("dtype_probe", DtypeProbe)
+
+
+@hookimpl
+def register_callbacks(register):
+    register("sigterm_at", SigtermAt)
+
+
+@pytest.fixture
+def pm(foundry_pm):
+    foundry_pm.register(
+        types.SimpleNamespace(register_models=register_models, register_callbacks=register_callbacks),
+        name="loop-test",
+    )
+    return foundry_pm
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_accumulation_equivalence(tmp_path, pm):
+    """global 8 as 2 × 4 micro-batches gives the same updates as 8 × 1 (AdamW, fp32)."""
+    one = train_from_config(make_config(tmp_path / "a", batch={"global": 8, "per_device": 8}), pm=pm)
+    four = train_from_config(make_config(tmp_path / "b", batch={"global": 8, "per_device": 2}), pm=pm)
+    assert losses(one) == pytest.approx(losses(four), rel=1e-5, abs=1e-7)
+    wa, wb = weights(one), weights(four)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_batch_sizes_must_divide(tmp_path, pm):
+    with pytest.raises(ConfigError, match="not a multiple"):
+        train_from_config(make_config(tmp_path / "a", batch={"global": 8, "per_device": 3}), pm=pm)
+
+
+def _trainer(cfg: dict, pm) -> Trainer:
+    registry = collect(pm)
+    return Trainer(
+        parse_dataclass(RunConfig, cfg, registry=registry), cfg, registry, Path(cfg["run"]["out_dir"]), pm=pm
+    )
+
+
+def test_bf16_keeps_fp32_masters_and_optimizer_state(tmp_path, pm):
+    cfg = make_config(tmp_path / "bf16", precision="bf16", budget={"steps": 2})
+    cfg["model"]["name"] = "dtype_probe"
+    trainer = _trainer(cfg, pm)
+    try:
+        trainer.build()
+        DtypeProbe.seen.clear()
+        assert trainer.train_step() is not None
+        assert DtypeProbe.seen == [torch.bfloat16]  # compute ran under bf16 autocast
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+        state = [s for s in trainer.optimizer.state.values()]
+        assert state and all(
+            s["exp_avg"].dtype == torch.float32 and s["exp_avg_sq"].dtype == torch.float32 for s in state
+        )
+    finally:
+        trainer.close()
+
+
+def test_bf16_pure_is_bf16_everywhere(tmp_path, pm):
+    cfg = make_config(tmp_path / "pure", precision="bf16-pure", budget={"steps": 2})
+    trainer = _trainer(cfg, pm)
+    try:
+        trainer.build()
+        assert trainer.train_step() is not None
+        assert all(p.dtype == torch.bfloat16 for p in trainer.model.parameters())
+        assert all(s["exp_avg"].dtype == torch.bfloat16 for s in trainer.optimizer.state.values())
+    finally:
+        trainer.close()
+
+
+def test_grad_checkpointing_gives_the_same_losses(tmp_path, pm):
+    plain = train_from_config(make_config(tmp_path / "a", budget={"steps": 3}), pm=pm)
+    ckpt = train_from_config(make_config(tmp_path / "b", budget={"steps": 3}, grad_checkpointing=True), pm=pm)
+    assert losses(plain) == pytest.approx(losses(ckpt), rel=1e-6)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, pm):
+    cfg = make_config(tmp_path / "nan", budget={"steps": 6}, checkpoint={"every_steps": 2})
+    cfg["model"] = {"name": "nan_toy", "width": 32, "nan_calls": [4]}  # the 4th step's loss is NaN
+    with pytest.raises(NonFiniteLossError, match="step 4.*step_00000002"):
+        train_from_config(cfg, pm=pm)
+    ckpts = sorted(p.name for p in (tmp_path / "nan" / "checkpoints").iterdir())
+    assert ckpts == ["step_00000002"]
+    assert not (tmp_path / "nan" / "export").exists()
+    # the last good checkpoint loads and training goes on from it
+    cfg["model"]["nan_calls"] = []
+    run_dir = train_from_config(cfg, resume="latest", pm=pm)
+    assert max(losses(run_dir)) == 6
+
+
+def test_skip_nonfinite_skips_the_update(tmp_path, pm):
+    cfg = make_config(tmp_path / "skip", budget={"steps": 4}, skip_nonfinite=1)
+    cfg["model"] = {"name": "nan_toy", "width": 32, "nan_calls": [2]}
+    run_dir = train_from_config(cfg, pm=pm)
+    assert sorted(losses(run_dir)) == [1, 2, 3, 4]  # the NaN step was skipped, 4 good steps were made
+
+
+def test_sigterm_saves_and_resume_is_bit_exact(tmp_path, pm):
+    """A run stopped by SIGTERM after step 3 and resumed reproduces the uninterrupted losses exactly."""
+    base = make_config(tmp_path / "full", budget={"steps": 7}, ema={"decay": 0.9})
+    base["model"]["dropout"] = 0.2  # exercises the RNG-state restore
+    full = losses(train_from_config(copy.deepcopy(base), pm=pm))
+
+    cut = copy.deepcopy(base)
+    cut["run"]["out_dir"] = str(tmp_path / "cut")
+    cut["train"]["callbacks"] = [{"name": "sigterm_at", "step": 3}]
+    run_dir = train_from_config(copy.deepcopy(cut), pm=pm)
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_00000003"]
+    assert not (run_dir / "export").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    train_from_config(copy.deepcopy(cut), resume="latest", pm=pm)
+    assert losses(run_dir) == full  # exact equality, step for step
+    ema_full, ema_cut = weights(tmp_path / "full"), weights(run_dir)
+    for k in ema_full:
+        assert torch.equal(ema_full[k], ema_cut[k])
+
+
+class TinyLM(torch.nn.Module):
+    """Bigram LM over 8 token ids: enough to exercise token budgets, text validation and mixing."""
+
+    @dataclass(kw_only=True)
+    class Config:
+        vocab: int = 8
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.embed = torch.nn.Embedding(cfg.vocab, 16)
+        self.head = torch.nn.Linear(16, cfg.vocab)
+        self.reg = ToyMLP(ToyMLP.Config(width=16, depth=1))
+
+    @classmethod
+    def from_config(cls, cfg, ctx):
+        return cls(cfg)
+
+    def compute_loss(self, batch):
+        if batch["modality"] == "regression":
+            return self.reg.compute_loss(batch)
+        logits = self.head(self.embed(batch["input_ids"]))
+        return torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100
+        ), {}
+
+    def flops_per_sample(self, batch):
+        return 100.0
+
+
+class CountingText:
+    """Text source: ids (i + position) % 8, the first 3 of 5 labels supervised."""
+
+    modality = "text"
+
+    @dataclass(kw_only=True)
+    class Config:
+        pass
+
+    def __init__(self):
+        self.pos = 0
+
+    @classmethod
+    def from_config(cls, cfg, ctx):
+        return cls()
+
+    def batches(self, batch_size, *, rank, world_size, seed):
+        while True:
+            ids = (torch.arange(batch_size)[:, None] + torch.arange(5)[None] + self.pos) % 8
+            self.pos += batch_size * world_size
+            labels = ids.roll(-1, dims=1)
+            labels[:, 3:] = -100
+            yield {"modality": "text", "input_ids": ids, "labels": labels}
+
+    def state_dict(self):
+        return {"pos": self.pos}
+
+    def load_state_dict(self, state):
+        self.pos = state["pos"]
+
+
+@hookimpl
+def register_models_lm(register):
+    register("tiny_lm", TinyLM)
+
+
+@hookimpl
+def register_text_source(register):
+    register("counting_text", CountingText)
+
+
+def test_token_budget_mixing_validation_and_sinks(tmp_path, foundry_pm):
+    foundry_pm.register(types.SimpleNamespace(register_models=register_models_lm), name="lm-test")
+    foundry_pm.register(
+        types.SimpleNamespace(register_data_sources=register_text_source),
+        name="text-test",
+    )
+    cfg = make_config(
+        tmp_path / "lm", budget={"tokens": 96}, val_every=2, val_batches=2, metrics=["jsonl", "tensorboard"]
+    )
+    cfg["model"] = {"name": "tiny_lm"}
+    cfg["train"]["batch"] = {"global": 4, "per_device": 2}
+    cfg["data"] = {
+        "mix": [{"source": {"name": "counting_text"}, "weight": 1.0, "label": "text"}],
+        "val": {"heldout": {"name": "counting_text"}},
+    }
+    run_dir = train_from_config(cfg, pm=foundry_pm)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4, 5, 6, 7, 8]  # 96 tokens / (4 samples × 3 tokens)
+    assert train_rows[-1]["tokens_seen"] == 96 and train_rows[-1]["tokens_per_s"] > 0
+    val = [r for r in rows if "val/heldout/loss" in r]
+    assert [r["step"] for r in val] == [2, 4, 6, 8]
+    assert val[-1]["val/heldout/perplexity"] == pytest.approx(math.exp(val[-1]["val/heldout/loss"]))
+    assert any((run_dir / "tensorboard").iterdir())
+
+    # co-training: text and regression micro-batches inside one optimizer step, per-source losses
+    cfg2 = copy.deepcopy(cfg)
+    cfg2["run"]["out_dir"] = str(tmp_path / "mix")
+    cfg2["train"]["budget"] = {"steps": 6}
+    cfg2["train"]["batch"] = {"global": 8, "per_device": 2}
+    cfg2["data"]["mix"].append({"source": {"name": "synthetic_regression"}, "weight": 1.0, "label": "reg"})
+    rows = [r for r in read_metrics(train_from_config(cfg2, pm=foundry_pm) / "metrics.jsonl") if "loss" in r]
+    assert any("loss/text" in r for r in rows) and any("loss/reg" in r for r in rows)
+    assert rows[-1]["mfu"] > 0

@@ -1,0 +1,236 @@
+"""Units of the trainer: schedules, no-decay rule, mixer, synthetic source, batch helpers, peak FLOPs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from foundry_core.data.base import batch_num_samples, batch_num_tokens, collate, shard_for_rank
+from foundry_core.data.mixer import Mixer
+from foundry_core.data.synthetic import SyntheticRegression
+from foundry_core.errors import ConfigError
+from foundry_core.train import metrics
+from foundry_core.train.optim import param_groups
+from foundry_core.train.schedule import Constant, Cosine, WarmupStableDecay, warmup_steps
+
+
+def test_warmup_as_steps_or_fraction():
+    assert warmup_steps(10, 100) == 10
+    assert warmup_steps(0.1, 200) == 20
+    with pytest.raises(ConfigError):
+        warmup_steps(1.5, 100)
+
+
+def test_schedules(foundry_registry):
+    cos = foundry_registry.build("schedule", {"name": "cosine", "warmup": 0.1, "min_ratio": 0.1})
+    assert isinstance(cos, Cosine)
+    assert cos.factor(0, 100) == pytest.approx(1 / 11)
+    assert cos.factor(10, 100) == pytest.approx(1.0)
+    assert cos.factor(55, 100) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert cos.factor(100, 100) == pytest.approx(0.1)
+    const = foundry_registry.build("schedule", {"name": "constant", "warmup": 4})
+    assert isinstance(const, Constant)
+    assert [const.factor(s, 100) for s in (0, 3, 4, 99)] == pytest.approx([0.2, 0.8, 1.0, 1.0])
+    wsd = foundry_registry.build("schedule", {"name": "wsd", "warmup": 0, "decay": 0.2})
+    assert isinstance(wsd, WarmupStableDecay)
+    assert wsd.factor(79, 100) == 1.0
+    assert wsd.factor(89, 100) == pytest.approx(0.5)
+    assert wsd.factor(99, 100) == pytest.approx(0.0)
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(10, 4)
+        self.pos = nn.Parameter(torch.zeros(8, 4))  # a matrix, decayed
+        self.norm = nn.LayerNorm(4)
+        self.proj = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed_tokens.weight  # tied: counted once, not decayed
+
+
+def test_no_weight_decay_rule(foundry_registry):
+    net = _Net()
+    groups = param_groups(net, 0.1)
+    decay = {id(p) for p in groups[0]["params"]}
+    no_decay = {id(p) for p in groups[1]["params"]}
+    assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
+    assert decay == {id(net.pos), id(net.proj.weight)}
+    assert no_decay == {
+        id(net.embed_tokens.weight),
+        id(net.norm.weight),
+        id(net.norm.bias),
+        id(net.proj.bias),
+    }
+    opt = foundry_registry.build("optimizer", {"name": "sgd", "lr": 0.1, "nesterov": True}).build(net)
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"]
+    opt = foundry_registry.build("optimizer", {"name": "adamw", "lr": 1e-3}).build(net)
+    assert isinstance(opt, torch.optim.AdamW) and len(opt.param_groups) == 2
+
+
+def _source(**kw) -> SyntheticRegression:
+    return SyntheticRegression(SyntheticRegression.Config(num_samples=32, **kw))
+
+
+def test_synthetic_source_global_cursor_resumes_on_another_world_size():
+    # two ranks with batch 2 see the same global stream as one rank with batch 4
+    one = [b["x"] for _, b in zip(range(4), _source().batches(4, rank=0, world_size=1, seed=7))]
+    r0 = [b["x"] for _, b in zip(range(4), _source().batches(2, rank=0, world_size=2, seed=7))]
+    r1 = [b["x"] for _, b in zip(range(4), _source().batches(2, rank=1, world_size=2, seed=7))]
+    for a, b0, b1 in zip(one, r0, r1):
+        assert torch.equal(a, torch.cat([b0, b1]))
+    src = _source()
+    it = src.batches(2, rank=0, world_size=2, seed=7)
+    next(it), next(it)
+    state = src.state_dict()
+    assert state == {"position": 8}
+    resumed = _source()
+    resumed.load_state_dict(state)
+    assert torch.equal(next(resumed.batches(4, rank=0, world_size=1, seed=7))["x"], one[2])
+
+
+def test_synthetic_source_is_finite_with_epochs():
+    batches = list(_source(epochs=2).batches(8, rank=0, world_size=2, seed=0))
+    assert len(batches) == 4  # 64 samples / 16 per global batch
+    with pytest.raises(ConfigError):
+        _source(epochs=0).cfg.validate()
+
+
+class _Tokens:
+    """A text-like source: labels with -100 padding, one cursor."""
+
+    modality = "text"
+
+    def __init__(self, n: int | None = None) -> None:
+        self.i = 0
+        self.n = n
+
+    def batches(self, batch_size, *, rank, world_size, seed):
+        while self.n is None or self.i < self.n:
+            self.i += 1
+            labels = torch.full((batch_size, 5), -100)
+            labels[:, :3] = 1
+            yield {
+                "modality": "text",
+                "input_ids": torch.zeros(batch_size, 5, dtype=torch.long),
+                "labels": labels,
+            }
+
+    def state_dict(self):
+        return {"i": self.i}
+
+    def load_state_dict(self, state):
+        self.i = state["i"]
+
+
+def test_mixer_is_identical_across_ranks_and_accounts_exactly():
+    def make(rank):
+        return Mixer(
+            {"a": _Tokens(), "b": _source()},
+            {"a": 3.0, "b": 1.0},
+            seed=11,
+            batch_size=2,
+            rank=rank,
+            world_size=2,
+        )
+
+    m0, m1 = make(0), make(1)
+    labels0 = [next(m0)[0] for _ in range(400)]
+    labels1 = [next(m1)[0] for _ in range(400)]
+    assert labels0 == labels1
+    assert 0.65 < labels0.count("a") / 400 < 0.85
+    assert m0.samples_seen == {"a": 2 * labels0.count("a"), "b": 2 * labels0.count("b")}
+    assert m0.tokens_seen == {"a": 6 * labels0.count("a"), "b": 0}  # 3 supervised tokens per sample
+
+
+def test_mixer_state_round_trip_restores_rng_and_cursors():
+    def make():
+        return Mixer({"a": _Tokens(), "b": _source()}, {"a": 1.0, "b": 1.0}, seed=3, batch_size=2)
+
+    m = make()
+    for _ in range(7):
+        next(m)
+    state = m.state_dict()
+    after = [
+        (label, batch["input_ids" if label == "a" else "x"]) for label, batch in (next(m) for _ in range(6))
+    ]
+    m2 = make()
+    m2.load_state_dict(state)
+    again = [
+        (label, batch["input_ids" if label == "a" else "x"]) for label, batch in (next(m2) for _ in range(6))
+    ]
+    assert [a[0] for a in after] == [a[0] for a in again]
+    assert all(torch.equal(x[1], y[1]) for x, y in zip(after, again))
+    assert m2.samples_seen == m.samples_seen
+
+
+def test_mixer_stops_when_a_finite_source_ends():
+    m = Mixer({"a": _Tokens(n=2)}, {"a": 1.0}, seed=0, batch_size=1)
+    assert len(list(m)) == 2 and m.exhausted == "a"
+    with pytest.raises(ConfigError):
+        Mixer({"a": _Tokens()}, {"b": 1.0}, seed=0, batch_size=1)
+
+
+def test_batch_helpers():
+    batch = collate([{"modality": "robot", "x": torch.zeros(3), "task": "t", "n": 1}] * 4)
+    assert batch["modality"] == "robot" and batch["x"].shape == (4, 3) and batch["task"] == ["t"] * 4
+    assert batch_num_samples(batch) == 4
+    assert batch_num_samples({"num_samples": 9, "x": torch.zeros(2)}) == 9
+    assert batch_num_tokens({"labels": torch.tensor([[1, -100, 2]])}) == 2
+    assert shard_for_rank(list(range(7)), 1, 3) == [1, 4]
+
+
+def test_peak_flops_table_and_cpu_probe_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA H100 80GB HBM3")
+    assert metrics.peak_flops(torch.device("cuda", 0)) == (989e12, True, "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Mystery GPU 9000")
+    assert metrics.peak_flops(torch.device("cuda", 0))[:2] == (0.0, False)
+    calls = []
+    monkeypatch.setattr(metrics, "_cpu_probe", lambda: calls.append(1) or 1.0e11)
+    assert metrics.cpu_peak_flops() == 1.0e11
+    assert metrics.cpu_peak_flops() == 1.0e11
+    assert calls == [1] and (tmp_path / "foundry" / "cpu_peak_flops.json").is_file()
+
+
+def test_fsdp_blocks_are_found_in_nested_models():
+    from foundry_core.distributed import block_modules
+    from foundry_core.models.toy import ToyBlock
+
+    class HFLayer(nn.Linear):
+        pass
+
+    class FakeHFBackbone(nn.Module):
+        _no_split_modules = ["HFLayer"]
+
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([HFLayer(2, 2), HFLayer(2, 2)])
+
+    class Inner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = ToyBlock(4, 0.0)
+
+        def fsdp_block_types(self):
+            return (ToyBlock,)
+
+    class VLA(nn.Module):  # declares nothing itself
+        def __init__(self):
+            super().__init__()
+            self.backbone = FakeHFBackbone()
+            self.expert = Inner()
+
+    vla = VLA()
+    found = block_modules(vla)
+    assert {id(m) for m in found} == {
+        id(vla.backbone.layers[0]),
+        id(vla.backbone.layers[1]),
+        id(vla.expert.block),
+    }
+
+
+def test_mixer_accepts_weights_as_a_sequence():
+    m = Mixer({"a": _Tokens(), "b": _Tokens()}, [0.0, 1.0], seed=0, batch_size=1)
+    assert {next(m)[0] for _ in range(20)} == {"b"}
