@@ -3,3 +3,27 @@
 from __future__ import annotations
 
 from foundry_core.hookspecs import Register, hookimpl  # noqa: F401
+
+
+@hookimpl
+def register_action_experts(register: Register) -> None:
+    register("flow_matching", "foundry_action.experts.flow_matching:FlowMatchingExpert", description="flow matching (velocity target, K Euler steps)")
+    register("diffusion", "foundry_action.experts.diffusion:DiffusionExpert", description="DDPM training, DDIM/DDPM sampling")
+    register("l1_regression", "foundry_action.experts.l1_regression:L1RegressionExpert", description="direct action-chunk regression (L1)")
+
+
+@hookimpl
+def register_models(register: Register) -> None:
+    register("vla", "foundry_action.vla:VLA", description="vision-language(-action) model: backbone + action expert")
+
+
+@hookimpl
+def register_data_sources(register: Register) -> None:
+    register("zarr_episodes", "foundry_action.data_source:ZarrEpisodes", description="windows of a Zarr v3 robot-episode store")
+
+
+@hookimpl
+def register_commands(cli) -> None:  # noqa: ANN001  (a click.Group; click is imported lazily)
+    from foundry_action.cli import add_commands
+
+    add_commands(cli)

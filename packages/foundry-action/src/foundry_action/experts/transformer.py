@@ -1,0 +1,273 @@
+"""The transformer shared by every action expert, and the config/dimension plumbing they share.
+
+Input sequence (one bidirectional transformer, no cross-attention, as in the reference VLA expert):
+``[time token?] + [conditioning tokens] + [proprio tokens] + [action tokens]``.
+
+* conditioning tokens (backbone output, ``[B, L, cond_dim]``) go through a linear layer; padded ones
+  are masked out of attention by ``cond_mask``;
+* each proprio timestep ``[B, P+1, Dp]`` becomes one token (linear), plus a learned position;
+* each action timestep ``[B, T, A]`` becomes one token (linear) plus a learned position and a learned
+  "this is clean context" embedding where the step is a pinned past action;
+* the diffusion/flow time (a float in [0, 1]) is one extra token (sinusoidal features + MLP).
+
+The output layer maps the hidden states of the last ``T`` positions back to ``action_dim``.
+Test: ``uv run pytest packages/foundry-action/tests/test_action_experts.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from foundry_core.errors import ConfigError
+
+#: Sizes (width, depth, heads). ``debug`` trains and samples on CPU in well under a second.
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "debug": (32, 2, 2),
+    "tiny": (64, 2, 4),
+    "small": (96, 8, 4),
+    "base": (512, 12, 8),
+    "large": (1024, 24, 16),
+}
+
+
+@dataclass(kw_only=True)
+class ExpertConfig:
+    """Fields shared by every expert. Dimensions left ``None`` come from ``ctx.dims`` at build time.
+
+    ``ctx.dims`` keys: ``cond`` (backbone width), ``action``, ``proprio``, ``horizon`` (T = past + 1 +
+    future) and ``proprio_steps`` (P + 1).
+    """
+
+    preset: Literal["debug", "tiny", "small", "base", "large"] = "tiny"
+    width: int | None = None
+    depth: int | None = None
+    heads: int | None = None
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    cond_dim: int | None = None
+    action_dim: int | None = None
+    proprio_dim: int | None = None
+    horizon: int | None = None
+    proprio_steps: int | None = None
+    #: Copies of the action side with fresh noise/time per backbone pass (amortises the backbone).
+    num_action_head_repeats: int = 1
+
+    def validate(self) -> None:
+        if self.num_action_head_repeats < 1:
+            raise ConfigError(f"num_action_head_repeats must be >= 1, got {self.num_action_head_repeats}")
+
+
+@dataclass(frozen=True)
+class ExpertDims:
+    width: int
+    depth: int
+    heads: int
+    cond_dim: int
+    action_dim: int
+    proprio_dim: int
+    horizon: int
+    proprio_steps: int
+
+
+def resolve_dims(cfg: ExpertConfig, dims: dict[str, int]) -> ExpertDims:
+    """Explicit config fields win; otherwise take ``ctx.dims``; a missing one is a clear error."""
+    width, depth, heads = PRESETS[cfg.preset]
+    width, depth, heads = cfg.width or width, cfg.depth or depth, cfg.heads or heads
+    if width % heads:
+        raise ConfigError(f"expert width {width} is not divisible by heads {heads}")
+
+    def pick(field: str, key: str, default: int | None = None) -> int:
+        value = getattr(cfg, field)
+        if value is None:
+            value = dims.get(key, default)
+        if value is None:
+            raise ConfigError(
+                f"action expert: {field} is not set and the builder gave no ctx.dims[{key!r}] "
+                f"(set it in the expert config or build the expert inside a vla model)"
+            )
+        return int(value)
+
+    return ExpertDims(
+        width=width,
+        depth=depth,
+        heads=heads,
+        cond_dim=pick("cond_dim", "cond"),
+        action_dim=pick("action_dim", "action"),
+        proprio_dim=pick("proprio_dim", "proprio", 0),
+        horizon=pick("horizon", "horizon"),
+        proprio_steps=pick("proprio_steps", "proprio_steps", 1),
+    )
+
+
+def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features of a continuous time ``t`` in [0, 1] (scaled by 1000 like integer steps)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * 1000.0 * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+
+
+class ExpertBlock(nn.Module):
+    """Pre-norm transformer block (bidirectional self-attention + GELU MLP); the FSDP wrap unit."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        b, s, w = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, s, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        drop = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
+        x = x + self.proj(out.transpose(1, 2).reshape(b, s, w))
+        return x + self.mlp(self.norm2(x))
+
+
+class ExpertTransformer(nn.Module):
+    """Predicts one vector per action step from (cond tokens, proprio, current action tokens, time)."""
+
+    def __init__(self, dims: ExpertDims, *, mlp_ratio: float = 4.0, dropout: float = 0.0, use_time: bool = True):
+        super().__init__()
+        self.dims = dims
+        w = dims.width
+        self.use_time = use_time
+        self.cond_in = nn.Linear(dims.cond_dim, w)
+        self.proprio_in = nn.Linear(dims.proprio_dim, w) if dims.proprio_dim > 0 else None
+        self.action_in = nn.Linear(dims.action_dim, w)
+        self.type_emb = nn.Parameter(torch.zeros(3, w))  # cond / proprio / action
+        self.proprio_pos = nn.Parameter(torch.zeros(dims.proprio_steps, w))
+        self.action_pos = nn.Parameter(torch.zeros(dims.horizon, w))
+        self.context_emb = nn.Parameter(torch.zeros(w))  # added to pinned (clean) past-action tokens
+        if use_time:
+            self.time_mlp = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
+        self.blocks = nn.ModuleList(ExpertBlock(w, dims.heads, mlp_ratio, dropout) for _ in range(dims.depth))
+        self.norm = nn.LayerNorm(w)
+        self.out = nn.Linear(w, dims.action_dim)
+        for p in (self.type_emb, self.proprio_pos, self.action_pos, self.context_emb):
+            nn.init.normal_(p, std=0.02)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(
+        self,
+        cond: torch.Tensor,
+        cond_mask: torch.Tensor,
+        proprio: torch.Tensor | None,
+        actions: torch.Tensor,
+        context: torch.Tensor,
+        t: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """cond [B, L, C], cond_mask bool [B, L], proprio [B, P+1, Dp] or None, actions [B, T, A],
+        context bool [B, T] (pinned clean steps), t [B] in [0, 1] -> [B, T, A]."""
+        d = self.dims
+        b, horizon = actions.shape[:2]
+        if horizon != d.horizon:
+            raise ValueError(f"action expert was built for horizon {d.horizon}, got actions with {horizon} steps")
+        if actions.shape[-1] != d.action_dim:
+            raise ValueError(f"action expert was built for action_dim {d.action_dim}, got {actions.shape[-1]}")
+        parts = [self.cond_in(cond) + self.type_emb[0]]
+        masks = [cond_mask.bool()]
+        if self.proprio_in is not None:
+            if proprio is None or proprio.shape[1:] != (d.proprio_steps, d.proprio_dim):
+                got = None if proprio is None else tuple(proprio.shape[1:])
+                raise ValueError(f"action expert expects proprio [B, {d.proprio_steps}, {d.proprio_dim}], got {got}")
+            parts.append(self.proprio_in(proprio) + self.proprio_pos + self.type_emb[1])
+            masks.append(torch.ones(b, d.proprio_steps, dtype=torch.bool, device=cond.device))
+        act = self.action_in(actions) + self.action_pos + self.type_emb[2]
+        parts.append(act + context[..., None].to(act.dtype) * self.context_emb)
+        masks.append(torch.ones(b, horizon, dtype=torch.bool, device=cond.device))
+        if self.use_time:
+            if t is None:
+                raise ValueError("this expert needs a time value t per sample")
+            parts.insert(0, self.time_mlp(timestep_features(t, d.width).to(act.dtype))[:, None])
+            masks.insert(0, torch.ones(b, 1, dtype=torch.bool, device=cond.device))
+        x = torch.cat(parts, dim=1)
+        attn_mask = torch.cat(masks, dim=1)[:, None, None, :]  # [B, 1, 1, S]: True = may attend
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        return self.out(self.norm(x[:, -horizon:]))
+
+
+def repeat_batch(n: int, cond: torch.Tensor, cond_mask: torch.Tensor, batch: dict[str, Any]) -> tuple:
+    """Tile conditioning and the action-side batch entries ``n`` times along the batch dim."""
+    if n == 1:
+        return cond, cond_mask, batch
+    out = dict(batch)
+    for key in ("proprio", "actions", "past_mask", "future_mask"):
+        if isinstance(batch.get(key), torch.Tensor):
+            out[key] = batch[key].repeat_interleave(n, dim=0)
+    return cond.repeat_interleave(n, dim=0), cond_mask.repeat_interleave(n, dim=0), out
+
+
+def context_and_target(batch: dict[str, Any], dims: ExpertDims, cond: torch.Tensor) -> tuple:
+    """(clean actions [B,T,A] or zeros, context mask [B,T], future mask [B,T]) from a robot batch.
+
+    Context = ``past_mask`` (clean past actions, pinned). Loss covers ``future_mask`` (anchor + future,
+    padding excluded). A batch without ``actions`` (inference without past actions) has no context.
+    """
+    b, device = cond.shape[0], cond.device
+    actions = batch.get("actions")
+    if actions is None:
+        actions = torch.zeros(b, dims.horizon, dims.action_dim, device=device)
+        context = torch.zeros(b, dims.horizon, dtype=torch.bool, device=device)
+    else:
+        if tuple(actions.shape[1:]) != (dims.horizon, dims.action_dim):
+            raise ValueError(
+                f"action expert was built for actions [B, horizon {dims.horizon}, {dims.action_dim}], "
+                f"got {tuple(actions.shape)}"
+            )
+        actions = actions.to(device=device, dtype=torch.float32)
+        past = batch.get("past_mask")
+        context = past.to(device).bool() if past is not None else torch.zeros(actions.shape[:2], dtype=torch.bool, device=device)
+    future = batch.get("future_mask")
+    future = future.to(device).bool() if future is not None else ~context
+    return actions, context, future
+
+
+def masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of per-element ``err`` [B, T, A] over steps where ``mask`` [B, T] is true."""
+    m = mask[..., None].to(err.dtype)
+    return (err * m).sum() / (m.sum() * err.shape[-1]).clamp_min(1.0)
+
+
+class ExpertBase(nn.Module):
+    """Common construction of an expert: resolved dims + one :class:`ExpertTransformer`."""
+
+    uses_time = True
+
+    def __init__(self, cfg: ExpertConfig, dims: ExpertDims) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.dims = dims
+        self.net = ExpertTransformer(dims, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout, use_time=self.uses_time)
+
+    @classmethod
+    def from_config(cls, cfg: ExpertConfig, ctx: Any) -> ExpertBase:
+        return cls(cfg, resolve_dims(cfg, dict(ctx.dims)))
+
+    def fsdp_block_types(self) -> tuple[type[nn.Module], ...]:
+        return (ExpertBlock,)
+
+    def _proprio(self, batch: dict[str, Any], device: torch.device) -> torch.Tensor | None:
+        if self.dims.proprio_dim == 0:
+            return None
+        proprio = batch.get("proprio")
+        if proprio is None:
+            raise ValueError("robot batch has no 'proprio' but the action expert was built with proprio_dim > 0")
+        return proprio.to(device=device, dtype=torch.float32)
+
+    def _device(self) -> torch.device:
+        return self.net.out.weight.device

@@ -1,0 +1,223 @@
+"""``vla`` model: a backbone (VLM or plain vision encoder, built by component name) + an action expert.
+
+VLM -> VLA is one config line: ``backbone: {name: foundry_vlm, path: runs/vlm/export}``. The model
+learns which cameras, dims and window it serves from the robot data source it names in ``data:``
+(the same node as in ``data.mix``; a YAML anchor avoids writing it twice) and takes that source's
+normalization statistics. ``export_artifacts`` writes ``stats/`` and ``policy.json`` (the policy
+metadata) and rewrites the node to ``{data: null, policy: policy.json}``, so an export rebuilds with
+no training data. A backbone with its own ``export_artifacts`` writes into ``<export>/backbone`` and is
+rebuilt with ``ctx.pretrained_dir`` pointing there.
+
+Batches of another modality (co-training with image-caption or text sources) are delegated to the
+``compute_loss`` of the backbone or of the model it wraps (the composed VLM). Test: ``uv run pytest packages/foundry-action/tests/test_action_vla.py``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from foundry_action.normalization import NormStats
+from foundry_core.config import component
+from foundry_core.errors import ConfigError, DataError
+from foundry_core.registry import BuildContext
+
+log = logging.getLogger(__name__)
+
+POLICY_FILE = "policy.json"
+STATS_DIR = "stats"
+BACKBONE_DIR = "backbone"
+SPEC_KEYS = ("cameras", "image_size", "image_offsets", "action_fields", "proprio_fields", "action_dim",
+             "proprio_dim", "field_dims", "past", "future", "fps", "normalization")
+
+
+def check_spec(spec: dict[str, Any], stats: NormStats, where: str) -> None:
+    """The policy metadata and the stats must describe the same fields and dims (fail loudly)."""
+    missing = [k for k in SPEC_KEYS if k not in spec]
+    if missing:
+        raise DataError(f"{where}: policy metadata lacks {', '.join(missing)}")
+    for kind in ("action", "proprio"):
+        total = 0
+        for name in spec[f"{kind}_fields"]:
+            if name not in stats.dims:
+                raise DataError(f"{where}: the statistics have no field {name!r} (they have {', '.join(stats.dims)})")
+            size = math.prod(stats.dims[name])
+            if size != int(spec["field_dims"][name]):
+                raise DataError(f"{where}: field {name!r} has {spec['field_dims'][name]} dims but its statistics "
+                                f"have {size} ({stats.dims[name]})")
+            total += size
+        if total != int(spec[f"{kind}_dim"]):
+            raise DataError(f"{where}: {kind}_dim is {spec[f'{kind}_dim']} but the statistics of "
+                            f"{spec[f'{kind}_fields']} add up to {total}")
+
+
+class VLA(nn.Module):
+    """Vision-language-action model; ``compute_loss`` trains, ``predict`` samples normalized chunks."""
+
+    @dataclass(kw_only=True)
+    class Config:
+        backbone: dict[str, Any] = component("backbone")
+        expert: dict[str, Any] = component("action_expert")
+        #: The robot data source the policy is trained on: cameras, dims, window and stats come from it.
+        data: dict[str, Any] | None = component("data_source", None)
+        #: Set by export: policy metadata file inside the export folder (replaces ``data``).
+        policy: str | None = None
+        freeze_backbone: bool = False
+        #: fnmatch globs over backbone parameter names to freeze / to unfreeze again (applied after).
+        freeze: list[str] = field(default_factory=list)
+        unfreeze: list[str] = field(default_factory=list)
+        #: Condition on the language instruction (false: an empty prompt, e.g. a vision-only baseline).
+        use_instruction: bool = True
+
+        def validate(self) -> None:
+            if self.data is None and self.policy is None:
+                raise ConfigError("give 'data' (the robot data_source node the policy is trained on)")
+
+    def __init__(self, cfg: Config, backbone: nn.Module, expert: nn.Module, spec: dict[str, Any], stats: NormStats):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.expert = expert
+        self.spec = spec
+        self.stats = stats
+        self._apply_freeze()
+
+    @classmethod
+    def from_config(cls, cfg: Config, ctx: BuildContext) -> VLA:
+        spec, stats = cls._load_spec(cfg, ctx)
+        backbone_dir = Path(ctx.pretrained_dir, BACKBONE_DIR) if ctx.pretrained_dir else None
+        bctx = BuildContext(ctx.registry, device=ctx.device, tokenizer=ctx.tokenizer, extras=ctx.extras,
+                            pretrained_dir=str(backbone_dir) if backbone_dir and backbone_dir.is_dir() else None)
+        backbone = ctx.registry.build("backbone", cfg.backbone, bctx, where="model.backbone")
+        if not isinstance(getattr(backbone, "out_dim", None), int):
+            raise ConfigError(f"model.backbone: {type(backbone).__name__} has no integer out_dim")
+        past, future = int(spec["past"]), int(spec["future"])
+        dims = {"cond": backbone.out_dim, "action": int(spec["action_dim"]), "proprio": int(spec["proprio_dim"]),
+                "horizon": past + 1 + future, "proprio_steps": past + 1}
+        ectx = BuildContext(ctx.registry, device=ctx.device, dims=dims, extras=ctx.extras)
+        expert = ctx.registry.build("action_expert", cfg.expert, ectx, where="model.expert")
+        spec = {**spec, "is_language_conditioned": cfg.use_instruction, "expert": cfg.expert.get("name")}
+        return cls(cfg, backbone, expert, spec, stats).to(ctx.device)
+
+    @staticmethod
+    def _load_spec(cfg: Config, ctx: BuildContext) -> tuple[dict[str, Any], NormStats]:
+        if cfg.policy is not None:
+            if ctx.pretrained_dir is None:
+                raise ConfigError("model.policy is only valid when loading an export (use 'data' to train)")
+            folder = Path(ctx.pretrained_dir)
+            path = folder / cfg.policy
+            if not path.is_file():
+                raise DataError(f"{folder}: policy metadata {cfg.policy} not found")
+            spec = json.loads(path.read_text())
+            stats = NormStats.load(folder / STATS_DIR)
+            stats = stats.with_method(spec.get("normalization", stats.method))
+            check_spec(spec, stats, str(path))
+            return spec, stats
+        source = ctx.registry.build("data_source", cfg.data, ctx, where="model.data")
+        if getattr(source, "modality", None) != "robot" or not hasattr(source, "metadata"):
+            raise ConfigError(f"model.data: {cfg.data.get('name')!r} is not a robot data source with metadata()")
+        spec = dict(source.metadata())
+        check_spec(spec, source.stats, f"model.data ({cfg.data.get('path', cfg.data.get('name'))})")
+        return spec, source.stats
+
+    def _apply_freeze(self) -> None:
+        params = dict(self.backbone.named_parameters())
+        if self.cfg.freeze_backbone:
+            for p in params.values():
+                p.requires_grad_(False)
+        for key, patterns, flag in (("freeze", self.cfg.freeze, False), ("unfreeze", self.cfg.unfreeze, True)):
+            for pattern in patterns:
+                hits = [n for n in params if fnmatch.fnmatchcase(n, pattern)]
+                if not hits:
+                    tops = sorted({n.split(".")[0] for n in params})
+                    raise ConfigError(f"model.{key}: pattern {pattern!r} matches no backbone parameter "
+                                      f"(top-level modules: {', '.join(tops)})")
+                for n in hits:
+                    params[n].requires_grad_(flag)
+        frozen = sum(p.numel() for p in params.values() if not p.requires_grad)
+        if frozen:
+            log.info("vla: %d of %d backbone parameters frozen", frozen, sum(p.numel() for p in params.values()))
+
+    # ------------------------------------------------------------------ forward
+    def prompts(self, batch: dict[str, Any]) -> list[str]:
+        n = batch["images"].shape[0]
+        if not self.cfg.use_instruction:
+            return [""] * n
+        return [str(s) for s in batch.get("instruction") or [""] * n]
+
+    def condition(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone tokens and mask of a robot batch (run once, shared by every noise sample)."""
+        tokens, mask = self.backbone.encode(batch["images"], self.prompts(batch))
+        self._cond_tokens = int(tokens.shape[1])  # for flops_per_sample
+        return tokens, mask
+
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        modality = batch.get("modality")
+        if modality == "robot":
+            tokens, mask = self.condition(batch)
+            loss = self.expert.loss(tokens, mask, batch)
+            return loss, {"action_loss": float(loss.detach())}
+        delegate = self._backbone_loss()
+        if delegate is None:
+            raise DataError(
+                f"vla: got a {modality!r} batch, but backbone {type(self.backbone).__name__} has no compute_loss; "
+                "co-training on non-robot data needs a language backbone (foundry_vlm or hf_vlm)"
+            )
+        return delegate(batch)
+
+    def _backbone_loss(self) -> Any:
+        """``compute_loss`` of the backbone, or of the model it wraps (a direct child, e.g. ``vlm``)."""
+        own = getattr(self.backbone, "compute_loss", None)
+        if own is not None:
+            return own
+        for child in self.backbone.children():
+            if callable(getattr(child, "compute_loss", None)):
+                return child.compute_loss
+        return None
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, Any], **sample_kw: Any) -> torch.Tensor:
+        """Normalized action chunk [B, T, A] (past steps pinned to ``batch['actions']`` where given)."""
+        tokens, mask = self.condition(batch)
+        return self.expert.sample(tokens, mask, batch, **sample_kw)
+
+    # ------------------------------------------------------------------ trainer hooks
+    def fsdp_block_types(self) -> tuple[type[nn.Module], ...]:
+        types: set[type[nn.Module]] = set(self.expert.fsdp_block_types())
+        inner = getattr(self.backbone, "fsdp_block_types", None)
+        if inner is not None:
+            types.update(inner())
+        return tuple(types)
+
+    def flops_per_sample(self, batch: dict[str, Any]) -> float:
+        """Robot batches: the expert's 6 * params * sequence * repeats (the backbone's share is not
+        counted, so MFU is a lower bound); other batches: the backbone's own estimate (0 = unknown)."""
+        if batch.get("modality") != "robot":
+            inner = getattr(self.backbone, "flops_per_sample", None)
+            return float(inner(batch)) if inner is not None else 0.0
+        d = self.expert.dims
+        seq = 1 + getattr(self, "_cond_tokens", 1) + d.proprio_steps + d.horizon  # time + cond + proprio + actions
+        n = sum(p.numel() for p in self.expert.parameters())
+        return 6.0 * n * seq * getattr(self.expert.cfg, "num_action_head_repeats", 1)
+
+    def export_artifacts(self, out_dir: str) -> dict[str, Any]:
+        """Write stats + policy metadata (+ the backbone's own artifacts) and point the node at them."""
+        out = Path(out_dir)
+        self.stats.save(out / STATS_DIR)
+        (out / POLICY_FILE).write_text(json.dumps(self.spec, indent=2, default=str))
+        inner = getattr(self.backbone, "export_artifacts", None)
+        node: dict[str, Any] = {"data": None, "policy": POLICY_FILE}
+        if inner is not None:
+            (out / BACKBONE_DIR).mkdir(exist_ok=True)
+            updates = inner(str(out / BACKBONE_DIR))
+            if updates:
+                node["backbone"] = {**self.cfg.backbone, **updates}
+        return node

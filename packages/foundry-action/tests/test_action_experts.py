@@ -1,0 +1,175 @@
+"""Action experts: toy training (loss goes down), sample shapes, past pinning, bimodal sampling."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from foundry_core.errors import ConfigError
+from foundry_core.registry import BuildContext, collect
+
+EXPERTS = ["flow_matching", "diffusion", "l1_regression"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest and keeps timings stable on a shared 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def registry(foundry_pm):
+    import foundry_action.plugin
+
+    foundry_pm.register(foundry_action.plugin, name="foundry-action")
+    return collect(foundry_pm)
+
+
+def build(registry, name, dims, **fields):
+    return registry.build("action_expert", {"name": name, "preset": "debug", **fields}, BuildContext(registry, dims=dims))
+
+
+def toy_batch(b: int, horizon: int = 6, past: int = 2, a_dim: int = 3, p_dim: int = 4, seed: int = 0):
+    """Actions are a fixed linear function of the (single-step) proprio; cond is noise."""
+    g = torch.Generator().manual_seed(seed)
+    proprio = torch.randn(b, 2, p_dim, generator=g)
+    w = torch.linspace(-1, 1, p_dim * horizon * a_dim).view(p_dim, horizon * a_dim)
+    actions = (proprio[:, -1] @ w).view(b, horizon, a_dim).tanh()
+    steps = torch.arange(horizon)
+    batch = {
+        "modality": "robot",
+        "proprio": proprio,
+        "actions": actions,
+        "past_mask": (steps < past).expand(b, horizon).clone(),
+        "future_mask": (steps >= past).expand(b, horizon).clone(),
+    }
+    cond = torch.randn(b, 3, 8, generator=g)
+    mask = torch.ones(b, 3, dtype=torch.bool)
+    mask[:, -1] = False
+    return cond, mask, batch
+
+
+DIMS = {"cond": 8, "action": 3, "proprio": 4, "horizon": 6, "proprio_steps": 2}
+
+
+@pytest.mark.parametrize("name", EXPERTS)
+def test_expert_trains_and_samples(registry, name):
+    torch.manual_seed(0)
+    expert = build(registry, name, DIMS, num_action_head_repeats=2)
+    opt = torch.optim.AdamW(expert.parameters(), lr=3e-3)
+    cond, mask, batch = toy_batch(32)
+    losses = []
+    for _ in range(40):
+        loss = expert.loss(cond, mask, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.6 * first, (first, last)
+    expert.eval()
+    out = expert.sample(cond[:5], mask[:5], {k: v[:5] if torch.is_tensor(v) else v for k, v in batch.items()})
+    assert out.shape == (5, 6, 3)
+    assert torch.isfinite(out).all()
+    # past actions are pinned exactly
+    torch.testing.assert_close(out[:, :2], batch["actions"][:5, :2])
+
+
+@pytest.mark.parametrize("name", EXPERTS)
+def test_debug_preset_is_fast_and_samples_without_past(registry, name):
+    expert = build(registry, name, DIMS)
+    cond, mask, batch = toy_batch(8)
+    start = time.process_time()  # CPU time: robust to other processes sharing the cores
+    loss = expert.loss(cond, mask, batch)
+    loss.backward()
+    out = expert.sample(cond, mask, {"proprio": batch["proprio"]})  # no past actions given
+    assert time.process_time() - start < 1.0
+    assert out.shape == (8, 6, 3)
+
+
+def test_padded_conditioning_tokens_are_ignored(registry):
+    torch.manual_seed(0)
+    expert = build(registry, "l1_regression", DIMS)
+    torch.nn.init.normal_(expert.net.out.weight)  # zero-init output would hide any dependence
+    cond, mask, batch = toy_batch(4)
+    a = expert.sample(cond, mask, batch)
+    cond2 = cond.clone()
+    cond2[:, -1] = 100.0  # masked position
+    torch.testing.assert_close(expert.sample(cond2, mask, batch), a)
+    cond2[:, 0] = 100.0  # visible position
+    assert not torch.allclose(expert.sample(cond2, mask, batch), a)
+
+
+def test_missing_dims_and_bad_config_are_clear(registry):
+    with pytest.raises(ConfigError, match="action_dim"):
+        build(registry, "flow_matching", {"cond": 8, "horizon": 4})
+    with pytest.raises(ConfigError, match="inference_steps"):
+        build(registry, "diffusion", DIMS, inference_steps=0)
+    with pytest.raises(ConfigError, match="num_action_head_repeats"):
+        build(registry, "flow_matching", DIMS, num_action_head_repeats=0)
+    expert = build(registry, "flow_matching", DIMS)
+    cond, mask, batch = toy_batch(2)
+    batch["actions"] = batch["actions"][:, :4]
+    with pytest.raises(ValueError, match="horizon 6"):
+        expert.loss(cond, mask, batch)
+
+
+def bimodal_fraction(samples: torch.Tensor) -> tuple[float, float, float]:
+    x = samples.flatten()
+    return (x > 0.5).float().mean().item(), (x < -0.5).float().mean().item(), (x.abs() < 0.3).float().mean().item()
+
+
+@pytest.mark.parametrize(
+    ("name", "fields", "samplers"),
+    [
+        ("flow_matching", {"inference_steps": 16}, [{}]),
+        ("diffusion", {"inference_steps": 10}, [{"sampler": "ddim"}, {"sampler": "ddpm"}]),
+        ("diffusion", {"prediction": "epsilon", "clip_sample": 1.5}, [{"sampler": "ddpm"}]),
+    ],
+)
+def test_sampler_reproduces_bimodal_distribution(registry, name, fields, samplers):
+    """1-D actions drawn from {-1, +1} (+ small noise) with identical conditioning: both modes appear."""
+    torch.manual_seed(0)
+    dims = {"cond": 4, "action": 1, "proprio": 0, "horizon": 1, "proprio_steps": 1}
+    expert = build(registry, name, dims, **fields)
+    opt = torch.optim.AdamW(expert.parameters(), lr=3e-3)
+    b = 128
+    cond = torch.ones(b, 1, 4)
+    mask = torch.ones(b, 1, dtype=torch.bool)
+    for _ in range(300):
+        sign = torch.randint(0, 2, (b, 1, 1)).float() * 2 - 1
+        actions = sign + 0.05 * torch.randn(b, 1, 1)
+        batch = {"actions": actions, "past_mask": torch.zeros(b, 1, dtype=torch.bool),
+                 "future_mask": torch.ones(b, 1, dtype=torch.bool)}
+        loss = expert.loss(cond, mask, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    expert.eval()
+    n = 512
+    for sample_kw in samplers:
+        out = expert.sample(cond[:1].expand(n, 1, 4), mask[:1].expand(n, 1), {}, **sample_kw)
+        pos, neg, mid = bimodal_fraction(out)
+        assert pos > 0.3 and neg > 0.3, (sample_kw, pos, neg, mid)
+        assert mid < 0.1, (sample_kw, pos, neg, mid)
+
+
+def test_l1_regression_collapses_bimodal_to_the_median_region(registry):
+    """Contrast for the test above: a deterministic regressor cannot produce both modes."""
+    torch.manual_seed(0)
+    dims = {"cond": 4, "action": 1, "proprio": 0, "horizon": 1, "proprio_steps": 1}
+    expert = build(registry, "l1_regression", dims)
+    out = expert.sample(torch.ones(16, 1, 4), torch.ones(16, 1, dtype=torch.bool), {"actions": None})
+    assert out.std() < 1e-5  # one answer per conditioning
+
+
+def test_ddim_timesteps_descend_and_ddpm_uses_all(registry):
+    expert = build(registry, "diffusion", DIMS, num_train_timesteps=50, inference_steps=10)
+    ks = expert.timesteps("ddim", 10)
+    assert ks[0] == 49 and ks[-1] == 0 and len(ks) == 10 and ks == sorted(ks, reverse=True)
+    assert expert.timesteps("ddpm", 10) == list(range(49, -1, -1))

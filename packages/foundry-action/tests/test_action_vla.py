@@ -1,0 +1,161 @@
+"""vla model: build from a store, train (loss goes down), freeze patterns, co-training delegation, export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from foundry_action.tiny_backbone import TinyBackbone, register_tiny_backbone
+from foundry_core.errors import ConfigError, DataError
+from foundry_core.registry import BuildContext, collect
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def registry(foundry_pm):
+    import foundry_action.plugin
+
+    foundry_pm.register(foundry_action.plugin, name="foundry-action")
+    register_tiny_backbone(foundry_pm)
+    return collect(foundry_pm)
+
+
+def vla_node(store, expert="flow_matching", **fields):
+    return {
+        "name": "vla",
+        "backbone": {"name": "tiny_test", "width": 16},
+        "expert": {"name": expert, "preset": "debug"},
+        "data": {"name": "zarr_episodes", "path": str(store), "past": 1, "future": 3, "image_offsets": [-1, 0]},
+        **fields,
+    }
+
+
+def source_batches(registry, node, batch_size=8, seed=0):
+    source = registry.build("data_source", node["data"], BuildContext(registry))
+    return source.batches(batch_size, rank=0, world_size=1, seed=seed)
+
+
+@pytest.mark.parametrize("expert", ["flow_matching", "diffusion", "l1_regression"])
+def test_vla_builds_from_store_and_trains(registry, tiny_episodes, expert):
+    torch.manual_seed(0)
+    node = vla_node(tiny_episodes, expert)
+    model = registry.build("model", node, BuildContext(registry))
+    d = model.expert.dims
+    assert (d.action_dim, d.proprio_dim, d.horizon, d.proprio_steps, d.cond_dim) == (10, 10, 5, 2, 16)
+    assert model.spec["cameras"] == ["scene", "wrist"] and model.spec["is_language_conditioned"] is True
+    batch = next(source_batches(registry, node, 16))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss, metrics = model.compute_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(metrics["action_loss"])
+    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
+    out = model.predict(batch)
+    assert out.shape == (16, 5, 10)
+    assert model.fsdp_block_types() and model.flops_per_sample(batch) > 0
+
+
+def test_freeze_backbone_and_patterns(registry, tiny_episodes):
+    model = registry.build("model", vla_node(tiny_episodes, freeze_backbone=True), BuildContext(registry))
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.expert.parameters())
+    model = registry.build("model", vla_node(tiny_episodes, freeze=["conv.*"], unfreeze=["conv.2.*"]), BuildContext(registry))
+    grads = {n: p.requires_grad for n, p in model.backbone.named_parameters()}
+    assert grads["conv.0.weight"] is False and grads["conv.2.weight"] is True and grads["slot.weight"] is True
+    with pytest.raises(ConfigError, match="'convv.*' matches no backbone parameter"):
+        registry.build("model", vla_node(tiny_episodes, freeze=["convv.*"]), BuildContext(registry))
+
+
+def test_vla_needs_data_or_policy(registry):
+    node = {"name": "vla", "backbone": {"name": "tiny_test"}, "expert": {"name": "l1_regression"}}
+    with pytest.raises(ConfigError, match="data"):
+        registry.build("model", node, BuildContext(registry))
+
+
+class LossBackbone(TinyBackbone):
+    """A backbone that can also train on caption batches (like the composed VLM)."""
+
+    def compute_loss(self, batch):
+        loss = self.byte_emb.weight.pow(2).mean()
+        return loss, {"caption_loss": float(loss.detach())}
+
+
+def test_cotraining_delegates_non_robot_batches(registry, foundry_pm, tiny_episodes):
+    caption = {"modality": "image_caption", "images": torch.zeros(2, 1, 3, 8, 8, dtype=torch.uint8), "captions": ["a", "b"]}
+    model = registry.build("model", vla_node(tiny_episodes), BuildContext(registry))
+    with pytest.raises(DataError, match="'image_caption' batch.*no compute_loss"):
+        model.compute_loss(caption)
+    register_tiny_backbone(foundry_pm, "tiny_loss")
+    reg = collect(foundry_pm)
+    spec = reg.get("backbone", "tiny_loss")
+    object.__setattr__(spec, "target", LossBackbone)
+    model = reg.build("model", {**vla_node(tiny_episodes), "backbone": {"name": "tiny_loss"}}, BuildContext(reg))
+    loss, metrics = model.compute_loss(caption)
+    assert "caption_loss" in metrics
+    loss.backward()
+    assert model.backbone.byte_emb.weight.grad is not None
+
+
+def test_export_and_load_pretrained_round_trip(registry, tiny_episodes, tmp_path):
+    from foundry_core.export import export_model, load_pretrained
+
+    torch.manual_seed(0)
+    node = vla_node(tiny_episodes, "diffusion")
+    model = registry.build("model", node, BuildContext(registry)).eval()
+    out = export_model(model, node, tmp_path / "export")
+    assert (out / "stats" / "norm_stats.safetensors").is_file()
+    policy = json.loads((out / "policy.json").read_text())
+    assert policy["action_dim"] == 10 and policy["past"] == 1 and policy["future"] == 3 and policy["fps"] == 10.0
+    # the export no longer needs the data
+    tiny_episodes.rename(tmp_path / "moved.zarr")
+    loaded = load_pretrained(out, registry=registry)
+    for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=n)
+    assert loaded.spec == model.spec
+    torch.testing.assert_close(
+        torch.as_tensor(loaded.stats.affine("action")[1]), torch.as_tensor(model.stats.affine("action")[1])
+    )
+
+
+def test_load_fails_loudly_when_stats_do_not_match(registry, tiny_episodes, tmp_path):
+    from foundry_core.export import export_model, load_pretrained
+
+    node = vla_node(tiny_episodes, "l1_regression")
+    out = export_model(registry.build("model", node, BuildContext(registry)), node, tmp_path / "export")
+    policy = json.loads((out / "policy.json").read_text())
+    policy["field_dims"]["action"] = 7
+    (out / "policy.json").write_text(json.dumps(policy))
+    with pytest.raises(DataError, match="field 'action' has 7 dims but its statistics have 10"):
+        load_pretrained(out, registry=registry)
+
+
+def test_trainer_grad_checkpointing_gives_same_gradients(registry, tiny_episodes):
+    """train.grad_checkpointing checkpoints the expert blocks (declared in fsdp_block_types) exactly."""
+    from foundry_core.train.trainer import enable_grad_checkpointing
+
+    node = vla_node(tiny_episodes, "l1_regression")
+    batch = next(source_batches(registry, node, 4))
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = registry.build("model", node, BuildContext(registry))
+        torch.nn.init.normal_(model.expert.net.out.weight, std=0.1)  # zero-init would stop gradients upstream
+        if checkpointing:
+            enable_grad_checkpointing(model)
+        loss, _ = model.compute_loss(batch)
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.expert.parameters() if p.grad is not None]))
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1])
