@@ -17,8 +17,8 @@ from foundry_eval.rollout.fake_env import (
     WrongShapePolicy,
 )
 from foundry_eval.rollout.runner import episode_seed, run_rollouts
-from foundry_eval.serving.session import ChunkExecutor, validate_chunk
 from foundry_eval.serving.codec import PolicyOutputError
+from foundry_eval.serving.session import ChunkExecutor, validate_chunk
 
 EVAL_KEYS = {"skill_type", "scenario_index", "is_success", "is_pending", "total_time", "failure_message"}
 TOP_KEYS = {

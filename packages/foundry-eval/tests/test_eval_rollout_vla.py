@@ -12,12 +12,11 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture
 def vla_factory(foundry_pm, tiny_episodes, tmp_path):
+    import foundry_action.plugin
     from foundry_action.policy import Policy
     from foundry_action.tiny_backbone import register_tiny_backbone
     from foundry_core.export import export_model
     from foundry_core.registry import BuildContext, collect
-
-    import foundry_action.plugin
 
     foundry_pm.register(foundry_action.plugin, name="foundry-action")
     register_tiny_backbone(foundry_pm)

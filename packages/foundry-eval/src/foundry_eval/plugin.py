@@ -24,7 +24,6 @@ def register_rollout_commands(cli) -> None:  # noqa: ANN001 (click.Group, import
 @hookimpl(specname="register_commands")
 def register_compare_command(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
     from foundry_core.cli.main import group
-
     from foundry_eval.compare_cli import compare_command
 
     group(cli, "eval").add_command(compare_command)

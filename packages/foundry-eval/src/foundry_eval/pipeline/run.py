@@ -148,6 +148,7 @@ class Pipeline:
                 replan_every=ev.replan_every,
                 video=ev.videos > 0,
                 video_format="gif",
+                max_videos=ev.videos,
             )
             summary[name] = {task: {"successes": s, "n": n} for task, (s, n) in success_count(paths).items()}
         return {"results": str(results_root), "success": summary}

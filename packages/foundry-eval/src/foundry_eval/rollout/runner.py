@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing as mp
+import os
 import pickle
 import time
 import traceback
@@ -407,6 +408,13 @@ def run_rollouts(
     return paths
 
 
+def _limit_threads(threads: int) -> None:
+    """Give each worker its share of the cores: N workers x all-core torch thread pools oversubscribe."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _execute(jobs: list[tuple[RunSpec, int, int]], workers: int) -> Iterable[tuple[int, dict[str, Any]]]:
     if workers == 1:
         worker = Worker(jobs[0][0])
@@ -417,7 +425,8 @@ def _execute(jobs: list[tuple[RunSpec, int, int]], workers: int) -> Iterable[tup
             worker.close()
         return
     ctx = mp.get_context("spawn")
-    with ctx.Pool(min(workers, len(jobs))) as pool:
+    n = min(workers, len(jobs))
+    with ctx.Pool(n, initializer=_limit_threads, initargs=(max(1, (os.cpu_count() or 1) // n),)) as pool:
         yield from pool.imap_unordered(_worker_run, jobs)
 
 
