@@ -83,6 +83,10 @@ def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:
 
         run(config_path, list(overrides), resume=resume, pm=pm_factory())
 
+    from foundry_core.cli.llm import add_llm_commands
+
+    add_llm_commands(cli)
+
 
 def _validated(path: str, overrides: tuple[str, ...], pm_factory: PmFactory) -> dict:
     """Resolve and, when it is a run config, validate against the run schema and the registry."""

@@ -1,0 +1,142 @@
+"""LLM training throughput: our ``transformer`` vs ``transformers``' ``LlamaForCausalLM`` of identical shape.
+
+Both models get the same shape (dim, layers, heads, kv heads, SwiGLU width, vocab, tied embeddings,
+RMSNorm eps, RoPE theta), the same random batch (batch × seq_len tokens, fp32 on CPU), the same loss
+(our next-token cross-entropy on the logits), AdamW, and the same loop in this process. Steps of the two
+models are interleaved in rounds so that load from other processes hits both alike; the median step
+time per model is reported. tokens/s = batch·seq_len / step time; MFU = (flops_per_sample · batch /
+step time) / peak, with the FLOPs formula documented in ``foundry_core.models.transformer`` and the
+CPU peak measured in this process right before (best of 5 fp32 2048² matmuls).
+ratio = our tokens/s / Llama's tokens/s (higher is better; goal >= 1.0).
+
+    uv run python benchmarks/llm_throughput.py [--quick]     # --quick: only ~10M, few steps (< 60 s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Any
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CONFIGS = {
+    "~10M": {"preset": "10m", "vocab_size": 8192, "batch": 4, "seq_len": 256},
+    "~100M": {"preset": "100m", "vocab_size": 32000, "batch": 2, "seq_len": 256},
+}
+
+
+def _models(spec: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from foundry_core.models.transformer import Transformer, resolve_dims
+
+    dims = resolve_dims(Transformer.Config(preset=spec["preset"], vocab_size=spec["vocab_size"],
+                                           max_seq_len=spec["seq_len"]))
+    torch.manual_seed(0)
+    ours = Transformer(dims)
+    llama = LlamaForCausalLM(LlamaConfig(
+        vocab_size=dims.vocab_size, hidden_size=dims.dim, intermediate_size=dims.ffn_dim,
+        num_hidden_layers=dims.n_layers, num_attention_heads=dims.n_heads, num_key_value_heads=dims.n_kv_heads,
+        max_position_embeddings=dims.max_seq_len, rms_norm_eps=dims.norm_eps, rope_theta=dims.rope_theta,
+        tie_word_embeddings=dims.tie_embeddings, attention_bias=False, mlp_bias=False,
+    ), ).float()
+    llama.config._attn_implementation = "sdpa"
+    n_ours = sum(p.numel() for p in ours.parameters())
+    n_llama = sum(p.numel() for p in llama.parameters())
+    if n_ours != n_llama:
+        raise RuntimeError(f"shapes differ: ours {n_ours} parameters, Llama {n_llama}")
+    return ours, llama
+
+
+def _step_fn(model: torch.nn.Module, hf: bool) -> Any:
+    from foundry_core.models.generation import next_token_loss
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step(ids: torch.Tensor, labels: torch.Tensor) -> float:
+        logits = model(input_ids=ids).logits
+        loss, _ = next_token_loss(logits, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return step
+
+
+def cpu_peak() -> float:
+    """fp32 matmul FLOP/s measured now, in this process (best of 5 products of 2048² matrices)."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    return 2 * 2048**3 / best
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(name: str, spec: dict[str, Any], rounds: int, steps_per_round: int) -> dict[str, Any]:
+    ours, llama = _models(spec)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, spec["vocab_size"], (spec["batch"], spec["seq_len"]), generator=g)
+    labels = ids.roll(-1, dims=1)
+    steps = {"ours": _step_fn(ours, False), "llama": _step_fn(llama, True)}
+    times: dict[str, list[float]] = {"ours": [], "llama": []}
+    for key in steps:  # warm-up (allocator, kernels)
+        steps[key](ids, labels)
+    for r in range(rounds):
+        order = ("ours", "llama") if r % 2 == 0 else ("llama", "ours")
+        for key in order:
+            for _ in range(steps_per_round):
+                t0 = time.perf_counter()
+                steps[key](ids, labels)
+                times[key].append(time.perf_counter() - t0)
+    flops = ours.flops_per_sample({"input_ids": ids}) * spec["batch"]
+    peak = cpu_peak()
+    device = f"cpu ({torch.get_num_threads()} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s measured in-process)"
+    tokens = spec["batch"] * spec["seq_len"]
+    row: dict[str, Any] = {"config": name, "params": sum(p.numel() for p in ours.parameters()), "device": device}
+    for key in times:
+        t = statistics.median(times[key])
+        row[key] = {"step_s": t, "tokens_per_s": tokens / t, "mfu": flops / t / peak}
+    row["ratio"] = row["ours"]["tokens_per_s"] / row["llama"]["tokens_per_s"]
+    return row
+
+
+def run(quick: bool) -> dict[str, Any]:
+    if quick:
+        rows = [measure("~10M", {**CONFIGS["~10M"], "batch": 2}, rounds=2, steps_per_round=1)]
+    else:
+        rows = [measure(n, spec, rounds=4, steps_per_round=2) for n, spec in CONFIGS.items()]
+    head = rows[0]
+    return {
+        "name": "llm_throughput",
+        "ratio": head["ratio"],
+        "baseline": f"LlamaForCausalLM {head['llama']['tokens_per_s']:.0f} tok/s",
+        "ours": f"transformer {head['ours']['tokens_per_s']:.0f} tok/s",
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only ~10M with few steps (< 60 s)")
+    args = parser.parse_args()
+    result = run(args.quick)
+    print(f"{'config':<8} {'params':>10} {'ours tok/s':>11} {'llama tok/s':>12} {'ours MFU':>9} {'llama MFU':>10} {'ratio':>6}")
+    for r in result["rows"]:
+        print(f"{r['config']:<8} {r['params'] / 1e6:>9.1f}M {r['ours']['tokens_per_s']:>11.0f} "
+              f"{r['llama']['tokens_per_s']:>12.0f} {r['ours']['mfu']:>9.3f} {r['llama']['mfu']:>10.3f} {r['ratio']:>6.2f}")
+    print(f"device: {result['rows'][0]['device']}; ratio = ours / Llama tokens per second (goal >= 1.0)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation of trained models that needs no simulator (LLM perplexity and multiple-choice scoring)."""

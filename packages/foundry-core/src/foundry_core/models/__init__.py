@@ -1,0 +1,1 @@
+"""Language models: ``transformer`` (ours) and ``hf_causal_lm`` (any local Hugging Face causal LM)."""
