@@ -125,6 +125,9 @@ def run(quick: bool) -> dict:
     peak = cpu_peak_flops()
     return {
         "name": "trainer_overhead",
+        "metric": "bare PyTorch loop step time / Foundry trainer step time",
+        "higher_is_better": True,
+        "goal": 0.95,
         "ratio": bare / ours,
         "baseline": bare,
         "ours": ours,
