@@ -8,7 +8,7 @@
 
 Text layouts are sampled from each task's own initial-state distribution (no simulation needed),
 so the corpus is large and cheap; images need a reset + render per sample.
-Test: ``uv run pytest packages/foundry-eval/tests/test_eval_pipeline_world.py``.
+Test: ``uv run pytest tests/test_pipeline_smoke.py`` (end to end) and ``packages/foundry-eval/tests/test_eval_pipeline_language.py``.
 """
 
 from __future__ import annotations
@@ -125,24 +125,26 @@ def build_text(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], Non
     """Write the text corpus; returns counts."""
     from foundry_core.registry import get_registry
 
-    writer = ShardWriter(out_dir, cfg.samples_per_shard * 4)
     rng = random.Random(cfg.seed)
-    docs = words = 0
+    docs: list[tuple[str, str]] = []
     for t, task in enumerate(cfg.tasks):
         env = get_registry().build("env", {"name": task, "cameras": []}, where=f"world.tasks.{task}")
         nprng = np.random.default_rng(cfg.seed * 1000 + t)
         for i in range(cfg.text_docs_per_task):
             poses = env.sample_objects(nprng)
             instruction = env.instruction_templates[int(nprng.integers(len(env.instruction_templates)))]
-            text = describe_scene(scene_objects(env, poses), instruction, rng)
-            writer.write(f"{task}_{i:06d}", {"json": text.encode()})
-            docs += 1
-            words += len(text.split())
+            docs.append((f"{task}_{i:06d}", describe_scene(scene_objects(env, poses), instruction, rng)))
             if progress:
                 progress(1)
         env.close()
+    # Shards are read one after another, so each shard must hold every task's text: a shard per task
+    # made the LLM's loss jump at every shard boundary (a distribution shift, not learning).
+    rng.shuffle(docs)
+    writer = ShardWriter(out_dir, cfg.samples_per_shard * 4)
+    for key, text in docs:
+        writer.write(key, {"json": text.encode()})
     writer.close()
-    return {"documents": docs, "words": words}
+    return {"documents": len(docs), "words": sum(len(t.split()) for _, t in docs)}
 
 
 def build_captions(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], None] | None = None) -> dict[str, Any]:

@@ -1,0 +1,39 @@
+"""Scene sentences and captions of the pipeline's toy world: grounded in the state, varied, deterministic."""
+
+from __future__ import annotations
+
+import random
+
+from foundry_eval.pipeline.language import SceneObject, caption_scene, describe_scene, region, relation
+from foundry_eval.pipeline.world import color_name
+
+BLOCK = SceneObject("block", "red", "block", 0.15, 0.2)
+TARGET = SceneObject("target", "green", "target circle", -0.15, -0.2)
+
+
+def test_regions_and_relations_follow_positions():
+    assert region(BLOCK) == "in the far left corner of the table"
+    assert region(TARGET) == "in the near right corner of the table"
+    assert region(SceneObject("c", "red", "can", 0.0, 0.0)) == "in the center of the table"
+    assert relation(BLOCK, TARGET) == "to the left of"
+    assert relation(SceneObject("a", "red", "can", 0.2, 0.0), SceneObject("b", "red", "can", -0.1, 0.01)) == "behind"
+
+
+def test_description_mentions_objects_and_instruction_and_varies():
+    texts = {describe_scene([BLOCK, TARGET], "Push the red block onto the green target", random.Random(s)) for s in range(20)}
+    assert len(texts) > 10  # templates and order vary with the seed
+    for text in texts:
+        assert "red block" in text and "green target circle" in text
+        assert text.rstrip(".").endswith("push the red block onto the green target")
+    assert describe_scene([BLOCK, TARGET], "x", random.Random(3)) == describe_scene([BLOCK, TARGET], "x", random.Random(3))
+
+
+def test_caption_lists_every_object():
+    caption = caption_scene([BLOCK, TARGET], random.Random(0))
+    assert "a red block" in caption and "a green target circle" in caption and caption[0].isupper()
+
+
+def test_color_names_from_rgba():
+    assert color_name((0.85, 0.1, 0.1, 1.0)) == "red"
+    assert color_name((0.15, 0.3, 0.85, 1.0)) == "blue"
+    assert color_name((0.95, 0.95, 0.95, 1.0)) == "white"
