@@ -51,7 +51,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-class AdamW:
+class _OptimizerFactory:
+    """Holds a validated Config; ``build(model)`` makes the torch optimizer (the registry calls ``cls(cfg)``)."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+
+class AdamW(_OptimizerFactory):
     """AdamW with decoupled weight decay on matrices only."""
 
     @dataclass(kw_only=True)
@@ -65,13 +72,6 @@ class AdamW:
             if self.lr <= 0:
                 raise ConfigError(f"lr must be > 0, got {self.lr}")
 
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-
-    @classmethod
-    def from_config(cls, cfg: Config, ctx: Any) -> AdamW:
-        return cls(cfg)
-
     def build(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.cfg
         return torch.optim.AdamW(
@@ -79,7 +79,7 @@ class AdamW:
         )
 
 
-class SGD:
+class SGD(_OptimizerFactory):
     """SGD with momentum (optionally Nesterov), same weight-decay rule as AdamW."""
 
     @dataclass(kw_only=True)
@@ -92,13 +92,6 @@ class SGD:
         def validate(self) -> None:
             if self.lr <= 0:
                 raise ConfigError(f"lr must be > 0, got {self.lr}")
-
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-
-    @classmethod
-    def from_config(cls, cfg: Config, ctx: Any) -> SGD:
-        return cls(cfg)
 
     def build(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.cfg
