@@ -4,7 +4,10 @@ Deterministic and resumable: a global stream of window indices (a fresh seeded p
 epoch) is cut into global batches of ``batch_size × world_size``; rank ``r`` takes slice ``r``. The
 cursor counts global samples, so a run resumes exactly, also on another world size. Augmentation
 draws from a generator seeded by (seed, batch position, rank). Stats come from ``<store>/stats``
-(computed in memory with a warning when absent) and are checked against the store's fields.
+(computed in memory with a warning when absent) and are checked against the store's fields. With
+``relative_actions`` the action window is re-expressed in the anchor pose's frame and normalized with
+per-position statistics of those relative actions, computed in memory at start (a pass over the
+low-dim arrays); a policy export carries them.
 Test: ``uv run pytest packages/foundry-action/tests/test_action_sampler.py``.
 """
 
@@ -20,7 +23,8 @@ import numpy as np
 import torch
 
 from foundry_action.augment import AugmentConfig, augment, resize
-from foundry_action.normalization import NormStats, load_store_stats
+from foundry_action.normalization import NormStats, load_store_stats, relative_action_stats
+from foundry_action.rotations import absolute_to_relative
 from foundry_action.sampler import WindowSampler
 from foundry_action.store import open_store
 from foundry_core.errors import ConfigError
@@ -62,6 +66,13 @@ class ZarrEpisodes:
         action_field: str | list[str] = "action"
         proprio_field: str | list[str] = "proprio"
         normalization: Normalization = "std"
+        #: Express the action window in the frame of the anchor's proprio pose (``pose⁻¹ ∘ action``,
+        #: the reference LBM convention; gripper stays absolute). A policy then predicts motions, not
+        #: places, and cannot score well by copying the current pose. Needs pose-shaped fields.
+        relative_actions: bool = False
+        #: Normalize each window position of the actions with its own statistics (relative actions
+        #: spread more the further ahead they are). Always on with ``relative_actions``.
+        per_timestep_stats: bool = False
         augment: AugmentConfig = field(default_factory=AugmentConfig)
         #: Episode indices to use (null = all); then ``split`` picks train/val out of them.
         episodes: list[int] | None = None
@@ -107,6 +118,12 @@ class ZarrEpisodes:
             log.warning("%s has no stats/ folder; computing statistics in memory (run `foundry data stats`)", cfg.path)
             stats = NormStats.compute(store, self.action_fields + self.proprio_fields)
         stats.check_compatible(store, fields=self.action_fields + self.proprio_fields)
+        window = (cfg.past, cfg.future)
+        if cfg.relative_actions:
+            stats = relative_action_stats(store, self.action_fields, self.proprio_fields, window, stats)
+        elif cfg.per_timestep_stats and stats.window != window:
+            stats = NormStats.compute(store, self.action_fields + self.proprio_fields, window=window)
+        self.per_timestep = cfg.relative_actions or cfg.per_timestep_stats
         self.stats = stats.with_method(cfg.normalization)
         self._dims = {f: int(np.prod(store.fields[f])) for f in self.action_fields + self.proprio_fields}
         metas = store.all_meta()
@@ -143,6 +160,8 @@ class ZarrEpisodes:
             "future": self.cfg.future,
             "fps": self._fps,
             "normalization": self.stats.method,
+            "relative_actions": self.cfg.relative_actions,
+            "per_timestep_stats": self.per_timestep,
         }
 
     # ------------------------------------------------------------------ batches
@@ -164,11 +183,12 @@ class ZarrEpisodes:
             out[sel] = self._perm(epoch, seed)[pos[sel] % n]
         return out
 
-    def _normalize(self, x: np.ndarray, names: list[str]) -> torch.Tensor:
+    def _normalize(self, x: np.ndarray, names: list[str], window: bool = False) -> torch.Tensor:
         out, col = [], 0
         for name in names:
             d = self._dims[name]
-            out.append(self.stats.normalize(name, x[..., col : col + d]))
+            part = x[..., col : col + d]
+            out.append(self.stats.normalize_window(name, part) if window else self.stats.normalize(name, part))
             col += d
         return torch.from_numpy(np.concatenate(out, axis=-1).astype(np.float32))
 
@@ -188,6 +208,9 @@ class ZarrEpisodes:
                 per_cam.append(resize(t, self.cfg.image_size) if self.cfg.image_size else t)
             images = torch.stack(per_cam, dim=2).reshape(b, n_t * n_cam, 3, *self.image_hw)
         images = augment(images, self.cfg.augment, generator)
+        actions = wb.actions
+        if self.cfg.relative_actions:  # in the frame of the anchor pose (the last proprio step)
+            actions = absolute_to_relative(actions, wb.proprio[:, self.cfg.past : self.cfg.past + 1])
         if self.cfg.instruction == "random":
             picks = torch.randint(0, 1 << 30, (b,), generator=generator).tolist()
             instr = [self._instructions[e][p % len(self._instructions[e])] for e, p in zip(wb.episodes, picks)]
@@ -198,7 +221,7 @@ class ZarrEpisodes:
             "images": images.contiguous(),
             "image_mask": torch.from_numpy(np.repeat(wb.image_mask, n_cam, axis=1)),
             "proprio": self._normalize(wb.proprio, self.proprio_fields),
-            "actions": self._normalize(wb.actions, self.action_fields),
+            "actions": self._normalize(actions, self.action_fields, window=self.per_timestep),
             "past_mask": torch.from_numpy(wb.past_mask),
             "future_mask": torch.from_numpy(wb.future_mask),
             "instruction": instr,

@@ -10,6 +10,9 @@ method and the source store's fingerprint.
 Methods map to [-1, 1]: ``std`` ((x - mean) / std), ``min_max``, ``percentile_1_99``,
 ``percentile_5_95`` (the quantile range maps to [-1, 1]; values outside are not clipped, so
 ``unnormalize`` is an exact inverse). Channels whose scale is below ``EPS`` are only centred.
+``normalize_window`` applies the per-position statistics to a whole action window (what
+``zarr_episodes`` does with ``per_timestep_stats``); ``relative_action_stats`` computes them for actions
+expressed in the anchor pose's frame (``relative_actions``), where the spread grows with the position.
 Test: ``uv run pytest packages/foundry-action/tests/test_action_stats.py``.
 """
 
@@ -219,6 +222,46 @@ class NormStats:
             self._affine[key] = (offset.astype(np.float32), scale.astype(np.float32))
         return self._affine[key]
 
+    def window_affine(self, name: str, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(offset, scale) float32 [past + 1 + future, C] from the per-position statistics.
+
+        A position without data (an episode set shorter than the window) falls back to the field's
+        overall statistics, so the affine map is always defined.
+        """
+        if self.window is None or name not in self.per_timestep:
+            raise DataError(f"no per-timestep statistics for field {name!r} (compute them with a window)")
+        method = method or self.method
+        key = (f"{name}@window", method)
+        if key not in self._affine:
+            rows = []
+            for k, m in enumerate(self.per_timestep[name]):
+                if m.count == 0:
+                    rows.append(self.affine(name, method))
+                else:
+                    rows.append(NormStats({f"{name}@t{k}": m}, {}, method=method).affine(f"{name}@t{k}"))
+            self._affine[key] = (np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]))
+        return self._affine[key]
+
+    def normalize_window(self, name: str, x: Any, method: str | None = None) -> Any:
+        """Normalize a window ``x`` [..., past + 1 + future, C] position by position."""
+        offset, scale = self._cast_window(self.window_affine(name, method), x, name)
+        return (x - offset) / scale
+
+    def unnormalize_window(self, name: str, x: Any, method: str | None = None) -> Any:
+        """Inverse of :meth:`normalize_window`."""
+        offset, scale = self._cast_window(self.window_affine(name, method), x, name)
+        return x * scale + offset
+
+    def _cast_window(self, pair: tuple[np.ndarray, np.ndarray], x: Any, name: str) -> tuple[Any, Any]:
+        if tuple(x.shape[-2:]) != pair[0].shape:
+            raise DataError(f"field {name!r}: window of shape {tuple(x.shape[-2:])}, per-timestep statistics "
+                            f"have {pair[0].shape} (positions, channels)")
+        if isinstance(x, np.ndarray):
+            return pair[0].astype(x.dtype, copy=False), pair[1].astype(x.dtype, copy=False)
+        import torch
+
+        return tuple(torch.as_tensor(p, dtype=x.dtype, device=x.device) for p in pair)  # type: ignore[return-value]
+
     def normalize(self, name: str, x: Any, method: str | None = None) -> Any:
         """Normalize ``x`` [..., C] (numpy or torch) of field ``name``."""
         offset, scale = self._cast(self.affine(name, method), x, name)
@@ -307,7 +350,7 @@ class NormStats:
         moments, per_t = {}, {}
         for name in header["dims"]:
             moments[name] = _get_moments(tensors, name)
-            if window is not None:
+            if window is not None and f"{name}@t0.count" in tensors:  # relative stats: actions only
                 per_t[name] = [_get_moments(tensors, f"{name}@t{k}") for k in range(window[0] + window[1] + 1)]
         return cls(moments, {k: tuple(v) for k, v in header["dims"].items()}, method=header["method"],
                    per_timestep=per_t, window=window, source=header.get("source"))  # type: ignore[arg-type]
@@ -336,6 +379,55 @@ def _get_moments(tensors: Mapping[str, np.ndarray], key: str) -> Moments:
                        digests)  # type: ignore[arg-type]
     except KeyError as exc:
         raise DataError(f"normalization statistics file lacks {exc.args[0]!r}") from exc
+
+
+def relative_action_stats(
+    store: EpisodeStore,
+    action_fields: list[str],
+    proprio_fields: list[str],
+    window: tuple[int, int],
+    base: NormStats,
+    *,
+    episodes: Iterable[int] | None = None,
+) -> NormStats:
+    """Statistics of actions expressed in the frame of the anchor pose, per window position and overall.
+
+    For every anchor ``t`` and position ``k`` in ``[-past, future]`` inside the episode, the action at
+    ``t + k`` is composed with the inverse of the proprio pose at ``t`` (``rotations.absolute_to_relative``).
+    The action and proprio fields, concatenated, must both be pose arms (xyz, rot6d, gripper). Proprio
+    statistics are copied from ``base``; the result records ``relative_to`` in its source.
+    """
+    from foundry_action.rotations import ARM_DIM, absolute_to_relative
+
+    def concat(names: list[str]) -> np.ndarray:
+        return np.concatenate([_flat(store.read(n, 0, store.num_steps)) for n in names], axis=1).astype(np.float64)
+
+    actions, proprio = concat(action_fields), concat(proprio_fields)
+    if actions.shape[1] != proprio.shape[1] or actions.shape[1] % ARM_DIM:
+        raise DataError(f"{store.path}: relative actions need action and proprio fields that are both poses of "
+                        f"{ARM_DIM} numbers per arm (xyz, rot6d, gripper); got {actions.shape[1]} action and "
+                        f"{proprio.shape[1]} proprio numbers from {action_fields} / {proprio_fields}")
+    past, future = window
+    chosen = range(len(store)) if episodes is None else episodes
+    per_position: list[list[np.ndarray]] = [[] for _ in range(past + future + 1)]
+    for e in chosen:
+        start, stop = store.bounds(int(e))
+        n = stop - start
+        for i, k in enumerate(range(-past, future + 1)):
+            t = np.arange(max(0, -k), min(n, n - k))
+            if len(t):
+                per_position[i].append(absolute_to_relative(actions[start + t + k], proprio[start + t]))
+    dims = {name: store.fields[name] for name in action_fields}
+    cols = np.cumsum([0] + [int(np.prod(dims[name])) for name in action_fields])
+    stacked = [np.concatenate(p) if p else np.zeros((0, actions.shape[1])) for p in per_position]
+    moments = {name: base.moments[name] for name in proprio_fields}
+    per_t: dict[str, list[Moments]] = {}
+    for j, name in enumerate(action_fields):
+        per_t[name] = [Moments.of(x[:, cols[j] : cols[j + 1]]) for x in stacked]
+        moments[name] = Moments.of(np.concatenate(stacked)[:, cols[j] : cols[j + 1]])
+    dims.update({name: store.fields[name] for name in proprio_fields})
+    source = {**base.source, "relative_to": list(proprio_fields), "window": [past, future]}
+    return NormStats(moments, dims, method=base.method, per_timestep=per_t, window=window, source=source)
 
 
 def load_store_stats(store: EpisodeStore) -> NormStats | None:

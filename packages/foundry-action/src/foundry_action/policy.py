@@ -8,7 +8,8 @@
   image offsets (e.g. ``[-1, 0]``) and past proprioception need; the first step is edge-padded like
   the training windows;
 * ``plan()`` runs the model on the history and returns the absolute (unnormalized) chunk float32
-  ``[1 + future, A]`` from the anchor on; ``act(obs)`` = ``observe`` + ``plan``;
+  ``[1 + future, A]`` from the anchor on (a policy trained on ``relative_actions`` predicts in the
+  frame of the current proprio pose; the chunk is composed back onto it); ``act(obs)`` = ``observe`` + ``plan``;
 * ``record_action(a)`` tells the policy which action was executed, so later plans get it as pinned
   past-action context (without it, past actions are sampled like at an episode start).
 
@@ -28,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from foundry_action.rotations import absolute_to_relative, relative_to_absolute
 from foundry_core.errors import DataError
 
 
@@ -67,6 +69,8 @@ class Policy:
         self.past, self.future = int(spec["past"]), int(spec["future"])
         self.action_dim, self.proprio_dim = int(spec["action_dim"]), int(spec["proprio_dim"])
         self.language = bool(spec.get("is_language_conditioned", True))
+        self.relative = bool(spec.get("relative_actions", False))
+        self.per_timestep = bool(spec.get("per_timestep_stats", False)) or self.relative
         self._history = max(self.past, -min(self.offsets)) + 1
         self.reset()
 
@@ -118,6 +122,7 @@ class Policy:
             "fps": float(self.spec["fps"]),
             "expert": self.spec.get("expert"),
             "is_language_conditioned": self.language,
+            "relative_actions": self.relative,
         }
 
     # ------------------------------------------------------------------ observations
@@ -191,18 +196,23 @@ class Policy:
 
     # ------------------------------------------------------------------ inference
     def _normalize(self, x: np.ndarray, kind: str) -> np.ndarray:
+        """Normalize proprio [..., P] or a whole action window [horizon, A] (per position if trained so)."""
+        window = kind == "action" and self.per_timestep
         out, col = [], 0
         for name in self.spec[f"{kind}_fields"]:
             d = int(self.spec["field_dims"][name])
-            out.append(self.stats.normalize(name, x[..., col : col + d]))
+            part = x[..., col : col + d]
+            out.append(self.stats.normalize_window(name, part) if window else self.stats.normalize(name, part))
             col += d
         return np.concatenate(out, axis=-1).astype(np.float32)
 
     def _unnormalize(self, x: np.ndarray) -> np.ndarray:
+        """Inverse of ``_normalize`` for an action window [horizon, A]."""
         out, col = [], 0
         for name in self.spec["action_fields"]:
             d = int(self.spec["field_dims"][name])
-            out.append(self.stats.unnormalize(name, x[..., col : col + d]))
+            part = x[..., col : col + d]
+            out.append(self.stats.unnormalize_window(name, part) if self.per_timestep else self.stats.unnormalize(name, part))
             col += d
         return np.concatenate(out, axis=-1).astype(np.float32)
 
@@ -220,8 +230,11 @@ class Policy:
         for i in range(self.past):
             recorded = self._actions.get(self._step - self.past + i)
             if recorded is not None:
-                actions[i] = self._normalize(recorded, "action")
+                actions[i] = recorded
                 past_mask[i] = True
+        if self.relative:  # the training windows hold actions in the frame of the anchor pose
+            actions = absolute_to_relative(actions, self._proprio[-1])
+        actions = np.where(past_mask[:, None], self._normalize(actions, "action"), 0.0).astype(np.float32)
         future_mask = np.arange(horizon) >= self.past
         dev = self.device
         return {
@@ -240,7 +253,10 @@ class Policy:
     def plan(self) -> np.ndarray:
         """Absolute action chunk float32 [1 + future, A] for the current step (anchor first)."""
         out = self.model.predict(self.batch(), **self.sample_kw)[0].float().cpu().numpy()
-        return self._unnormalize(out[self.past :])
+        chunk = self._unnormalize(out)[self.past :]
+        if self.relative:
+            chunk = relative_to_absolute(chunk, self._proprio[-1])
+        return chunk
 
     def act(self, observation: Mapping[str, Any]) -> np.ndarray:
         """Observe one step and return the absolute chunk float32 [1 + future, A]."""

@@ -4,7 +4,8 @@ An arm action is 10 numbers: xyz (3), rot6d (6) = the first two ROWS of the rota
 (row-major), gripper opening in metres (1); a bimanual action concatenates arms. ``rot6d_to_matrix``
 orthonormalises with Gram-Schmidt, so network outputs that are slightly off still give a rotation.
 Relative actions (the reference LBM convention) are expressed in the frame of the current pose:
-``absolute = pose ∘ relative`` (``R_abs = R_pose @ R_rel``, ``p_abs = p_pose + R_pose @ p_rel``).
+``absolute = pose ∘ relative`` (``R_abs = R_pose @ R_rel``, ``p_abs = p_pose + R_pose @ p_rel``) and
+``relative = pose⁻¹ ∘ absolute``; the gripper opening stays absolute.
 Test: ``uv run pytest packages/foundry-action/tests/test_action_policy.py``.
 """
 
@@ -53,6 +54,21 @@ def relative_to_absolute(relative: np.ndarray, pose: np.ndarray) -> np.ndarray:
     out = []
     for (p_rel, r_rel, g), (p0, r0, _) in zip(split_arms(relative), split_arms(pose)):
         r_abs = r0 @ r_rel
-        p_abs = p0 + np.einsum("ij,...j->...i", r0, p_rel)
+        p_abs = p0 + np.einsum("...ij,...j->...i", r0, p_rel)
         out.append(np.concatenate([p_abs, matrix_to_rot6d(r_abs), g[..., None]], axis=-1))
+    return np.concatenate(out, axis=-1).astype(np.float32)
+
+
+def absolute_to_relative(absolute: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """Express absolute actions [..., 10 * arms] in the frame of pose(s) [..., 10 * arms] (broadcast)."""
+    absolute = np.asarray(absolute, dtype=np.float64)
+    pose = np.asarray(pose, dtype=np.float64)
+    if pose.shape[-1] != absolute.shape[-1]:
+        raise ValueError(f"pose has {pose.shape[-1]} numbers, actions {absolute.shape[-1]}")
+    out = []
+    for (p_abs, r_abs, g), (p0, r0, _) in zip(split_arms(absolute), split_arms(pose)):
+        r0_t = np.swapaxes(r0, -1, -2)
+        r_rel = r0_t @ r_abs
+        p_rel = np.einsum("...ij,...j->...i", r0_t, p_abs - p0)
+        out.append(np.concatenate([p_rel, matrix_to_rot6d(r_rel), g[..., None]], axis=-1))
     return np.concatenate(out, axis=-1).astype(np.float32)
