@@ -13,6 +13,7 @@ from foundry_eval.sim.pose import top_down_rotation
 from foundry_eval.sim.scene import table_pose
 
 TASKS = {
+    "reach_target": "ReachTarget",
     "push_to_target": "PushToTarget",
     "pick_place_bin": "PickPlaceBin",
     "stack_blocks": "StackBlocks",
@@ -173,3 +174,22 @@ def test_registered_and_built_through_the_registry(foundry_pm):
     assert env.task_name == "PutOnPlate" and env.time_limit_s == 12.0 and env.camera_names == []
     with pytest.raises(ConfigError, match="must be distinct names from"):
         registry.build("env", {"name": "put_on_plate", "cameras": ["top"]})
+
+
+def test_reach_target_instruction_names_the_goal_and_success_needs_it():
+    env = make("reach_target")
+    goals = set()
+    for seed in range(8):
+        env.reset(seed)
+        assert env.goal in env.instruction and env.goal in ("blue", "yellow")
+        goals.add(env.goal)
+    assert goals == {"blue", "yellow"}  # both colours are goals across seeds
+    env.reset(0)  # _place resets with seed 0, so the goal stays this one
+    goal, other = env.goal, ("yellow" if env.goal == "blue" else "blue")
+    poses = {goal: table_pose(0.1, 0.1, 0.001), other: table_pose(-0.1, -0.1, 0.001)}
+    _place(env, poses, gripper=(0.11, 0.1, 0.03))
+    assert env.goal == goal and env.is_success()
+    _place(env, poses, gripper=(0.1, 0.1, 0.12))  # above the goal, too high
+    assert not env.is_success()
+    _place(env, poses, gripper=(-0.1, -0.1, 0.03))  # on the distractor
+    assert not env.is_success()

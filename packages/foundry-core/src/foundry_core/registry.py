@@ -48,7 +48,7 @@ FIRST_PARTY: dict[str, dict[str, str]] = {
         "action_expert": "flow_matching diffusion l1_regression",
         "data_source": "zarr_episodes",
     },
-    "foundry-eval": {"env": "push_to_target pick_place_bin stack_blocks put_on_plate", "evaluator": "rollouts"},
+    "foundry-eval": {"env": "reach_target push_to_target pick_place_bin stack_blocks put_on_plate", "evaluator": "rollouts"},
 }
 
 

@@ -89,6 +89,10 @@ class TabletopEnv:
         """Initial object poses {name: RigidTransform} for one seed."""
         raise AssertionError(f"{type(self).__name__} must define sample_objects()")
 
+    def sample_instruction(self, rng: np.random.Generator) -> str:
+        """The episode's instruction (after ``sample_objects``): one of the templates by default."""
+        return str(self.instruction_templates[int(rng.integers(len(self.instruction_templates)))])
+
     def is_success(self) -> bool:
         raise AssertionError(f"{type(self).__name__} must define is_success()")
 
@@ -106,7 +110,7 @@ class TabletopEnv:
         xyz = np.array([rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05), rng.uniform(0.2, 0.25)])
         yaw = float(rng.uniform(-0.4, 0.4))
         poses = self.sample_objects(rng)
-        self.instruction = str(self.instruction_templates[int(rng.integers(len(self.instruction_templates)))])
+        self.instruction = self.sample_instruction(rng)
         self._yaw_cmd = yaw
         self._xyz_cmd = xyz
         self._steps = 0
