@@ -11,10 +11,19 @@ Both read the same synthetic episodes (2 cameras 224x224, images at offsets {-1,
   arrays in memory), same augmentation.
 
 Single process each (num_workers 0, 1 torch thread), page cache warm for both; steady state after one
-warm-up batch. The ratio uses samples per CPU-second of the process (robust on a shared machine);
-wall-clock rates are reported too.
+warm-up batch. The two pipelines take turns batch by batch, and the ratio uses samples per CPU-second
+of the process (both robust on a shared machine); wall-clock rates are reported too.
 ratio = ours / baseline samples per CPU-second (goal >= 2).
-Run: ``uv run python benchmarks/robot_loader.py [--quick]``.
+
+Data share of a training step (second goal: <= 5%): a small VLA (``vla`` = ``vision_encoder`` backbone
+over a ``vit`` at 224x224, patch 16, width 192, depth 4, heads 3, + a ``flow_matching`` expert, preset
+``tiny``; 2.1 M parameters) takes forward + backward + AdamW step on one batch of our loader (the same
+4 images x 32 windows). step time = CPU seconds of the process with 1 torch thread on CPU (the same
+budget the loader gets), or wall seconds with ``torch.cuda.synchronize`` on ``device="cuda"`` (batch
+copy to the device included); data time = CPU seconds per batch of our single-process loader.
+``data_share = data / (data + step)``, reported for the reference loader as well. On a GPU a single
+loader process is far from 5% of such a step: the share there says how many loader workers it needs.
+Run: ``uv run python benchmarks/robot_loader.py [--quick] [--device cuda]``.
 """
 
 from __future__ import annotations
@@ -120,35 +129,94 @@ def wds_batches(directory: Path, stats: Any, aug: Any, seed: int = 0):
             buf = []
 
 
-def _rate(it: Any, n_batches: int) -> tuple[float, float]:
-    """(samples per CPU-second of this process, samples per wall-second) after one warm-up batch."""
-    next(it)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(n_batches):
-        b = next(it)
-        assert b["images"].shape == (BATCH, 4, 3, SIZE, SIZE)
+def _rates(pipelines: dict[str, Any], n_batches: int) -> dict[str, tuple[float, float]]:
+    """name -> (samples per CPU-second, samples per wall-second) after one warm-up batch each.
+
+    Batches alternate between the pipelines (the order flips every round), so a change of load on a
+    shared machine hits both alike; each pipeline's previous batch stays alive while it builds the next,
+    as in a training loop.
+    """
+    held = {name: next(it) for name, it in pipelines.items()}
+    cpu, wall = dict.fromkeys(pipelines, 0.0), dict.fromkeys(pipelines, 0.0)
+    names = list(pipelines)
+    for i in range(n_batches):
+        for name in names if i % 2 == 0 else names[::-1]:
+            w, c = time.perf_counter(), time.process_time()
+            held[name] = next(pipelines[name])
+            cpu[name] += time.process_time() - c
+            wall[name] += time.perf_counter() - w
+            assert held[name]["images"].shape == (BATCH, 4, 3, SIZE, SIZE)
     n = n_batches * BATCH
-    return n / (time.process_time() - cpu), n / (time.perf_counter() - wall)
+    return {name: (n / cpu[name], n / wall[name]) for name in names}
 
 
-def run(quick: bool) -> dict[str, Any]:
+#: The small VLA of the data-share measurement (see the module docstring).
+VLA_BACKBONE = {"name": "vision_encoder",
+                "encoder": {"name": "vit", "image_size": SIZE, "patch_size": 16, "width": 192, "depth": 4, "heads": 3}}
+VLA_EXPERT = {"name": "flow_matching", "preset": "tiny"}
+
+
+def vla_step_seconds(store: Path, batch: dict[str, Any], device: str, steps: int) -> tuple[float, float]:
+    """(seconds per training step, million parameters) of the small VLA on ``batch``, after one warm-up step.
+
+    CPU: CPU seconds of this process (1 torch thread, like the loaders); CUDA: synchronized wall seconds.
+    """
+    import torch
+
+    import foundry_action.plugin
+    import foundry_vision.plugin
+    from foundry_core.plugins import make_plugin_manager
+    from foundry_core.registry import BuildContext, collect
+
+    pm = make_plugin_manager(entry_points_enabled=False)
+    pm.register(foundry_action.plugin, name="foundry-action")
+    pm.register(foundry_vision.plugin, name="foundry-vision")
+    registry = collect(pm)
+    data = {"name": "zarr_episodes", "path": str(store), "past": PAST, "future": FUTURE, "image_offsets": list(OFFSETS)}
+    torch.manual_seed(0)
+    model = registry.build("model", {"name": "vla", "backbone": VLA_BACKBONE, "expert": VLA_EXPERT, "data": data},
+                           BuildContext(registry, device=device))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    cuda = device.startswith("cuda")
+
+    def step() -> None:
+        on_device = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        loss, _ = model.compute_loss(on_device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    step()  # warm-up: optimizer state, kernels, allocator
+    clock = time.perf_counter if cuda else time.process_time
+    start = clock()
+    for _ in range(steps):
+        step()
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    return (clock() - start) / steps, params
+
+
+def run(quick: bool, device: str = "cpu") -> dict[str, Any]:
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # both pipelines single-threaded: CPU time is then a fair cost measure
+    torch.set_num_threads(1)  # both pipelines (and the CPU training step) single-threaded: CPU time is a fair cost
     try:
-        return _measure(quick)
+        return _measure(quick, device)
     finally:
         torch.set_num_threads(threads)
 
 
-def _measure(quick: bool) -> dict[str, Any]:
+def _measure(quick: bool, device: str) -> dict[str, Any]:
     from foundry_action.augment import AugmentConfig
     from foundry_action.data_source import ZarrEpisodes
     from foundry_action.normalization import NormStats
     from foundry_action.testing import write_synthetic_wds
 
-    n_eps, length, n_batches = (4, 48, 5) if quick else (20, 100, 30)
+    # quick: 288 windows = 9 batches, exactly one epoch of the reference shards (warm-up + 8 measured)
+    n_eps, length, n_batches = (6, 48, 8) if quick else (20, 100, 30)
     eps = make_episodes(n_eps, length)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -164,9 +232,13 @@ def _measure(quick: bool) -> dict[str, Any]:
         cfg = ZarrEpisodes.Config(path=str(store), past=PAST, future=FUTURE, image_offsets=list(OFFSETS),
                                   augment=AugmentConfig(enabled=True))
         ours_src = ZarrEpisodes(cfg)
-        ours, ours_wall = _rate(ours_src.batches(BATCH, rank=0, world_size=1, seed=0), n_batches)
+        ours_it = ours_src.batches(BATCH, rank=0, world_size=1, seed=0)
         stats = NormStats.load(store / "stats")
-        base, base_wall = _rate(wds_batches(wds_dir, stats, AugmentConfig(enabled=True)), n_batches)
+        rates = _rates({"ours": ours_it, "baseline": wds_batches(wds_dir, stats, AugmentConfig(enabled=True))}, n_batches)
+        (ours, ours_wall), (base, base_wall) = rates["ours"], rates["baseline"]
+        step_s, params_m = vla_step_seconds(store, next(ours_it), device, 1 if quick else 3)
+    data_s, base_data_s = BATCH / ours, BATCH / base
+    share = data_s / (data_s + step_s)
     return {
         "name": "robot_loader",
         "metric": "zarr_episodes / webdataset samples per CPU-second (decode + augment, batch 32)",
@@ -181,18 +253,34 @@ def _measure(quick: bool) -> dict[str, Any]:
         "zarr_mb": round(zarr_mb, 1),
         "wds_mb": round(wds_mb, 1),
         "write_s": {"zarr": round(t_zarr, 1), "wds": round(t_wds, 1)},
+        "vla_step": {
+            "device": device,
+            "model": f"vla: vit 224/16 w192 d4 + flow_matching tiny, {params_m:.1f} M params",
+            "step_ms": round(step_s * 1e3, 1),
+            "data_ms": round(data_s * 1e3, 1),
+            "data_share": round(share, 4),
+            "baseline_data_share": round(base_data_s / (base_data_s + step_s), 4),
+            "goal": 0.05,
+            "ok": share <= 0.05,
+        },
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small data set, < 60 s")
-    r = run(parser.parse_args().quick)
+    parser.add_argument("--device", default="cpu", help="device of the VLA training step (the loaders run on CPU)")
+    args = parser.parse_args()
+    r = run(args.quick, args.device)
     print(f"{'loader':28s} {'samples/CPU-s':>14s} {'samples/wall-s':>15s}")
     print(f"{'webdataset (reference)':28s} {r['baseline']:14.1f} {r['wall']['baseline']:15.1f}")
     print(f"{'zarr_episodes (ours)':28s} {r['ours']:14.1f} {r['wall']['ours']:15.1f}")
     print(f"ratio ours/baseline: {r['ratio']:.2f}x CPU, {r['wall']['ratio']:.2f}x wall   ({r['samples']} windows; zarr {r['zarr_mb']} MB, "
           f"wds {r['wds_mb']} MB; write s {r['write_s']})")
+    v = r["vla_step"]
+    print(f"data share of a small VLA step on {v['device']} ({v['model']}): step {v['step_ms']:.0f} ms, "
+          f"our data {v['data_ms']:.1f} ms -> {100 * v['data_share']:.2f}% (goal <= {100 * v['goal']:.0f}%: "
+          f"{'met' if v['ok'] else 'missed'}; reference loader {100 * v['baseline_data_share']:.2f}%)")
 
 
 if __name__ == "__main__":

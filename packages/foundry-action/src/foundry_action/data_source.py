@@ -197,8 +197,8 @@ class ZarrEpisodes:
         wb = self.sampler.windows(indices)
         b, n_t = wb.frames.shape
         n_cam = len(self.sampler.cameras)
-        if self._same_size:  # decode straight into one buffer, one HWC -> CHW copy
-            images = torch.from_numpy(self.sampler.images(wb.frames)).permute(0, 1, 4, 2, 3).contiguous()
+        if self._same_size:  # decode into one buffer; a channels-last view that augment/resize read in place
+            images = torch.from_numpy(self.sampler.images(wb.frames)).permute(0, 1, 4, 2, 3)
             if self.cfg.image_size:
                 images = resize(images, self.cfg.image_size)
         else:

@@ -162,7 +162,9 @@ class WindowSampler:
     def images(self, frames: np.ndarray) -> np.ndarray:
         """uint8 [B, N_t * N_cam, H, W, 3], time-major (all cameras at offset 0, then the next offset).
 
-        Frames are decoded straight into the output buffer (cameras must share one size).
+        Frames are decoded straight into the output buffer (cameras must share one size). Hand it on
+        as the channels-last view ``torch.from_numpy(x).permute(0, 1, 4, 2, 3)``: ``augment`` and
+        ``resize`` read that in place (faster kernels, no separate HWC -> CHW copy).
         """
         readers = self._readers()
         shapes = {readers[c].frame_shape for c in self.cameras}
