@@ -198,5 +198,18 @@ def test_cli_eval_run(tmp_path, cli_runner):
     result = cli_runner.invoke(build_cli(), args)
     assert result.exit_code == 0, result.output
     assert "PointReach: 2/2 successes" in result.output
+    # --cameras none renders nothing (it is not a camera called "none")
+    import foundry_eval.rollout.runner as runner
+
+    seen = []
+    real = runner.run_rollouts
+    runner.run_rollouts = lambda *a, **kw: seen.append(kw["cameras"]) or real(*a, **kw)
+    try:
+        for value in ("none", "scene,wrist"):
+            result = cli_runner.invoke(build_cli(), [*args, "--cameras", value, "--out", str(tmp_path / value)])
+            assert result.exit_code == 0 and "PointReach: 2/2 successes" in result.output, result.output
+    finally:
+        runner.run_rollouts = real
+    assert seen == [[], ["scene", "wrist"]]
     result = cli_runner.invoke(build_cli(), ["eval", "run", "--tasks", "point_reach", "--episodes", "1"])
     assert result.exit_code == 2 and "exactly one of" in result.output

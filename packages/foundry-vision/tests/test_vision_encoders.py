@@ -66,3 +66,18 @@ def test_freeze_by_patterns():
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["llm.weight", "llm.bias"]
     with pytest.raises(ConfigError, match="matches no parameter.*llm, vision"):
         freeze_by_patterns(model, ["visoin*"])
+
+
+def test_vit_position_embedding_starts_as_2d_sincos_and_encodes_the_grid():
+    from foundry_vision.encoders.vit import ViT, sincos_2d
+
+    vit = ViT(ViT.Config(image_size=32, patch_size=8, width=32, depth=1, heads=2))
+    table = sincos_2d(4, 32)
+    torch.testing.assert_close(vit.pos.data[0], table)
+    assert vit.pos.requires_grad  # learned, only initialized from the table
+    # every patch position is distinct, and row/column are linear functions of the embedding
+    assert torch.cdist(table, table).add(torch.eye(16) * 10).min() > 0.1
+    coords = torch.stack(torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij"), -1).reshape(16, 2)
+    design = torch.cat([table, torch.ones(16, 1)], 1).double()
+    fit = torch.linalg.lstsq(design, coords.double()).solution
+    assert (design @ fit - coords).abs().max() < 1e-6

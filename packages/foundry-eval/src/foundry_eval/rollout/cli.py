@@ -37,7 +37,7 @@ def _split_tasks(values: tuple[str, ...]) -> list[str]:
 @click.option("--eval-seed/--no-eval-seed", default=True, show_default=True, help="Add 100,000,000 to seeds.")
 @click.option("--replan-every", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--image-size", type=click.IntRange(min=8), default=None, help="Override the envs' image size.")
-@click.option("--cameras", default=None, help="Override the envs' cameras (comma-separated).")
+@click.option("--cameras", default=None, help="Override the envs' cameras (comma-separated, or 'none').")
 @click.option("--video", is_flag=True, help="Write a recording of every episode.")
 @click.option("--video-format", type=click.Choice(["mp4", "gif"]), default="mp4", show_default=True)
 @click.option(
@@ -65,6 +65,7 @@ def eval_run(
 ) -> None:
     """Roll out a policy in simulated tasks and write results.json files (LBM Eval layout)."""
     from foundry_eval.rollout.runner import run_rollouts, success_count
+    from foundry_eval.sim.cli import parse_cameras
 
     paths = run_rollouts(
         policy,
@@ -82,7 +83,7 @@ def eval_run(
         video_format=video_format,
         max_videos=max_videos,
         image_size=image_size,
-        cameras=[c for c in cameras.split(",") if c] if cameras else None,
+        cameras=parse_cameras(cameras) if cameras is not None else None,
         device=device,
     )
     for (task, (ok, n)), path in zip(success_count(paths).items(), paths):

@@ -1,7 +1,9 @@
 """``vit`` encoder: a plain Vision Transformer trained from scratch.
 
 uint8 images [B, N, 3, H, W] (N cameras) are resized and normalized here, cut into patches, given a
-learned position embedding and a learned camera embedding (so tokens of different cameras differ),
+learned position embedding (initialized to the 2-D sin-cos table of MAE, so where a patch is can be
+read off linearly from step 0: a policy must localize objects long before a random embedding would
+have learned the layout) and a learned camera embedding (so tokens of different cameras differ),
 and run through pre-norm transformer blocks. Output: patch tokens [B, N * (image_size/patch)^2, width].
 
 Test: ``uv run pytest packages/foundry-vision/tests/test_vision_encoders.py``.
@@ -41,6 +43,21 @@ class ViTBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def sincos_2d(grid: int, width: int) -> torch.Tensor:
+    """[grid * grid, width] position table: sin/cos of row and column at geometric frequencies (row-major)."""
+    if width % 4:
+        raise ConfigError(f"vit: width {width} must be a multiple of 4 for the 2-D sin-cos position embedding")
+    quarter = width // 4
+    freqs = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                                indexing="ij")
+    parts = []
+    for coord in (rows.flatten(), cols.flatten()):
+        angles = coord[:, None] * freqs[None]
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=1).float()
+
+
 class ViT(nn.Module):
     """Vision Transformer encoder; see the module docstring."""
 
@@ -70,7 +87,7 @@ class ViT(nn.Module):
         self.grid = cfg.image_size // cfg.patch_size
         self.tokens_per_image = self.grid * self.grid
         self.patch = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.pos = nn.Parameter(torch.randn(1, self.tokens_per_image, cfg.width) * 0.02)
+        self.pos = nn.Parameter(sincos_2d(self.grid, cfg.width)[None])
         self.camera = nn.Parameter(torch.zeros(cfg.max_cameras, 1, cfg.width))
         self.blocks = nn.ModuleList(ViTBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width)
