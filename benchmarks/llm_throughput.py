@@ -2,11 +2,12 @@
 
 Both models get the same shape (dim, layers, heads, kv heads, SwiGLU width, vocab, tied embeddings,
 RMSNorm eps, RoPE theta), the same random batch (batch × seq_len tokens, fp32 on CPU), the same loss
-(our next-token cross-entropy on the logits), AdamW, and the same loop in this process. Steps of the two
-models are interleaved in rounds so that load from other processes hits both alike; the median step
-time per model is reported. tokens/s = batch·seq_len / step time; MFU = (flops_per_sample · batch /
-step time) / peak, with the FLOPs formula documented in ``foundry_core.models.transformer`` and the
-CPU peak measured in this process right before (best of 5 fp32 2048² matmuls).
+(our next-token cross-entropy on the logits), AdamW, and the same loop in this process (Llama with
+``use_cache=False``: training builds no KV cache). Steps of the two models are interleaved in rounds
+so that load from other processes hits both alike; the median step time per model is reported.
+tokens/s = batch·seq_len / step time; MFU = (flops_per_sample · batch / step time) / peak, with the
+FLOPs formula documented in ``foundry_core.models.transformer`` and the CPU peak measured in this
+process right before (best of 5 fp32 2048² matmuls).
 ratio = our tokens/s / Llama's tokens/s (higher is better; goal >= 1.0).
 
     uv run python benchmarks/llm_throughput.py [--quick]     # --quick: only ~10M, few steps (< 60 s)
@@ -57,9 +58,11 @@ def _step_fn(model: torch.nn.Module, hf: bool) -> Any:
     from foundry_core.models.generation import next_token_loss
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # a training step needs no KV cache; without this Llama would build a DynamicCache every forward
+    kwargs = {"use_cache": False} if hf else {}
 
     def step(ids: torch.Tensor, labels: torch.Tensor) -> float:
-        logits = model(input_ids=ids).logits
+        logits = model(input_ids=ids, **kwargs).logits
         loss, _ = next_token_loss(logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
