@@ -138,3 +138,11 @@ def test_policy_with_relative_actions_matches_training_and_composes_back(registr
     norm = model.predict(got)[0].numpy()
     rel = policy.stats.unnormalize_window("action", norm)[2:]
     np.testing.assert_allclose(policy.plan(), relative_to_absolute(rel, ep["proprio"][anchor]), atol=1e-5)
+
+
+def test_tasks_filter_selects_episodes_and_names_the_choices(tiny_episodes):
+    src = ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, {"path": str(tiny_episodes), "past": 1, "future": 2,
+                                                             "tasks": ["task_1"]}))
+    assert set(src.sampler.index_episode.tolist()) == {1}  # episodes 0 and 2 are task_0
+    with pytest.raises(Exception, match=r"no episode has a task in tasks=\['pick'\].*task_0"):
+        ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, {"path": str(tiny_episodes), "tasks": ["pick"]}))

@@ -177,7 +177,10 @@ def test_registered_and_built_through_the_registry(foundry_pm):
 
 
 def test_reach_target_instruction_names_the_goal_and_success_needs_it():
-    env = make("reach_target")
+    single = make("reach_target")
+    single.reset(3)
+    assert single.goal == "blue" and "blue" in single.instruction and len(single.object_specs()) == 1
+    env = make("reach_target", distractor=True)
     goals = set()
     for seed in range(8):
         env.reset(seed)
@@ -193,3 +196,4 @@ def test_reach_target_instruction_names_the_goal_and_success_needs_it():
     assert not env.is_success()
     _place(env, poses, gripper=(-0.1, -0.1, 0.03))  # on the distractor
     assert not env.is_success()
+    assert all(run_expert(env, seed) for seed in (1, 2))  # the expert goes to the named disk

@@ -76,6 +76,8 @@ class ZarrEpisodes:
         augment: AugmentConfig = field(default_factory=AugmentConfig)
         #: Episode indices to use (null = all); then ``split`` picks train/val out of them.
         episodes: list[int] | None = None
+        #: Keep only episodes whose metadata ``task`` is one of these (e.g. to weight tasks in a mix).
+        tasks: list[str] | None = None
         split: Literal["all", "train", "val"] = "all"
         val_fraction: float = 0.0
         #: Pad episodes shorter than the window instead of raising.
@@ -102,6 +104,12 @@ class ZarrEpisodes:
         self.action_fields = [cfg.action_field] if isinstance(cfg.action_field, str) else list(cfg.action_field)
         self.proprio_fields = [cfg.proprio_field] if isinstance(cfg.proprio_field, str) else list(cfg.proprio_field)
         pool = list(range(len(store))) if cfg.episodes is None else list(cfg.episodes)
+        if cfg.tasks is not None:
+            task_of = [str(m.get("task", "")) for m in store.all_meta()]
+            pool = [e for e in pool if task_of[e] in cfg.tasks]
+            if not pool:
+                raise ConfigError(f"{cfg.path}: no episode has a task in tasks={cfg.tasks} "
+                                  f"(tasks in the store: {sorted(set(task_of))})")
         episodes = split_episodes(pool, cfg.split, cfg.val_fraction)
         self.sampler = WindowSampler(
             store, past=cfg.past, future=cfg.future, cameras=cfg.cameras, image_offsets=cfg.image_offsets,

@@ -1,10 +1,11 @@
-"""``reach_target``: lower the gripper onto the target disk the instruction names (blue or yellow).
+"""``reach_target``: lower the gripper onto a target disk (the blue one, or the one the instruction names).
 
-Two flat disks lie on the table; each episode picks one as the goal and says which by colour. Success:
-the TCP is within 3 cm (horizontally) of the goal's centre and less than 5 cm above the table. The
-other disk is a distractor, so a policy that ignores the instruction succeeds about half the time at
-best — the task separates language-conditioned policies from vision-only ones. Episodes are short
-(the expert needs ~2–3 s), which makes it the cheapest task to learn from few demonstrations.
+Success: the TCP is within 3 cm (horizontally) of the goal's centre and less than 5 cm above the
+table. By default one blue disk lies on the table: the task needs only visual localization, and its
+episodes are short (~1 s for the expert), so it is the one a CPU-trained policy learns from a few
+dozen demonstrations. With ``distractor: true`` a yellow disk is added and each episode names its
+goal by colour, so a policy that ignores the instruction reaches at most about half the goals — a
+test of language conditioning.
 Test: ``pytest packages/foundry-eval/tests/test_eval_sim_tasks.py -k reach_target``.
 """
 
@@ -40,18 +41,21 @@ class ReachTarget(TabletopEnv):
     @dataclass(kw_only=True)
     class Config(TabletopEnv.Config):
         time_limit_s: float = 8.0
+        #: Add a second disk and name the goal's colour in the instruction.
+        distractor: bool = False
 
     def __init__(self, cfg: Config | None = None) -> None:
+        self.colors = list(COLORS) if (cfg is not None and cfg.distractor) else list(COLORS)[:1]
         super().__init__(cfg)
-        self.goal = next(iter(COLORS))
+        self.goal = self.colors[0]
 
     def object_specs(self) -> list[ObjectSpec]:
-        return [ObjectSpec(name, "marker", (RADIUS,), 0.0, rgba) for name, rgba in COLORS.items()]
+        return [ObjectSpec(name, "marker", (RADIUS,), 0.0, COLORS[name]) for name in self.colors]
 
     def sample_objects(self, rng: np.random.Generator) -> dict[str, Any]:
-        points = sample_separated(rng, len(COLORS), -0.16, 0.16, min_dist=0.12)
-        self.goal = list(COLORS)[int(rng.integers(len(COLORS)))]
-        return {name: table_pose(*xy, 0.001, 0.0) for name, xy in zip(COLORS, points)}
+        points = sample_separated(rng, len(self.colors), -0.16, 0.16, min_dist=0.12)
+        self.goal = self.colors[int(rng.integers(len(self.colors)))]
+        return {name: table_pose(*xy, 0.001, 0.0) for name, xy in zip(self.colors, points)}
 
     def sample_instruction(self, rng: np.random.Generator) -> str:
         template = self.instruction_templates[int(rng.integers(len(self.instruction_templates)))]
