@@ -50,6 +50,8 @@ class WorldConfig:
     images_per_task: int = 60
     #: Expert demonstrations stored per task (successful ones).
     demos_per_task: int = 20
+    #: Per-task overrides of ``demos_per_task`` (e.g. more of a short task).
+    demo_counts: dict[str, int] = field(default_factory=dict)
     #: Tasks that get demonstrations (default: all of ``tasks``).
     demo_tasks: list[str] | None = None
     image_size: int = 64
@@ -57,6 +59,16 @@ class WorldConfig:
     samples_per_shard: int = 256
     workers: int = 2
     seed: int = 0
+
+    def validate(self) -> None:
+        from foundry_core.errors import ConfigError
+
+        demo_tasks = self.demo_tasks or self.tasks
+        for task, n in self.demo_counts.items():
+            if task not in demo_tasks:
+                raise ConfigError(f"world.demo_counts: {task!r} is not one of the demo tasks {demo_tasks}")
+            if n < 1:
+                raise ConfigError(f"world.demo_counts.{task}: must be >= 1, got {n}")
 
 
 def color_name(rgba: Iterable[float]) -> str:
@@ -132,7 +144,7 @@ def build_text(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], Non
         nprng = np.random.default_rng(cfg.seed * 1000 + t)
         for i in range(cfg.text_docs_per_task):
             poses = env.sample_objects(nprng)
-            instruction = env.instruction_templates[int(nprng.integers(len(env.instruction_templates)))]
+            instruction = env.sample_instruction(nprng)
             docs.append((f"{task}_{i:06d}", describe_scene(scene_objects(env, poses), instruction, rng)))
             if progress:
                 progress(1)
@@ -186,7 +198,7 @@ def build_demos(
         node = {"name": task, "cameras": list(cfg.cameras), "image_size": cfg.image_size}
         result = generate_demos(
             node,
-            episodes=cfg.demos_per_task,
+            episodes=cfg.demo_counts.get(task, cfg.demos_per_task),
             out=out_path,
             workers=cfg.workers,
             append=i > 0,
