@@ -19,7 +19,8 @@ def violin_plot(rows: Sequence, title: str, path: Path, n_samples: int = 2000, s
     from matplotlib.figure import Figure
 
     rows = sorted([r for r in rows if r.n > 0], key=lambda r: (-r.success_rate, r.model))
-    fig = Figure(figsize=(max(4.0, 0.9 * len(rows) + 1.5), 4.6), dpi=100)
+    # constrained layout sizes the margins to the multi-line tick labels and the axis label
+    fig = Figure(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     if rows:
@@ -39,11 +40,10 @@ def violin_plot(rows: Sequence, title: str, path: Path, n_samples: int = 2000, s
             + (f"\n{r.policy_errors} policy err." if r.policy_errors else "")
             for r in rows
         ]
-        ax.set_xticks(pos, labels, rotation=30, ha="right", fontsize=7)
+        ax.set_xticks(pos, labels, fontsize=8)
         ax.set_ylim(lo, top + pad * 1.5)
     ax.set_ylabel("success rate (posterior)")
     ax.set_title(title, fontsize=10)
-    fig.subplots_adjust(bottom=0.38, left=0.1, right=0.98)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
