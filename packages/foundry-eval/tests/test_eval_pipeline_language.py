@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from foundry_eval.pipeline.language import SceneObject, caption_scene, describe_scene, region, relation
 from foundry_eval.pipeline.world import color_name
 
@@ -37,3 +39,16 @@ def test_color_names_from_rgba():
     assert color_name((0.85, 0.1, 0.1, 1.0)) == "red"
     assert color_name((0.15, 0.3, 0.85, 1.0)) == "blue"
     assert color_name((0.95, 0.95, 0.95, 1.0)) == "white"
+
+
+def test_world_demo_counts_must_name_demo_tasks():
+    from foundry_core.config import parse_dataclass
+    from foundry_core.errors import ConfigError
+    from foundry_eval.pipeline.world import WorldConfig
+
+    cfg = parse_dataclass(WorldConfig, {"tasks": ["reach_target", "push_to_target"], "demo_counts": {"reach_target": 5}})
+    assert cfg.demo_counts == {"reach_target": 5}
+    with pytest.raises(ConfigError, match="'stack_blocks' is not one of the demo tasks"):
+        parse_dataclass(WorldConfig, {"tasks": ["reach_target"], "demo_counts": {"stack_blocks": 5}})
+    with pytest.raises(ConfigError, match=r"demo_counts.reach_target: must be >= 1"):
+        parse_dataclass(WorldConfig, {"tasks": ["reach_target"], "demo_counts": {"reach_target": 0}})

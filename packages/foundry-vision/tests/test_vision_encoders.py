@@ -32,6 +32,8 @@ def test_vit_multi_camera_tokens(vision_registry):
 def test_vit_config_errors(vision_registry):
     with pytest.raises(ConfigError, match="multiple of patch_size"):
         vision_registry.build("encoder", {**TINY_VIT, "image_size": 30})
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        vision_registry.build("encoder", {**TINY_VIT, "width": 18, "heads": 2})
     with pytest.raises(ComponentError, match="did you mean 'vit'"):
         vision_registry.build("encoder", {"name": "vitt"})
 

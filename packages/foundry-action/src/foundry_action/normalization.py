@@ -99,6 +99,33 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return np.asarray(x).reshape(len(x), -1)
 
 
+def _affine_of(m: Moments, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, scale) float32 mapping the statistics ``m`` to [-1, 1] with ``method``."""
+    if method == "std":
+        offset, half = m.mean, m.std
+    elif method == "min_max":
+        offset, half = (m.max + m.min) / 2, (m.max - m.min) / 2
+    elif method in ("percentile_1_99", "percentile_5_95"):
+        lo_q, hi_q = (0.01, 0.99) if method == "percentile_1_99" else (0.05, 0.95)
+        q = m.quantiles((lo_q, hi_q))
+        offset, half = (q[1] + q[0]) / 2, (q[1] - q[0]) / 2
+    else:
+        raise DataError(f"unknown normalization {method!r} (one of {', '.join(METHODS)})")
+    scale = np.where(half < EPS, 1.0, half)
+    return offset.astype(np.float32), scale.astype(np.float32)
+
+
+def _like(pair: tuple[np.ndarray, np.ndarray], x: Any) -> tuple[Any, Any]:
+    """``pair`` as arrays of ``x``'s kind (numpy or torch), dtype and device."""
+    if isinstance(x, np.ndarray):
+        return pair[0].astype(x.dtype, copy=False), pair[1].astype(x.dtype, copy=False)
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return tuple(torch.as_tensor(p, dtype=x.dtype, device=x.device) for p in pair)  # type: ignore[return-value]
+    raise TypeError(f"normalize expects a numpy array or torch tensor, got {type(x).__name__}")
+
+
 class NormStats:
     """Statistics per field; ``normalize``/``unnormalize`` work on numpy arrays and torch tensors.
 
@@ -207,19 +234,7 @@ class NormStats:
         method = method or self.method
         key = (name, method)
         if key not in self._affine:
-            m = self._get(name)
-            if method == "std":
-                offset, half = m.mean, m.std
-            elif method == "min_max":
-                offset, half = (m.max + m.min) / 2, (m.max - m.min) / 2
-            elif method in ("percentile_1_99", "percentile_5_95"):
-                lo_q, hi_q = (0.01, 0.99) if method == "percentile_1_99" else (0.05, 0.95)
-                q = m.quantiles((lo_q, hi_q))
-                offset, half = (q[1] + q[0]) / 2, (q[1] - q[0]) / 2
-            else:
-                raise DataError(f"unknown normalization {method!r} (one of {', '.join(METHODS)})")
-            scale = np.where(half < EPS, 1.0, half)
-            self._affine[key] = (offset.astype(np.float32), scale.astype(np.float32))
+            self._affine[key] = _affine_of(self._get(name), method)
         return self._affine[key]
 
     def window_affine(self, name: str, method: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -233,12 +248,7 @@ class NormStats:
         method = method or self.method
         key = (f"{name}@window", method)
         if key not in self._affine:
-            rows = []
-            for k, m in enumerate(self.per_timestep[name]):
-                if m.count == 0:
-                    rows.append(self.affine(name, method))
-                else:
-                    rows.append(NormStats({f"{name}@t{k}": m}, {}, method=method).affine(f"{name}@t{k}"))
+            rows = [_affine_of(m, method) if m.count else self.affine(name, method) for m in self.per_timestep[name]]
             self._affine[key] = (np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]))
         return self._affine[key]
 
@@ -256,11 +266,7 @@ class NormStats:
         if tuple(x.shape[-2:]) != pair[0].shape:
             raise DataError(f"field {name!r}: window of shape {tuple(x.shape[-2:])}, per-timestep statistics "
                             f"have {pair[0].shape} (positions, channels)")
-        if isinstance(x, np.ndarray):
-            return pair[0].astype(x.dtype, copy=False), pair[1].astype(x.dtype, copy=False)
-        import torch
-
-        return tuple(torch.as_tensor(p, dtype=x.dtype, device=x.device) for p in pair)  # type: ignore[return-value]
+        return _like(pair, x)
 
     def normalize(self, name: str, x: Any, method: str | None = None) -> Any:
         """Normalize ``x`` [..., C] (numpy or torch) of field ``name``."""
@@ -276,13 +282,7 @@ class NormStats:
         dim = len(pair[0])
         if x.shape[-1] != dim:
             raise DataError(f"field {name!r}: got last dim {x.shape[-1]}, statistics have {dim} channels")
-        if isinstance(x, np.ndarray):
-            return pair[0].astype(x.dtype, copy=False), pair[1].astype(x.dtype, copy=False)
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            return tuple(torch.as_tensor(p, dtype=x.dtype, device=x.device) for p in pair)  # type: ignore[return-value]
-        raise TypeError(f"normalize expects a numpy array or torch tensor, got {type(x).__name__}")
+        return _like(pair, x)
 
     # ------------------------------------------------------------------ compatibility
     def check_compatible(self, other: NormStats | EpisodeStore | Mapping[str, Any], fields: Iterable[str] = ()) -> None:
@@ -387,12 +387,11 @@ def relative_action_stats(
     proprio_fields: list[str],
     window: tuple[int, int],
     base: NormStats,
-    *,
-    episodes: Iterable[int] | None = None,
 ) -> NormStats:
     """Statistics of actions expressed in the frame of the anchor pose, per window position and overall.
 
-    For every anchor ``t`` and position ``k`` in ``[-past, future]`` inside the episode, the action at
+    Over every episode of the store (so sources that select different episodes of one store normalize
+    alike): for every anchor ``t`` and position ``k`` in ``[-past, future]`` inside the episode, the action at
     ``t + k`` is composed with the inverse of the proprio pose at ``t`` (``rotations.absolute_to_relative``).
     The action and proprio fields, concatenated, must both be pose arms (xyz, rot6d, gripper). Proprio
     statistics are copied from ``base``; the result records ``relative_to`` in its source.
@@ -408,10 +407,9 @@ def relative_action_stats(
                         f"{ARM_DIM} numbers per arm (xyz, rot6d, gripper); got {actions.shape[1]} action and "
                         f"{proprio.shape[1]} proprio numbers from {action_fields} / {proprio_fields}")
     past, future = window
-    chosen = range(len(store)) if episodes is None else episodes
     per_position: list[list[np.ndarray]] = [[] for _ in range(past + future + 1)]
-    for e in chosen:
-        start, stop = store.bounds(int(e))
+    for e in range(len(store)):
+        start, stop = store.bounds(e)
         n = stop - start
         for i, k in enumerate(range(-past, future + 1)):
             t = np.arange(max(0, -k), min(n, n - k))
@@ -420,11 +418,12 @@ def relative_action_stats(
     dims = {name: store.fields[name] for name in action_fields}
     cols = np.cumsum([0] + [int(np.prod(dims[name])) for name in action_fields])
     stacked = [np.concatenate(p) if p else np.zeros((0, actions.shape[1])) for p in per_position]
+    every = np.concatenate(stacked)
     moments = {name: base.moments[name] for name in proprio_fields}
     per_t: dict[str, list[Moments]] = {}
     for j, name in enumerate(action_fields):
         per_t[name] = [Moments.of(x[:, cols[j] : cols[j + 1]]) for x in stacked]
-        moments[name] = Moments.of(np.concatenate(stacked)[:, cols[j] : cols[j + 1]])
+        moments[name] = Moments.of(every[:, cols[j] : cols[j + 1]])
     dims.update({name: store.fields[name] for name in proprio_fields})
     source = {**base.source, "relative_to": list(proprio_fields), "window": [past, future]}
     return NormStats(moments, dims, method=base.method, per_timestep=per_t, window=window, source=source)

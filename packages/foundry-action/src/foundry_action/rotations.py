@@ -11,6 +11,8 @@ Test: ``uv run pytest packages/foundry-action/tests/test_action_policy.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 ARM_DIM = 10
@@ -45,30 +47,32 @@ def split_arms(action: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndar
     return out
 
 
-def relative_to_absolute(relative: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """Compose relative actions [..., 10 * arms] onto the current pose(s) [10 * arms] -> absolute."""
-    relative = np.asarray(relative, dtype=np.float64)
+Move = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _per_arm(actions: np.ndarray, pose: np.ndarray, move: Move) -> np.ndarray:
+    """Apply ``move(p, R, p0, R0) -> (p', R')`` arm by arm; the gripper opening passes through unchanged."""
+    actions = np.asarray(actions, dtype=np.float64)
     pose = np.asarray(pose, dtype=np.float64)
-    if pose.shape[-1] != relative.shape[-1]:
-        raise ValueError(f"pose has {pose.shape[-1]} numbers, actions {relative.shape[-1]}")
+    if pose.shape[-1] != actions.shape[-1]:
+        raise ValueError(f"pose has {pose.shape[-1]} numbers, actions {actions.shape[-1]}")
     out = []
-    for (p_rel, r_rel, g), (p0, r0, _) in zip(split_arms(relative), split_arms(pose)):
-        r_abs = r0 @ r_rel
-        p_abs = p0 + np.einsum("...ij,...j->...i", r0, p_rel)
-        out.append(np.concatenate([p_abs, matrix_to_rot6d(r_abs), g[..., None]], axis=-1))
+    for (p, r, g), (p0, r0, _) in zip(split_arms(actions), split_arms(pose)):
+        p_new, r_new = move(p, r, p0, r0)
+        out.append(np.concatenate([p_new, matrix_to_rot6d(r_new), g[..., None]], axis=-1))
     return np.concatenate(out, axis=-1).astype(np.float32)
+
+
+def relative_to_absolute(relative: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    """Compose relative actions [..., 10 * arms] onto the current pose(s) [..., 10 * arms] -> absolute."""
+    return _per_arm(relative, pose, lambda p, r, p0, r0: (p0 + np.einsum("...ij,...j->...i", r0, p), r0 @ r))
 
 
 def absolute_to_relative(absolute: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """Express absolute actions [..., 10 * arms] in the frame of pose(s) [..., 10 * arms] (broadcast)."""
-    absolute = np.asarray(absolute, dtype=np.float64)
-    pose = np.asarray(pose, dtype=np.float64)
-    if pose.shape[-1] != absolute.shape[-1]:
-        raise ValueError(f"pose has {pose.shape[-1]} numbers, actions {absolute.shape[-1]}")
-    out = []
-    for (p_abs, r_abs, g), (p0, r0, _) in zip(split_arms(absolute), split_arms(pose)):
+
+    def move(p: np.ndarray, r: np.ndarray, p0: np.ndarray, r0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r0_t = np.swapaxes(r0, -1, -2)
-        r_rel = r0_t @ r_abs
-        p_rel = np.einsum("...ij,...j->...i", r0_t, p_abs - p0)
-        out.append(np.concatenate([p_rel, matrix_to_rot6d(r_rel), g[..., None]], axis=-1))
-    return np.concatenate(out, axis=-1).astype(np.float32)
+        return np.einsum("...ij,...j->...i", r0_t, p - p0), r0_t @ r
+
+    return _per_arm(absolute, pose, move)

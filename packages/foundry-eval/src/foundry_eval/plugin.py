@@ -32,7 +32,7 @@ def register_compare_command(cli) -> None:  # noqa: ANN001 (click.Group, importe
 @hookimpl(specname="register_envs")
 def register_drake_envs(register: Register) -> None:
     tasks = "foundry_eval.sim.tasks"
-    register("reach_target", f"{tasks}.reach_target:ReachTarget", description="Drake: touch the named target disk")
+    register("reach_target", f"{tasks}.reach_target:ReachTarget", description="Drake: lower the gripper onto a target disk")
     register("push_to_target", f"{tasks}.push_to_target:PushToTarget", description="Drake: push a block onto a target")
     register("pick_place_bin", f"{tasks}.pick_place_bin:PickPlaceBin", description="Drake: put a block into a bin")
     register("stack_blocks", f"{tasks}.stack_blocks:StackBlocks", description="Drake: stack red block on blue block")

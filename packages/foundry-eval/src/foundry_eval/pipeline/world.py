@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from foundry_core.errors import ConfigError
 from foundry_eval.pipeline.language import SceneObject, caption_scene, describe_scene
 
 #: Shape words for the scene builder's object kinds.
@@ -61,8 +62,6 @@ class WorldConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        from foundry_core.errors import ConfigError
-
         demo_tasks = self.demo_tasks or self.tasks
         for task, n in self.demo_counts.items():
             if task not in demo_tasks:

@@ -46,7 +46,7 @@ class ViTBlock(nn.Module):
 def sincos_2d(grid: int, width: int) -> torch.Tensor:
     """[grid * grid, width] position table: sin/cos of row and column at geometric frequencies (row-major)."""
     if width % 4:
-        raise ConfigError(f"vit: width {width} must be a multiple of 4 for the 2-D sin-cos position embedding")
+        raise ValueError(f"the 2-D sin-cos table needs a width that is a multiple of 4, got {width}")
     quarter = width // 4
     freqs = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
     rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
@@ -79,6 +79,8 @@ class ViT(nn.Module):
                 raise ConfigError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
             if self.width % self.heads:
                 raise ConfigError(f"width {self.width} must be a multiple of heads {self.heads}")
+            if self.width % 4:
+                raise ConfigError(f"width {self.width} must be a multiple of 4 (2-D sin-cos position embedding)")
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
