@@ -173,3 +173,65 @@ def test_ddim_timesteps_descend_and_ddpm_uses_all(registry):
     ks = expert.timesteps("ddim", 10)
     assert ks[0] == 49 and ks[-1] == 0 and len(ks) == 10 and ks == sorted(ks, reverse=True)
     assert expert.timesteps("ddpm", 10) == list(range(49, -1, -1))
+
+
+def hot_token_batch(b: int, n_tokens: int = 8, seed: int = 0):
+    """Which of the first ``n_tokens`` (image) tokens is 'hot' decides the action (a localization toy).
+
+    Every token has the same content up to noise, except the hot one; the target is the hot token's
+    index scaled to [-1, 1]. Attention over tokens without positions cannot tell where the hot one is.
+    """
+    g = torch.Generator().manual_seed(seed)
+    hot = torch.randint(0, n_tokens, (b,), generator=g)
+    cond = 0.1 * torch.randn(b, n_tokens + 1, 8, generator=g)
+    cond[torch.arange(b), hot, 0] += 3.0
+    target = (hot.float() / (n_tokens - 1) * 2 - 1)[:, None, None].expand(b, 2, 1).clone()
+    batch = {"modality": "robot", "actions": target, "past_mask": torch.zeros(b, 2, dtype=torch.bool),
+             "future_mask": torch.ones(b, 2, dtype=torch.bool)}
+    return cond, torch.ones(b, n_tokens + 1, dtype=torch.bool), batch
+
+
+def test_image_readout_localizes_where_attention_alone_does_not(registry):
+    dims = {"cond": 8, "action": 1, "proprio": 0, "horizon": 2, "proprio_steps": 1, "image_span": (0, 8)}
+    cond, mask, batch = hot_token_batch(256)
+    test_cond, test_mask, test_batch = hot_token_batch(128, seed=1)
+    errors = {}
+    for readout in (0, 2):
+        torch.manual_seed(0)
+        expert = build(registry, "l1_regression", dims, image_readout=readout)
+        opt = torch.optim.AdamW(expert.parameters(), lr=3e-3)
+        for step in range(150):
+            i = torch.arange(step * 32, step * 32 + 32) % 256
+            loss = expert.loss(cond[i], mask[i], {k: v[i] if torch.is_tensor(v) else v for k, v in batch.items()})
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        expert.eval()
+        pred = expert.sample(test_cond, test_mask, {"modality": "robot"})
+        errors[readout] = (pred - test_batch["actions"]).abs().mean().item()
+    # measured: 0.62 without (about the median guess), 0.05 with the read-out
+    assert errors[0] > 0.35 and errors[2] < 0.15, errors
+
+
+def test_image_readout_uses_token_order_and_needs_a_span(registry):
+    dims = {"cond": 8, "action": 3, "proprio": 4, "horizon": 6, "proprio_steps": 2}
+    with pytest.raises(ConfigError, match="image_readout needs the image tokens' positions"):
+        build(registry, "l1_regression", dims, image_readout=4)
+    with pytest.raises(ConfigError, match="image_readout must be >= 0"):
+        build(registry, "l1_regression", {**dims, "image_span": (0, 2)}, image_readout=-1)
+    cond, mask, batch = toy_batch(4)
+    mask[:] = True
+    swapped = cond[:, [1, 0, 2]]
+    plain = build(registry, "l1_regression", dims).eval()
+    with torch.no_grad():
+        plain.net.out.weight.normal_()
+    # without the read-out the expert cannot tell the order of its conditioning tokens ...
+    torch.testing.assert_close(plain.sample(cond, mask, batch), plain.sample(swapped, mask, batch))
+    expert = build(registry, "l1_regression", {**dims, "image_span": (0, 2)}, image_readout=4).eval()
+    with torch.no_grad():
+        expert.net.out.weight.normal_()
+        expert.net.readout_out.weight.normal_()
+    # ... with it, it can (it reads tokens 0 and 1 in order)
+    assert not torch.allclose(expert.sample(cond, mask, batch), expert.sample(swapped, mask, batch))
+    with pytest.raises(ValueError, match="image tokens at positions 0..4"):
+        build(registry, "l1_regression", {**dims, "image_span": (0, 5)}, image_readout=4).sample(cond, mask, batch)

@@ -159,3 +159,37 @@ def test_trainer_grad_checkpointing_gives_same_gradients(registry, tiny_episodes
         grads.append(torch.cat([p.grad.flatten() for p in model.expert.parameters() if p.grad is not None]))
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[0], grads[1])
+
+
+class NoSpanBackbone(TinyBackbone):
+    """A backbone that does not say where its image tokens are (like hf_vlm)."""
+
+    image_token_span = None
+
+
+def test_image_readout_span_comes_from_the_backbone_and_survives_export(registry, foundry_pm, tiny_episodes, tmp_path):
+    from foundry_core.export import export_model, load_pretrained
+
+    torch.manual_seed(0)
+    node = vla_node(tiny_episodes, "l1_regression")
+    node["expert"] = {**node["expert"], "image_readout": 3}
+    model = registry.build("model", node, BuildContext(registry))
+    # 2 cameras x 2 image offsets, grid 2 x 2 each, before the prompt token
+    assert model.expert.dims.image_span == (0, 16)
+    batch = next(source_batches(registry, node, 8))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(3):  # moves the read-out's batch-norm running statistics off their defaults
+        loss, _ = model.compute_loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    assert not torch.all(model.expert.net.readout_norm.running_var == 1)
+    out = export_model(model, node, tmp_path / "export")
+    loaded = load_pretrained(out, registry=registry).eval()
+    torch.testing.assert_close(loaded.predict(batch), model.predict(batch))
+    register_tiny_backbone(foundry_pm, "tiny_nospan")
+    reg = collect(foundry_pm)
+    object.__setattr__(reg.get("backbone", "tiny_nospan"), "target", NoSpanBackbone)
+    with pytest.raises(ConfigError, match="'tiny_nospan'.*does not say where its image tokens are"):
+        reg.build("model", {**node, "backbone": {"name": "tiny_nospan"}}, BuildContext(reg))

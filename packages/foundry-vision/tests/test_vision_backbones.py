@@ -21,6 +21,7 @@ def test_vision_encoder_backbone_returns_all_patch_tokens(vision_registry, tmp_p
         images = torch.randint(0, 256, (2, 3, 3, 32, 32), dtype=torch.uint8)
         tokens, mask = bb.encode(images, ["ignored", "prompts"])
         assert tokens.shape == (2, 3 * 16, bb.out_dim) and bool(mask.all())
+        assert bb.image_token_span(3) == (0, 3 * 16)
     # export + rebuild without the original folder (as the vla does: pretrained_dir = <export>/backbone)
     fields = bb.export_artifacts(str(tmp_path / "export"))
     assert fields["encoder"]["path"] == "encoder"

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from foundry_core.errors import ConfigError
 from foundry_core.export import load_pretrained
 from foundry_core.plugins import make_plugin_manager
 from foundry_core.registry import BuildContext, collect
@@ -75,9 +76,17 @@ def test_vlm_export_reloads_generates_and_is_a_backbone(chain):
     tokens, mask = backbone.encode(images.repeat(2, 1, 1, 1, 1), ["pick the cube", "a"])
     assert tokens.shape == (2, mask.shape[1], backbone.out_dim) and backbone.out_dim == 2 * TINY_LLM["dim"]
     assert torch.equal(backbone.vlm.vision.patch.weight, vlm.vision.patch.weight)
+    # the image tokens sit where image_token_span says (an expert's flat read-out relies on it)
+    first, count = backbone.image_token_span(2)
+    ids = backbone.vlm._prefix_ids("pick the cube", 2, "0")
+    image_id = backbone.vlm.image_token_id
+    assert count == 2 * backbone.vlm.tokens_per_image and set(ids[first : first + count]) == {image_id}
+    assert image_id not in ids[:first] + ids[first + count :]
     last = registry.build("backbone", {"name": "foundry_vlm", "path": str(chain["vlm"] / "export"), "tokens": "last",
                                        "freeze": ["vision*"]}, BuildContext(registry))
     assert last.encode(images, ["x"])[0].shape == (1, 1, last.out_dim)
+    with pytest.raises(ConfigError, match="tokens: last keeps no image tokens"):
+        last.image_token_span(1)
     assert not any(p.requires_grad for p in last.vlm.vision.parameters())
 
 

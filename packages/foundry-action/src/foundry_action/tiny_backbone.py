@@ -51,6 +51,10 @@ class TinyBackbone(nn.Module):
         tokens = torch.cat([x, text], dim=1)
         return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
 
+    def image_token_span(self, num_images: int) -> tuple[int, int]:
+        """(first, count) of the image tokens: grid^2 per image, before the prompt token."""
+        return 0, num_images * self.cfg.grid**2
+
 
 def register_tiny_backbone(pm: Any, name: str = "tiny_test") -> None:
     """Register ``TinyBackbone`` as backbone ``name`` on a plugin manager (tests, benchmarks)."""

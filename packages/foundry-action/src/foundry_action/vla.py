@@ -102,6 +102,13 @@ class VLA(nn.Module):
         past, future = int(spec["past"]), int(spec["future"])
         dims = {"cond": backbone.out_dim, "action": int(spec["action_dim"]), "proprio": int(spec["proprio_dim"]),
                 "horizon": past + 1 + future, "proprio_steps": past + 1}
+        if cfg.expert.get("image_readout"):
+            span = getattr(backbone, "image_token_span", None)
+            if span is None:
+                raise ConfigError(f"model.expert.image_readout: backbone {cfg.backbone.get('name')!r} "
+                                  f"({type(backbone).__name__}) does not say where its image tokens are "
+                                  "(no image_token_span); use image_readout: 0 with it")
+            dims["image_span"] = span(len(spec["cameras"]) * len(spec["image_offsets"]))
         ectx = BuildContext(ctx.registry, device=ctx.device, dims=dims, extras=ctx.extras)
         expert = ctx.registry.build("action_expert", cfg.expert, ectx, where="model.expert")
         spec = {**spec, "is_language_conditioned": cfg.use_instruction, "expert": cfg.expert.get("name")}

@@ -102,7 +102,9 @@ class Backbone(Protocol):
     """(images, prompts) -> conditioning tokens for an action expert.
 
     ``encode(images uint8 [B, N, 3, H, W], prompts list[str])`` returns ``(tokens float [B, L, out_dim],
-    mask bool [B, L])``. A backbone does its own image preprocessing and tokenization.
+    mask bool [B, L])``. A backbone does its own image preprocessing and tokenization. Optional:
+    ``image_token_span(num_images) -> (first, count)`` where the image tokens sit at fixed positions
+    of ``tokens`` (needed by an expert's flat image read-out).
     """
 
     out_dim: int

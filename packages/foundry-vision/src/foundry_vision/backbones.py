@@ -68,6 +68,14 @@ class FoundryVLMBackbone(nn.Module):
             mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return tokens, mask
 
+    def image_token_span(self, num_images: int) -> tuple[int, int]:
+        """(first, count) of the image tokens in ``encode``'s output: after BOS, before the prompt
+        (prompts without ``<image>`` placeholders, as the VLA's instructions are)."""
+        if self.cfg.tokens != "all":
+            raise ConfigError("backbone foundry_vlm: tokens: last keeps no image tokens (image_readout needs tokens: all)")
+        first = 0 if self.vlm.tokenizer.bos_token_id is None else 1
+        return first, num_images * int(self.vlm.tokens_per_image)
+
     def export_artifacts(self, out_dir: str) -> dict[str, Any]:
         """A full VLM export in ``out_dir`` (the owner's weights overwrite it on load)."""
         from foundry_core.export import export_model
@@ -108,6 +116,13 @@ class VisionEncoderBackbone(nn.Module):
     def encode(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.encoder(images)
         return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
+    def image_token_span(self, num_images: int) -> tuple[int, int]:
+        """(first, count) of the image tokens in ``encode``'s output: all of them."""
+        per_image = getattr(self.encoder, "tokens_per_image", None)
+        if per_image is None:
+            raise ConfigError(f"backbone vision_encoder: {type(self.encoder).__name__} has no fixed tokens_per_image")
+        return 0, num_images * int(per_image)
 
     def export_artifacts(self, out_dir: str) -> dict[str, Any]:
         """The encoder's own files (HF config + processor) under ``encoder/``; nothing for a ``vit``."""

@@ -8,7 +8,15 @@ Input sequence (one bidirectional transformer, no cross-attention, as in the ref
 * each proprio timestep ``[B, P+1, Dp]`` becomes one token (linear), plus a learned position;
 * each action timestep ``[B, T, A]`` becomes one token (linear) plus a learned position and a learned
   "this is clean context" embedding where the step is a pinned past action;
-* the diffusion/flow time (a float in [0, 1]) is one extra token (sinusoidal features + MLP).
+* the diffusion/flow time (a float in [0, 1]) is one extra token (sinusoidal features + MLP);
+* optional flat image read-out (``image_readout: K``): every image token of the backbone is projected
+  to K numbers, the results are concatenated in token order and mapped to one vector that is added to
+  every action token. Why: attention from action tokens to image patches starts uniform, an average
+  pool that throws away *where* things are, and a small expert trained briefly never learns to
+  localize through it (on 400 reach demos, 600 steps: t = 0 chunk error 1.17x that of predicting the
+  mean without it, 0.11x with K = 16). Concatenation keeps the position by construction, like the
+  flattened image features of diffusion policy's global conditioning. It needs a backbone whose image
+  tokens sit at fixed positions (``image_token_span``).
 
 The output layer maps the hidden states of the last ``T`` positions back to ``action_dim``.
 Test: ``uv run pytest packages/foundry-action/tests/test_action_experts.py``.
@@ -41,7 +49,8 @@ class ExpertConfig:
     """Fields shared by every expert. Dimensions left ``None`` come from ``ctx.dims`` at build time.
 
     ``ctx.dims`` keys: ``cond`` (backbone width), ``action``, ``proprio``, ``horizon`` (T = past + 1 +
-    future) and ``proprio_steps`` (P + 1).
+    future), ``proprio_steps`` (P + 1) and, for ``image_readout``, ``image_span`` ((first, count) of
+    the image tokens among the conditioning tokens).
     """
 
     preset: Literal["debug", "tiny", "small", "base", "large"] = "tiny"
@@ -57,10 +66,14 @@ class ExpertConfig:
     proprio_steps: int | None = None
     #: Copies of the action side with fresh noise/time per backbone pass (amortises the backbone).
     num_action_head_repeats: int = 1
+    #: Numbers kept per image token in the flat image read-out added to every action token (0 = off).
+    image_readout: int = 0
 
     def validate(self) -> None:
         if self.num_action_head_repeats < 1:
             raise ConfigError(f"num_action_head_repeats must be >= 1, got {self.num_action_head_repeats}")
+        if self.image_readout < 0:
+            raise ConfigError(f"image_readout must be >= 0, got {self.image_readout}")
 
 
 @dataclass(frozen=True)
@@ -73,9 +86,11 @@ class ExpertDims:
     proprio_dim: int
     horizon: int
     proprio_steps: int
+    image_readout: int = 0
+    image_span: tuple[int, int] = (0, 0)
 
 
-def resolve_dims(cfg: ExpertConfig, dims: dict[str, int]) -> ExpertDims:
+def resolve_dims(cfg: ExpertConfig, dims: dict[str, Any]) -> ExpertDims:
     """Explicit config fields win; otherwise take ``ctx.dims``; a missing one is a clear error."""
     width, depth, heads = PRESETS[cfg.preset]
     width, depth, heads = cfg.width or width, cfg.depth or depth, cfg.heads or heads
@@ -93,6 +108,15 @@ def resolve_dims(cfg: ExpertConfig, dims: dict[str, int]) -> ExpertDims:
             )
         return int(value)
 
+    span = (0, 0)
+    if cfg.image_readout:
+        span = dims.get("image_span")
+        if span is None:
+            raise ConfigError(
+                "action expert: image_readout needs the image tokens' positions (ctx.dims['image_span']); "
+                "build the expert inside a vla whose backbone has image_token_span(), or set image_readout: 0"
+            )
+        span = (int(span[0]), int(span[1]))
     return ExpertDims(
         width=width,
         depth=depth,
@@ -102,6 +126,8 @@ def resolve_dims(cfg: ExpertConfig, dims: dict[str, int]) -> ExpertDims:
         proprio_dim=pick("proprio_dim", "proprio", 0),
         horizon=pick("horizon", "horizon"),
         proprio_steps=pick("proprio_steps", "proprio_steps", 1),
+        image_readout=cfg.image_readout,
+        image_span=span,
     )
 
 
@@ -151,6 +177,12 @@ class ExpertTransformer(nn.Module):
         self.proprio_pos = nn.Parameter(torch.zeros(dims.proprio_steps, w))
         self.action_pos = nn.Parameter(torch.zeros(dims.horizon, w))
         self.context_emb = nn.Parameter(torch.zeros(w))  # added to pinned (clean) past-action tokens
+        if dims.image_readout:
+            # Standardize each (token, feature) over the batch: a language backbone's image tokens carry
+            # position in low-variance features that a plain projection drowns out (see readout()).
+            self.readout_norm = nn.BatchNorm1d(dims.image_span[1] * dims.cond_dim, affine=False)
+            self.readout_in = nn.Linear(dims.cond_dim, dims.image_readout)
+            self.readout_out = nn.Linear(dims.image_span[1] * dims.image_readout, w)
         if use_time:
             self.time_mlp = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
         self.blocks = nn.ModuleList(ExpertBlock(w, dims.heads, mlp_ratio, dropout) for _ in range(dims.depth))
@@ -160,6 +192,24 @@ class ExpertTransformer(nn.Module):
             nn.init.normal_(p, std=0.02)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if dims.image_readout:  # starts as a no-op; its weight gradient is non-zero from the first step
+            nn.init.zeros_(self.readout_out.weight)
+            nn.init.zeros_(self.readout_out.bias)
+
+    def readout(self, cond: torch.Tensor) -> torch.Tensor:
+        """Flat image read-out [B, width] of the image tokens of ``cond`` (see the module docstring).
+
+        The tokens are standardized per (token, feature) with batch statistics (running ones at
+        inference). Without it a VLM backbone's read-out did not learn (frozen VLM features, 800 steps:
+        0.86 of the error of predicting the mean; standardized: 0.07; a random ViT: 0.04 either way).
+        """
+        first, count = self.dims.image_span
+        if cond.shape[1] < first + count:
+            raise ValueError(f"image_readout expects image tokens at positions {first}..{first + count - 1}, "
+                             f"but the backbone gave only {cond.shape[1]} tokens")
+        image = cond[:, first : first + count]
+        image = self.readout_norm(image.flatten(1).float()).view_as(image).to(cond.dtype)
+        return self.readout_out(self.readout_in(image).flatten(1))
 
     def forward(
         self,
@@ -187,6 +237,8 @@ class ExpertTransformer(nn.Module):
             parts.append(self.proprio_in(proprio) + self.proprio_pos + self.type_emb[1])
             masks.append(torch.ones(b, d.proprio_steps, dtype=torch.bool, device=cond.device))
         act = self.action_in(actions) + self.action_pos + self.type_emb[2]
+        if d.image_readout:
+            act = act + self.readout(cond)[:, None]
         parts.append(act + context[..., None].to(act.dtype) * self.context_emb)
         masks.append(torch.ones(b, horizon, dtype=torch.bool, device=cond.device))
         if self.use_time:

@@ -101,14 +101,23 @@ def describe_scene(objects: Sequence[SceneObject], instruction: str, rng: random
 
 
 def caption_scene(objects: Sequence[SceneObject], rng: random.Random) -> str:
-    """One caption sentence for a rendered image of the scene."""
+    """One caption sentence for a rendered image of the scene, always saying where the objects are.
+
+    Captions that only list the objects let a VLM ignore positions; a VLA built on it then has to
+    learn localization from the demonstrations alone. Here every caption places the first object on
+    the table and, in half of them, the second one too.
+    """
     names = [_a(o) for o in objects]
     listing = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     main = objects[0]
     templates = (
-        f"{listing} on a table.",
-        f"A table with {listing}.",
         f"{listing} on the table, {label(main)} {region(main)}.",
-        f"A tabletop scene: {listing}.",
+        f"A table with {listing}; {label(main)} is {region(main)}.",
+        f"A tabletop scene: {label(main)} {region(main)}.",
+        f"{_a(main)} lies {region(main)}.",
     )
-    return _cap(rng.choice(templates))
+    caption = rng.choice(templates)
+    if len(objects) > 1 and rng.random() < 0.5:
+        other = objects[1]
+        caption = caption[:-1] + f", {label(other)} {region(other)}."
+    return _cap(caption)
