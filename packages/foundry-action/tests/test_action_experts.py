@@ -233,5 +233,13 @@ def test_image_readout_uses_token_order_and_needs_a_span(registry):
         expert.net.readout_out.weight.normal_()
     # ... with it, it can (it reads tokens 0 and 1 in order)
     assert not torch.allclose(expert.sample(cond, mask, batch), expert.sample(swapped, mask, batch))
+    # a training batch of one sample is normalized with the running estimates (batch norm would fail)
+    expert.train()
+    one = {k: v[:1] if torch.is_tensor(v) else v for k, v in batch.items()}
+    expert.net.readout_norm.running_mean.fill_(0.5)
+    train_out = expert.net(cond[:1], mask[:1], one["proprio"], torch.zeros(1, 6, 3), torch.zeros(1, 6, dtype=torch.bool))
+    expert.eval()
+    torch.testing.assert_close(train_out, expert.sample(cond[:1], mask[:1], {**one, "actions": None}))
     with pytest.raises(ValueError, match="image tokens at positions 0..4"):
         build(registry, "l1_regression", {**dims, "image_span": (0, 5)}, image_readout=4).sample(cond, mask, batch)
+

@@ -178,7 +178,7 @@ def test_image_readout_span_comes_from_the_backbone_and_survives_export(registry
     assert model.expert.dims.image_span == (0, 16)
     batch = next(source_batches(registry, node, 8))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(3):  # moves the read-out's batch-norm running statistics off their defaults
+    for _ in range(3):  # moves the read-out's running statistics off their defaults
         loss, _ = model.compute_loss(batch)
         opt.zero_grad()
         loss.backward()
