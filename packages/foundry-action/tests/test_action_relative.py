@@ -13,7 +13,7 @@ from foundry_action.store import EpisodeWriter
 from foundry_action.testing import TINY_SEMANTICS, make_tiny_store
 from foundry_action.tiny_backbone import register_tiny_backbone
 from foundry_core.config import parse_dataclass
-from foundry_core.errors import DataError
+from foundry_core.errors import ConfigError, DataError
 from foundry_core.registry import BuildContext, collect
 
 
@@ -146,3 +146,21 @@ def test_tasks_filter_selects_episodes_and_names_the_choices(tiny_episodes):
     assert set(src.sampler.index_episode.tolist()) == {1}  # episodes 0 and 2 are task_0
     with pytest.raises(Exception, match=r"no episode has a task in tasks=\['pick'\].*task_0"):
         ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, {"path": str(tiny_episodes), "tasks": ["pick"]}))
+
+
+def test_task_weights_mix_tasks_within_batches(tiny_episodes):
+    node = {"path": str(tiny_episodes), "past": 1, "future": 2}
+    src = ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, {**node, "task_weights": {"task_0": 0.25, "task_1": 0.75}}))
+    batch = next(src.batches(400, rank=0, world_size=1, seed=0))
+    share = sum(t == "task_1" for t in batch["task"]) / 400
+    assert 0.68 < share < 0.82, share  # task_1 has 1 of 3 episodes, but 3/4 of the samples
+    again = next(ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, {**node, "task_weights": {"task_0": 0.25, "task_1": 0.75}}))
+                 .batches(400, rank=0, world_size=1, seed=0))
+    assert torch.equal(batch["episode"], again["episode"]) and torch.equal(batch["anchor"], again["anchor"])
+    only = next(ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, {**node, "task_weights": {"task_1": 1.0}}))
+                .batches(50, rank=0, world_size=1, seed=0))
+    assert set(only["task"]) == {"task_1"}
+    with pytest.raises(ConfigError, match=r"task_weights names \['pick'\].*task_0"):
+        ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, {**node, "task_weights": {"pick": 1.0}}))
+    with pytest.raises(ConfigError, match="task_weights must be >= 0 with at least one > 0"):
+        parse_dataclass(ZarrEpisodes.Config, {**node, "task_weights": {"task_0": -1.0, "task_1": 1.0}})

@@ -78,6 +78,10 @@ class ZarrEpisodes:
         episodes: list[int] | None = None
         #: Keep only episodes whose metadata ``task`` is one of these (e.g. to weight tasks in a mix).
         tasks: list[str] | None = None
+        #: Sample windows so that each task gets this share of them (tasks not listed: none). One
+        #: source with mixed-task batches, unlike one source per task in a mix, where every batch
+        #: holds one task (which a batch-normalized image read-out then trains on alone).
+        task_weights: dict[str, float] | None = None
         split: Literal["all", "train", "val"] = "all"
         val_fraction: float = 0.0
         #: Pad episodes shorter than the window instead of raising.
@@ -93,6 +97,10 @@ class ZarrEpisodes:
                 raise ConfigError(f"image_size must be >= 8, got {self.image_size}")
             if not 0.0 <= self.val_fraction < 1.0:
                 raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            if self.task_weights is not None:
+                bad = {k: v for k, v in self.task_weights.items() if not v >= 0}
+                if bad or not any(v > 0 for v in self.task_weights.values()):
+                    raise ConfigError(f"task_weights must be >= 0 with at least one > 0, got {self.task_weights}")
             if self.num_workers < 0:
                 raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
             if not self.image_offsets:
@@ -141,6 +149,21 @@ class ZarrEpisodes:
         self._semantics = {f: store.semantics[f] for f in self._dims}
         self.position = 0  # global sample position of the next batch (over all ranks)
         self._perms: dict[int, np.ndarray] = {}
+        self._window_p = self._window_probabilities(cfg.task_weights) if cfg.task_weights else None
+
+    def _window_probabilities(self, weights: dict[str, float]) -> np.ndarray:
+        """Per-window sampling probability: a task's weight shared equally by its windows."""
+        window_task = np.asarray(self._tasks, dtype=object)[self.sampler.index_episode]
+        present = sorted(set(window_task.tolist()))
+        unknown = sorted(set(weights) - set(present))
+        if unknown:
+            raise ConfigError(f"{self.cfg.path}: task_weights names {unknown}, not among the selected "
+                              f"episodes' tasks {present}")
+        p = np.zeros(len(window_task))
+        for task, w in weights.items():
+            sel = window_task == task
+            p[sel] = w / sel.sum()
+        return p / p.sum()
 
     @classmethod
     def from_config(cls, cfg: Config, ctx: Any) -> ZarrEpisodes:
@@ -176,7 +199,9 @@ class ZarrEpisodes:
     def _perm(self, epoch: int, seed: int) -> np.ndarray:
         perm = self._perms.get(epoch)
         if perm is None:
-            perm = np.random.default_rng([seed, epoch]).permutation(len(self.sampler))
+            rng = np.random.default_rng([seed, epoch])
+            n = len(self.sampler)
+            perm = rng.permutation(n) if self._window_p is None else rng.choice(n, n, p=self._window_p)
             self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
             self._perms[epoch] = perm
         return perm
