@@ -76,7 +76,7 @@ class ZarrEpisodes:
         augment: AugmentConfig = field(default_factory=AugmentConfig)
         #: Episode indices to use (null = all); then ``split`` picks train/val out of them.
         episodes: list[int] | None = None
-        #: Keep only episodes whose metadata ``task`` is one of these (e.g. to weight tasks in a mix).
+        #: Keep only episodes whose metadata ``task`` is one of these.
         tasks: list[str] | None = None
         #: Sample windows so that each task gets this share of them (tasks not listed: none). One
         #: source with mixed-task batches, unlike one source per task in a mix, where every batch
@@ -111,13 +111,15 @@ class ZarrEpisodes:
         store = open_store(cfg.path)
         self.action_fields = [cfg.action_field] if isinstance(cfg.action_field, str) else list(cfg.action_field)
         self.proprio_fields = [cfg.proprio_field] if isinstance(cfg.proprio_field, str) else list(cfg.proprio_field)
+        metas = store.all_meta()
+        self._instructions = [m.get("instructions") or [""] for m in metas]
+        self._tasks = [str(m.get("task", "")) for m in metas]
         pool = list(range(len(store))) if cfg.episodes is None else list(cfg.episodes)
         if cfg.tasks is not None:
-            task_of = [str(m.get("task", "")) for m in store.all_meta()]
-            pool = [e for e in pool if task_of[e] in cfg.tasks]
+            pool = [e for e in pool if self._tasks[e] in cfg.tasks]
             if not pool:
                 raise ConfigError(f"{cfg.path}: no episode has a task in tasks={cfg.tasks} "
-                                  f"(tasks in the store: {sorted(set(task_of))})")
+                                  f"(tasks in the store: {sorted(set(self._tasks))})")
         episodes = split_episodes(pool, cfg.split, cfg.val_fraction)
         self.sampler = WindowSampler(
             store, past=cfg.past, future=cfg.future, cameras=cfg.cameras, image_offsets=cfg.image_offsets,
@@ -142,9 +144,6 @@ class ZarrEpisodes:
         self.per_timestep = cfg.relative_actions or cfg.per_timestep_stats
         self.stats = stats.with_method(cfg.normalization)
         self._dims = {f: int(np.prod(store.fields[f])) for f in self.action_fields + self.proprio_fields}
-        metas = store.all_meta()
-        self._instructions = [m.get("instructions") or [""] for m in metas]
-        self._tasks = [str(m.get("task", "")) for m in metas]
         self._fps = store.fps
         self._semantics = {f: store.semantics[f] for f in self._dims}
         self.position = 0  # global sample position of the next batch (over all ranks)
