@@ -7,8 +7,9 @@ RMSNorm eps, RoPE theta), the same random batch (batch × seq_len tokens, fp32 o
 so that load from other processes hits both alike; the median step time per model is reported.
 tokens/s = batch·seq_len / step time; MFU = (flops_per_sample · batch / step time) / peak, with the
 FLOPs formula documented in ``foundry_core.models.transformer`` and the CPU peak measured in this
-process right before (best of 5 fp32 2048² matmuls).
-ratio = our tokens/s / Llama's tokens/s (higher is better; goal >= 1.0).
+process right before (best of 10 fp32 2048² matmuls into a preallocated output).
+ratio = our tokens/s / Llama's tokens/s (higher is better; goal >= 1.0). The machine's own noise is shown
+next to it: the ratio of each round (the two models' steps of that round, back to back), min-max.
 
     uv run python benchmarks/llm_throughput.py [--quick]     # --quick: only ~10M, few steps (< 60 s)
 """
@@ -22,6 +23,8 @@ import time
 from typing import Any
 
 import torch
+
+from foundry_core.train.metrics import measure_cpu_matmul_flops
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -72,14 +75,6 @@ def _step_fn(model: torch.nn.Module, hf: bool) -> Any:
     return step
 
 
-def cpu_peak() -> float:
-    """fp32 matmul FLOP/s measured now, in this process (best of 5 products of 2048² matrices)."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(5))
-    return 2 * 2048**3 / best
-
-
 def _timed(fn: Any) -> float:
     t0 = time.perf_counter()
     fn()
@@ -95,6 +90,7 @@ def measure(name: str, spec: dict[str, Any], rounds: int, steps_per_round: int) 
     times: dict[str, list[float]] = {"ours": [], "llama": []}
     for key in steps:  # warm-up (allocator, kernels)
         steps[key](ids, labels)
+    round_ratios = []
     for r in range(rounds):
         order = ("ours", "llama") if r % 2 == 0 else ("llama", "ours")
         for key in order:
@@ -102,8 +98,10 @@ def measure(name: str, spec: dict[str, Any], rounds: int, steps_per_round: int) 
                 t0 = time.perf_counter()
                 steps[key](ids, labels)
                 times[key].append(time.perf_counter() - t0)
+        # paired per round: both models ran back to back, so slow spells of the machine hit both
+        round_ratios.append(sum(times["llama"][-steps_per_round:]) / sum(times["ours"][-steps_per_round:]))
     flops = ours.flops_per_sample({"input_ids": ids}) * spec["batch"]
-    peak = cpu_peak()
+    peak = measure_cpu_matmul_flops()
     device = f"cpu ({torch.get_num_threads()} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s measured in-process)"
     tokens = spec["batch"] * spec["seq_len"]
     row: dict[str, Any] = {"config": name, "params": sum(p.numel() for p in ours.parameters()), "device": device}
@@ -111,6 +109,7 @@ def measure(name: str, spec: dict[str, Any], rounds: int, steps_per_round: int) 
         t = statistics.median(times[key])
         row[key] = {"step_s": t, "tokens_per_s": tokens / t, "mfu": flops / t / peak}
     row["ratio"] = row["ours"]["tokens_per_s"] / row["llama"]["tokens_per_s"]
+    row["round_ratios"] = round_ratios
     return row
 
 
@@ -118,7 +117,7 @@ def run(quick: bool) -> dict[str, Any]:
     if quick:
         rows = [measure("~10M", {**CONFIGS["~10M"], "batch": 2}, rounds=2, steps_per_round=1)]
     else:
-        rows = [measure(n, spec, rounds=4, steps_per_round=2) for n, spec in CONFIGS.items()]
+        rows = [measure(n, spec, rounds=8, steps_per_round=2) for n, spec in CONFIGS.items()]
     head = rows[0]
     return {
         "name": "llm_throughput",
@@ -134,10 +133,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only ~10M with few steps (< 60 s)")
     args = parser.parse_args()
     result = run(args.quick)
-    print(f"{'config':<8} {'params':>10} {'ours tok/s':>11} {'llama tok/s':>12} {'ours MFU':>9} {'llama MFU':>10} {'ratio':>6}")
+    print(f"{'config':<8} {'params':>10} {'ours tok/s':>11} {'llama tok/s':>12} {'ours MFU':>9} {'llama MFU':>10} "
+          f"{'ratio':>6} {'rounds min-max':>15}")
     for r in result["rows"]:
+        spread = f"{min(r['round_ratios']):.2f}-{max(r['round_ratios']):.2f}"
         print(f"{r['config']:<8} {r['params'] / 1e6:>9.1f}M {r['ours']['tokens_per_s']:>11.0f} "
-              f"{r['llama']['tokens_per_s']:>12.0f} {r['ours']['mfu']:>9.3f} {r['llama']['mfu']:>10.3f} {r['ratio']:>6.2f}")
+              f"{r['llama']['tokens_per_s']:>12.0f} {r['ours']['mfu']:>9.3f} {r['llama']['mfu']:>10.3f} {r['ratio']:>6.2f} "
+              f"{spread:>15}")
     print(f"device: {result['rows'][0]['device']}; ratio = ours / Llama tokens per second (goal >= 1.0)")
 
 

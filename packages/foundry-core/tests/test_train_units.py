@@ -188,7 +188,7 @@ def test_peak_flops_table_and_cpu_probe_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Mystery GPU 9000")
     assert metrics.peak_flops(torch.device("cuda", 0))[:2] == (0.0, False)
     calls = []
-    monkeypatch.setattr(metrics, "_cpu_probe", lambda: calls.append(1) or 1.0e11)
+    monkeypatch.setattr(metrics, "measure_cpu_matmul_flops", lambda: calls.append(1) or 1.0e11)
     assert metrics.cpu_peak_flops() == 1.0e11
     assert metrics.cpu_peak_flops() == 1.0e11
     assert calls == [1] and (tmp_path / "foundry" / "cpu_peak_flops.json").is_file()
