@@ -11,7 +11,9 @@ process right before (best of 10 fp32 2048² matmuls into a preallocated output)
 ratio = our tokens/s / Llama's tokens/s (higher is better; goal >= 1.0). The machine's own noise is shown
 next to it: the ratio of each round (the two models' steps of that round, back to back), min-max.
 
-    uv run python benchmarks/llm_throughput.py [--quick]     # --quick: only ~10M, few steps (< 60 s)
+    uv run python benchmarks/llm_throughput.py [--quick] [--device cuda]   # --quick: only ~10M, few steps (< 60 s)
+On a GPU both models train under bf16 autocast with 8x the CPU batch; MFU is against the trainer's dense
+bf16 peak table (``foundry_core.train.metrics.GPU_PEAK_BF16``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import torch
 
-from foundry_core.train.metrics import measure_cpu_matmul_flops
+from foundry_core.train.metrics import measure_cpu_matmul_flops, peak_flops
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -57,7 +59,7 @@ def _models(spec: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
     return ours, llama
 
 
-def _step_fn(model: torch.nn.Module, hf: bool) -> Any:
+def _step_fn(model: torch.nn.Module, hf: bool, device: str) -> Any:
     from foundry_core.models.generation import next_token_loss
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -65,12 +67,14 @@ def _step_fn(model: torch.nn.Module, hf: bool) -> Any:
     kwargs = {"use_cache": False} if hf else {}
 
     def step(ids: torch.Tensor, labels: torch.Tensor) -> float:
-        logits = model(input_ids=ids, **kwargs).logits
-        loss, _ = next_token_loss(logits, labels)
+        # GPU: bf16 autocast for both models (fp32 master weights); CPU: fp32
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            logits = model(input_ids=ids, **kwargs).logits
+            loss, _ = next_token_loss(logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss.detach())
+        return float(loss.detach())  # a host sync: the step is finished when the timer stops
 
     return step
 
@@ -81,12 +85,12 @@ def _timed(fn: Any) -> float:
     return time.perf_counter() - t0
 
 
-def measure(name: str, spec: dict[str, Any], rounds: int, steps_per_round: int) -> dict[str, Any]:
-    ours, llama = _models(spec)
+def measure(name: str, spec: dict[str, Any], rounds: int, steps_per_round: int, device: str = "cpu") -> dict[str, Any]:
+    ours, llama = (m.to(device) for m in _models(spec))
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, spec["vocab_size"], (spec["batch"], spec["seq_len"]), generator=g)
+    ids = torch.randint(0, spec["vocab_size"], (spec["batch"], spec["seq_len"]), generator=g).to(device)
     labels = ids.roll(-1, dims=1)
-    steps = {"ours": _step_fn(ours, False), "llama": _step_fn(llama, True)}
+    steps = {"ours": _step_fn(ours, False, device), "llama": _step_fn(llama, True, device)}
     times: dict[str, list[float]] = {"ours": [], "llama": []}
     for key in steps:  # warm-up (allocator, kernels)
         steps[key](ids, labels)
@@ -101,26 +105,38 @@ def measure(name: str, spec: dict[str, Any], rounds: int, steps_per_round: int) 
         # paired per round: both models ran back to back, so slow spells of the machine hit both
         round_ratios.append(sum(times["llama"][-steps_per_round:]) / sum(times["ours"][-steps_per_round:]))
     flops = ours.flops_per_sample({"input_ids": ids}) * spec["batch"]
-    peak = measure_cpu_matmul_flops()
-    device = f"cpu ({torch.get_num_threads()} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s measured in-process)"
+    if device.startswith("cuda"):
+        peak, known, gpu = peak_flops(torch.device(device))
+        where = f"{gpu}, bf16 autocast, dense bf16 peak {peak / 1e12:.0f} TFLOP/s" if known else f"{gpu}, bf16 autocast, peak unknown"
+    else:
+        peak = measure_cpu_matmul_flops()
+        where = f"cpu ({torch.get_num_threads()} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s measured in-process)"
     tokens = spec["batch"] * spec["seq_len"]
-    row: dict[str, Any] = {"config": name, "params": sum(p.numel() for p in ours.parameters()), "device": device}
+    row: dict[str, Any] = {"config": name, "params": sum(p.numel() for p in ours.parameters()), "device": where}
     for key in times:
         t = statistics.median(times[key])
-        row[key] = {"step_s": t, "tokens_per_s": tokens / t, "mfu": flops / t / peak}
+        row[key] = {"step_s": t, "tokens_per_s": tokens / t, "flops_per_s": flops / t,
+                    "mfu": flops / t / peak if peak > 0 else float("nan")}
     row["ratio"] = row["ours"]["tokens_per_s"] / row["llama"]["tokens_per_s"]
     row["round_ratios"] = round_ratios
     return row
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, device: str = "cpu") -> dict[str, Any]:
+    # a GPU gets 8x the batch: the CPU batches would leave it mostly idle
+    scale = 8 if device.startswith("cuda") else 1
     if quick:
-        rows = [measure("~10M", {**CONFIGS["~10M"], "batch": 2}, rounds=2, steps_per_round=1)]
+        rows = [measure("~10M", {**CONFIGS["~10M"], "batch": 2 * scale}, rounds=2, steps_per_round=1, device=device)]
     else:
-        rows = [measure(n, spec, rounds=8, steps_per_round=2) for n, spec in CONFIGS.items()]
+        rows = [measure(n, {**spec, "batch": spec["batch"] * scale}, rounds=8, steps_per_round=2, device=device)
+                for n, spec in CONFIGS.items()]
     head = rows[0]
     return {
+        "flops_per_s": head["ours"]["flops_per_s"],
         "name": "llm_throughput",
+        "metric": "our tokens/s / Llama's tokens/s",
+        "goal": 1.0,
+        "higher_is_better": True,
         "ratio": head["ratio"],
         "baseline": f"LlamaForCausalLM {head['llama']['tokens_per_s']:.0f} tok/s",
         "ours": f"transformer {head['ours']['tokens_per_s']:.0f} tok/s",
@@ -131,8 +147,9 @@ def run(quick: bool) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only ~10M with few steps (< 60 s)")
+    parser.add_argument("--device", default="cpu", help="cpu (fp32) or cuda (bf16 autocast, batch x8)")
     args = parser.parse_args()
-    result = run(args.quick)
+    result = run(args.quick, args.device)
     print(f"{'config':<8} {'params':>10} {'ours tok/s':>11} {'llama tok/s':>12} {'ours MFU':>9} {'llama MFU':>10} "
           f"{'ratio':>6} {'rounds min-max':>15}")
     for r in result["rows"]:
