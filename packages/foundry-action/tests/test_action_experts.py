@@ -242,5 +242,3 @@ def test_image_readout_uses_token_order_and_needs_a_span(registry):
     torch.testing.assert_close(train_out, expert.sample(cond[:1], mask[:1], {**one, "actions": None}))
     with pytest.raises(ValueError, match="image tokens at positions 0..4"):
         build(registry, "l1_regression", {**dims, "image_span": (0, 5)}, image_readout=4).sample(cond, mask, batch)
-
-
