@@ -2,8 +2,11 @@
 
 Both models get the same shape (dim, layers, heads, kv heads, SwiGLU width, vocab, tied embeddings,
 RMSNorm eps, RoPE theta), the same random batch (batch × seq_len tokens, fp32 on CPU), the same loss
-(our next-token cross-entropy on the logits), AdamW, and the same loop in this process (Llama with
-``use_cache=False``: training builds no KV cache). Steps of the two models are interleaved in rounds
+value (mean next-token cross-entropy), AdamW, and the same loop in this process. Each model computes
+the loss the way it is trained: ours through ``compute_loss`` (the trainer's call; in fp32 it fuses the
+output head with the loss, see ``foundry_core.models.linear_cross_entropy``), Llama as cross-entropy on
+its logits (what ``hf_causal_lm.compute_loss`` and Llama's own ``labels=`` path do), with
+``use_cache=False`` (training builds no KV cache). Steps of the two models are interleaved in rounds
 so that load from other processes hits both alike; the median step time per model is reported.
 tokens/s = batch·seq_len / step time; MFU = (flops_per_sample · batch / step time) / peak, with the
 FLOPs formula documented in ``foundry_core.models.transformer`` and the CPU peak measured in this
@@ -69,8 +72,10 @@ def _step_fn(model: torch.nn.Module, hf: bool, device: str) -> Any:
     def step(ids: torch.Tensor, labels: torch.Tensor) -> float:
         # GPU: bf16 autocast for both models (fp32 master weights); CPU: fp32
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-            logits = model(input_ids=ids, **kwargs).logits
-            loss, _ = next_token_loss(logits, labels)
+            if hf:  # what hf_causal_lm.compute_loss (and Llama's own labels= path) does: CE on the logits
+                loss, _ = next_token_loss(model(input_ids=ids, **kwargs).logits, labels)
+            else:  # the trainer's path: compute_loss (head and loss fused in fp32)
+                loss, _ = model.compute_loss({"input_ids": ids, "labels": labels})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

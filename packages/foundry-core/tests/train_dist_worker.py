@@ -110,6 +110,26 @@ def config(out: Path, strategy: str, source: dict, steps: int = 8) -> dict:
     }
 
 
+def lm_config(out: Path, strategy: str, steps: int = 4) -> dict:
+    """The tied debug transformer (fused head + loss, tied-embedding gradient hand-over) on real text."""
+    text = {"name": "wds_text_untokenized", "corpus": "pydoc_topics", "tokenizer": "byte", "seq_len": 64,
+            "split": "train"}
+    return {
+        "run": {"name": f"lm_{strategy}", "out_dir": str(out), "seed": 3},
+        "model": {"name": "transformer", "preset": "debug", "max_seq_len": 64, "tokenizer": "byte"},
+        "data": {"mix": [{"source": text}]},
+        "train": {
+            "budget": {"steps": steps},
+            "batch": {"global": 4, "per_device": 2},
+            "optim": {"name": "adamw", "lr": 3.0e-3},
+            "schedule": {"name": "constant", "warmup": 0},
+            "log_every": 1,
+            "progress": False,
+        },
+        "distributed": {"strategy": strategy},
+    }
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     pm = make_plugin_manager(entry_points_enabled=False)
@@ -122,6 +142,8 @@ def main() -> None:
         bf16["train"]["precision"] = "bf16"
         bf16["train"]["callbacks"] = [{"name": "dtype_report", "path": str(out / f"bf16_{strategy}_dtypes")}]
         train_from_config(bf16, pm=pm)
+    for strategy in ("ddp", "fsdp2"):
+        train_from_config(lm_config(out / f"lm_{strategy}", strategy), pm=pm)
     skewed = config(out / "skewed", "ddp", {"name": "rank_skewed"}, steps=100)
     skewed["train"]["batch"] = {"global": 4, "per_device": 2}
     run_dir = train_from_config(skewed, pm=pm)

@@ -8,7 +8,9 @@ matmul each, fewer kernels per step. Attention is ``F.scaled_dot_product_attenti
 documents. Generation uses a pre-allocated KV cache (see :mod:`foundry_core.models.generation`).
 
 Interface used by the trainer: ``compute_loss``, ``fsdp_block_types``, ``flops_per_sample``,
-``export_artifacts``. Interface reused as the LLM inside a VLM (the same on ``hf_causal_lm``):
+``export_artifacts``. ``compute_loss`` never forms the [tokens, vocab] logits in fp32 training: the head
+and the cross-entropy are one step (:mod:`foundry_core.models.linear_cross_entropy`), and with tied
+weights the embedding's gradient rows are added into the head's gradient instead of a fresh table. Interface reused as the LLM inside a VLM (the same on ``hf_causal_lm``):
 ``embed(input_ids) -> [B, L, D]``; ``forward(input_ids | inputs_embeds, attention_mask [B, Lk]
 (1 = keep), document_ids [B, L], position_ids [B, L], kv_cache, output_hidden_states) -> LMOutput``;
 ``new_cache(batch, max_len)``; ``resize_token_embeddings(n)``; attributes ``hidden_size``,
@@ -35,6 +37,7 @@ from torch import nn
 
 from foundry_core.errors import ConfigError, DataError
 from foundry_core.models.generation import LMOutput, check_token_ids, generate, next_token_loss
+from foundry_core.models.linear_cross_entropy import TiedGradient, Workspace, linear_cross_entropy, tied_embedding
 from foundry_core.registry import BuildContext
 from foundry_core.tokenizers import check_vocab, load_tokenizer
 
@@ -192,6 +195,7 @@ class Transformer(nn.Module):
         # [max_seq_len, head_dim]; the first half of rope_sin is negated, as _rope expects
         self.register_buffer("rope_cos", torch.cat((freqs.cos(), freqs.cos()), dim=-1), persistent=False)
         self.register_buffer("rope_sin", torch.cat((-freqs.sin(), freqs.sin()), dim=-1), persistent=False)
+        self._ce_workspace = Workspace()  # reused logits buffers of the fused head + loss (not state)
         self.reset_parameters()
 
     # ------------------------------------------------------------------ construction
@@ -269,6 +273,16 @@ class Transformer(nn.Module):
         kv_cache: KVCache | None = None,
         output_hidden_states: bool = False,
     ) -> LMOutput:
+        h, hidden = self._final_hidden(input_ids, inputs_embeds, attention_mask, document_ids, position_ids,
+                                       kv_cache, output_hidden_states)
+        return LMOutput(self.output(h), hidden, kv_cache)
+
+    def _final_hidden(
+        self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, attention_mask: torch.Tensor | None,
+        document_ids: torch.Tensor | None, position_ids: torch.Tensor | None, kv_cache: KVCache | None,
+        output_hidden_states: bool,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """The normed hidden states the output head reads [B, L, D], and (on request) every layer's."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         h = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
@@ -298,15 +312,34 @@ class Transformer(nn.Module):
             hidden[-1] = h
         if kv_cache is not None:
             kv_cache.pos = start + L
-        return LMOutput(self.output(h), tuple(hidden) if hidden is not None else None, kv_cache)
+        return h, tuple(hidden) if hidden is not None else None
 
     # ------------------------------------------------------------------ trainer interface
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         input_ids = batch["input_ids"]
         check_token_ids(input_ids, self.vocab_size, "transformer input_ids")
-        out = self(input_ids, document_ids=batch.get("document_ids"), position_ids=batch.get("position_ids"))
-        loss, n = next_token_loss(out.logits, batch["labels"])
+        link = TiedGradient() if self.dims.tie_embeddings and self._fused_head() else None
+        emb = tied_embedding(input_ids, self.tok_embeddings.weight, link) if link is not None else self.embed(input_ids)
+        h, _ = self._final_hidden(None, emb, None, batch.get("document_ids"), batch.get("position_ids"), None, False)
+        return self.head_loss(h, batch["labels"], link)
+
+    def _fused_head(self) -> bool:
+        return self.output.weight.dtype == torch.float32 and not torch.is_autocast_enabled(self.output.weight.device.type)
+
+    def head_loss(
+        self, h: torch.Tensor, labels: torch.Tensor, link: TiedGradient | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Next-token loss of the output head on final hidden states ``h`` [B, L, D].
+
+        In float32 without autocast the head and the loss are fused (:mod:`.linear_cross_entropy`: no
+        [tokens, vocab] logits in autograd, fewer passes and fresh buffers, same value and gradients);
+        otherwise logits are formed and upcast as usual. ``link``: see ``compute_loss`` (tied weights).
+        """
+        if self._fused_head() and h.dtype == torch.float32:
+            loss, n = linear_cross_entropy(h, self.output.weight, labels, self._ce_workspace, link)
+        else:
+            loss, n = next_token_loss(self.output(h), labels)
         return loss, {"tokens": float(n)}
 
     def fsdp_block_types(self) -> tuple[type[nn.Module], ...]:
