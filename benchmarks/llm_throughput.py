@@ -2,7 +2,7 @@
 
 Both models get the same shape (dim, layers, heads, kv heads, SwiGLU width, vocab, tied embeddings,
 RMSNorm eps, RoPE theta), the same random batch (batch × seq_len tokens, fp32 on CPU), the same loss
-value (mean next-token cross-entropy), AdamW, and the same loop in this process. Each model computes
+value (mean next-token cross-entropy), the trainer's AdamW, and the same loop in this process. Each model computes
 the loss the way it is trained: ours through ``compute_loss`` (the trainer's call; in fp32 it fuses the
 output head with the loss, see ``foundry_core.models.linear_cross_entropy``), Llama as cross-entropy on
 its logits (what ``hf_causal_lm.compute_loss`` and Llama's own ``labels=`` path do), with
@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from foundry_core.train.metrics import measure_cpu_matmul_flops, peak_flops
+from foundry_core.train.optim import AdamW
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -65,7 +66,8 @@ def _models(spec: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
 def _step_fn(model: torch.nn.Module, hf: bool, device: str) -> Any:
     from foundry_core.models.generation import next_token_loss
 
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # the trainer's optimizer (fused AdamW, no decay on norms/embeddings) for both models
+    opt = AdamW(AdamW.Config(lr=1e-4)).build(model)
     # a training step needs no KV cache; without this Llama would build a DynamicCache every forward
     kwargs = {"use_cache": False} if hf else {}
 
@@ -125,7 +127,8 @@ def run(quick: bool, device: str = "cpu") -> dict[str, Any]:
     # a GPU gets 8x the batch: the CPU batches would leave it mostly idle
     scale = 8 if device.startswith("cuda") else 1
     if quick:
-        rows = [measure("~10M", {**CONFIGS["~10M"], "batch": 2 * scale}, rounds=2, steps_per_round=1, device=device)]
+        rows = [measure("~10M", {**CONFIGS["~10M"], "batch": CONFIGS["~10M"]["batch"] * scale}, rounds=4,
+                        steps_per_round=1, device=device)]
     else:
         rows = [measure(n, {**spec, "batch": spec["batch"] * scale}, rounds=8, steps_per_round=2, device=device)
                 for n, spec in CONFIGS.items()]

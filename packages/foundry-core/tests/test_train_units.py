@@ -67,6 +67,29 @@ def test_no_weight_decay_rule(foundry_registry):
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"]
     opt = foundry_registry.build("optimizer", {"name": "adamw", "lr": 1e-3}).build(net)
     assert isinstance(opt, torch.optim.AdamW) and len(opt.param_groups) == 2
+    assert opt.defaults["fused"]  # one kernel per step on CPU/CUDA
+    net.pos.data = net.pos.data.to(torch.float64)
+    net.proj.weight.data = net.proj.weight.data.to(torch.bfloat16)
+    opt = foundry_registry.build("optimizer", {"name": "adamw", "lr": 1e-3}).build(net)
+    assert opt.defaults["fused"]  # mixed float dtypes are fine for the fused kernel
+    opt = foundry_registry.build("optimizer", {"name": "adamw", "lr": 1e-3}).build(_Net().to("meta"))
+    assert not opt.defaults["fused"] and opt.defaults["foreach"]  # no fused kernel there: multi-tensor path
+
+
+def test_fused_adamw_steps_like_the_multi_tensor_one(foundry_registry):
+    torch.manual_seed(0)
+    nets = [_Net(), _Net()]
+    nets[1].load_state_dict(nets[0].state_dict())
+    fused = foundry_registry.build("optimizer", {"name": "adamw", "lr": 1e-2}).build(nets[0])
+    foreach = torch.optim.AdamW(param_groups(nets[1], 0.1), lr=1e-2, betas=(0.9, 0.95), foreach=True)
+    x = torch.randint(0, 10, (6,))
+    for _ in range(3):
+        for net, opt in zip(nets, (fused, foreach)):
+            opt.zero_grad()
+            (net.head(net.proj(net.norm(net.embed_tokens(x) + net.pos[:6]))) ** 2).mean().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def _source(**kw) -> SyntheticRegression:
