@@ -28,7 +28,7 @@ def _batch(vocab: int = 320) -> dict[str, torch.Tensor]:
 
 
 def _grads(model: Transformer) -> dict[str, torch.Tensor]:
-    out = {k: p.grad.clone() for k, p in model.named_parameters()}
+    out = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
     return out
 
@@ -122,7 +122,28 @@ def test_workspace_is_reused_and_not_copied():
     model, batch = _model(True), _batch()
     model.compute_loss(batch)[0].backward()
     buf = model._ce_workspace.logits
-    assert buf is not None and buf.shape == (3 * 37, 320)
+    assert buf is not None and buf.shape == (3 * 36 - 9, 320)  # only rows with a target reach the head
     model.compute_loss(batch)[0].backward()
     assert model._ce_workspace.logits is buf  # same memory, no fresh [tokens, vocab] buffer
     assert copy.deepcopy(model)._ce_workspace.logits is None
+
+
+def test_embeds_loss_skips_rows_without_targets_and_matches_logits_path():
+    """A VLM-like batch: most rows (image/prompt tokens) have no target; only the others reach the head."""
+    model, batch = _model(False), _batch()
+    embeds = model.embed(batch["input_ids"]).detach().requires_grad_(True)
+    labels = batch["labels"].clone()
+    labels[:, :30] = -100
+    loss, metrics = model.embeds_loss(embeds, labels)
+    loss.backward()
+    g_fused, g_embeds = _grads(model), embeds.grad.clone()
+    embeds.grad = None
+    plain, n = next_token_loss(model(inputs_embeds=embeds).logits, labels)
+    plain.backward()
+    assert metrics["tokens"] == n == 3 * 6
+    assert model._ce_workspace.logits.shape[0] == n
+    torch.testing.assert_close(loss, plain)
+    torch.testing.assert_close(g_embeds, embeds.grad, rtol=1e-4, atol=1e-7)
+    assert g_embeds[:, :30].abs().sum() > 0  # rows without a target still get gradient through attention
+    for k, g in _grads(model).items():
+        torch.testing.assert_close(g_fused[k], g, rtol=1e-4, atol=1e-7, msg=k)

@@ -1,7 +1,7 @@
 """``hf_causal_lm``: any local Hugging Face causal LM folder (``AutoModelForCausalLM``) behind our LM interface.
 
 Same interface as ``transformer`` (see :mod:`foundry_core.models.transformer`): ``compute_loss``,
-``fsdp_block_types`` (the decoder-layer classes named by the model's ``_no_split_modules``),
+``embeds_loss``, ``fsdp_block_types`` (the decoder-layer classes named by the model's ``_no_split_modules``),
 ``flops_per_sample`` (same formula), ``export_artifacts``, ``generate`` (our loop over HF's cache),
 ``embed``, ``forward(...) -> LMOutput``, ``new_cache``, ``resize_token_embeddings``, ``hidden_size``,
 ``vocab_size``, ``tokenizer``. Labels in our batches are already shifted, so the loss is computed
@@ -136,6 +136,11 @@ class HFCausalLM(nn.Module):
         check_token_ids(input_ids, self.vocab_size, f"hf_causal_lm ({self.model.config.model_type}) input_ids")
         out = self(input_ids, document_ids=batch.get("document_ids"), position_ids=batch.get("position_ids"))
         loss, n = next_token_loss(out.logits, batch["labels"])
+        return loss, {"tokens": float(n)}
+
+    def embeds_loss(self, inputs_embeds: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Next-token loss of a sequence given as embeddings (a VLM's image + text tokens)."""
+        loss, n = next_token_loss(self(inputs_embeds=inputs_embeds).logits, labels)
         return loss, {"tokens": float(n)}
 
     def fsdp_block_types(self) -> tuple[type[nn.Module], ...]:

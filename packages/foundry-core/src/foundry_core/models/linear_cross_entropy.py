@@ -6,15 +6,15 @@ backward. Here the logits of a block of rows are written into a reused workspace
 log-probabilities in a second one, and the gradient of that block (softmax - one-hot) is formed in place
 and multiplied into the gradients of ``h`` and ``W`` right away; backward only hands those over. On a
 CPU this saves the page faults of the fresh buffers (each new 32+ MB tensor is fresh memory from the
-kernel) and three passes over [N, V]; everywhere it bounds the head's memory to the workspace. The
-per-row weight of the mean (1/n for counted rows, 0 for ignored ones) is folded into the small [N, D]
-operands, never into the big matrix.
+kernel) and three passes over [N, V]; everywhere it bounds the head's memory to the workspace. Rows
+without a target (prompts, image tokens, padding) are dropped before the head, and the mean's 1/n is
+folded into the small [N, D] operands, never into the big matrix.
 
 Used by ``transformer.compute_loss`` when the head runs in float32 without autocast (the plain CPU and
 fp32 GPU case); under autocast or low-precision weights the model keeps the generic path, whose
 ``float()`` upcast of the logits this module would otherwise have to copy.
 
-Test: ``uv run pytest packages/foundry-core/tests/test_llm_transformer.py -k cross_entropy``.
+Test: ``uv run pytest packages/foundry-core/tests/test_linear_cross_entropy.py``.
 """
 
 from __future__ import annotations
@@ -94,15 +94,14 @@ def tied_embedding(ids: torch.Tensor, weight: torch.Tensor, link: TiedGradient) 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, n: int, workspace: Workspace,
+        ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, workspace: Workspace,
         grad_enabled: bool, link: TiedGradient | None,
     ) -> torch.Tensor:
+        """Mean loss over rows of ``h`` [N, D], every one with a target in ``targets`` [N] (no -100 here)."""
         N, V = h.shape[0], weight.shape[0]
         rows = min(N, max(MIN_ROWS, WORKSPACE_ELEMENTS // V))
         logits_buf, logp_buf = workspace.get(rows, h, V)
-        valid = labels != -100
-        scale = valid.to(h.dtype) / n  # d(mean loss)/d(row loss): 1/n, 0 for ignored rows
-        target = labels.clamp_min(0).unsqueeze(1)
+        target = targets.unsqueeze(1)
         # needs_input_grad ignores no_grad (forward always runs without grad mode), hence grad_enabled
         need_h, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
         grad_h = torch.empty_like(h) if need_h else None
@@ -110,19 +109,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
         loss = h.new_zeros(())
         for start in range(0, N, rows):
             end = min(start + rows, N)
-            hb, sb, tb = h[start:end], scale[start:end], target[start:end]
+            hb, tb = h[start:end], target[start:end]
             logits = torch.mm(hb, weight.t(), out=logits_buf[: end - start])
             logp = torch.log_softmax(logits, dim=1, out=logp_buf[: end - start])
-            loss -= (logp.gather(1, tb).squeeze(1) * sb).sum()
+            loss -= logp.gather(1, tb).sum()
             if not (need_h or need_w):
                 continue
             grad = logp.exp_()  # softmax ...
             grad.scatter_add_(1, tb, torch.full(tb.shape, -1.0, dtype=grad.dtype, device=grad.device))  # ... - one-hot
+            # the mean's 1/N goes into the small [rows, D] operands, never into the [rows, V] matrix
             if grad_h is not None:
-                torch.mm(grad, weight, out=grad_h[start:end]).mul_(sb.unsqueeze(1))
+                torch.mm(grad, weight, out=grad_h[start:end]).div_(N)
             if need_w:
-                hs = hb * sb.unsqueeze(1)
+                hs = hb / N
                 grad_w = torch.mm(grad.t(), hs) if grad_w is None else grad_w.addmm_(grad.t(), hs)
+        loss /= N
         # kept on ctx (not save_for_backward) so backward can hand them over without a copy
         ctx.grads = (grad_h, grad_w)
         ctx.link = link
@@ -141,7 +142,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_w.mul_(grad_loss)
             if ctx.link is not None:
                 ctx.link.grad_w = grad_w  # the tied embedding's backward (later) adds its rows in place
-        return grad_h, grad_w, None, None, None, None, None
+        return grad_h, grad_w, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -161,7 +162,13 @@ def linear_cross_entropy(
     if flat.numel() and (int(flat.max()) >= V or bool(((flat < 0) & (flat != -100)).any())):
         bad = int(flat.max()) if int(flat.max()) >= V else int(flat[(flat < 0) & (flat != -100)][0])
         raise DataError(f"labels: token id {bad} is outside the model's vocabulary [0, {V}) (and is not -100)")
-    n = int((flat != -100).sum())
+    counted = flat != -100
+    n = int(counted.sum())
     if n == 0:
         return (h2 @ weight.t()).sum() * 0.0, 0
-    return _LinearCrossEntropy.apply(h2, weight, flat, n, workspace, torch.is_grad_enabled(), link), n
+    if n < flat.shape[0]:
+        # rows without a target (prompts, image tokens, padding) never reach the head: only the counted
+        # rows are multiplied (index_select's backward scatters their gradient back)
+        rows = counted.nonzero().squeeze(1)
+        h2, flat = h2.index_select(0, rows), flat.index_select(0, rows)
+    return _LinearCrossEntropy.apply(h2, weight, flat, workspace, torch.is_grad_enabled(), link), n

@@ -10,9 +10,12 @@ documents. Generation uses a pre-allocated KV cache (see :mod:`foundry_core.mode
 Interface used by the trainer: ``compute_loss``, ``fsdp_block_types``, ``flops_per_sample``,
 ``export_artifacts``. ``compute_loss`` never forms the [tokens, vocab] logits in fp32 training: the head
 and the cross-entropy are one step (:mod:`foundry_core.models.linear_cross_entropy`), and with tied
-weights the embedding's gradient rows are added into the head's gradient instead of a fresh table. Interface reused as the LLM inside a VLM (the same on ``hf_causal_lm``):
-``embed(input_ids) -> [B, L, D]``; ``forward(input_ids | inputs_embeds, attention_mask [B, Lk]
-(1 = keep), document_ids [B, L], position_ids [B, L], kv_cache, output_hidden_states) -> LMOutput``;
+weights the embedding's gradient rows are added into the head's gradient instead of a fresh table.
+
+Interface reused as the LLM inside a VLM (the same on ``hf_causal_lm``): ``embed(input_ids) -> [B, L, D]``;
+``embeds_loss(inputs_embeds, labels) -> (loss, metrics)``; ``forward(input_ids | inputs_embeds,
+attention_mask [B, Lk] (1 = keep), document_ids [B, L], position_ids [B, L], kv_cache,
+output_hidden_states) -> LMOutput``;
 ``new_cache(batch, max_len)``; ``resize_token_embeddings(n)``; attributes ``hidden_size``,
 ``vocab_size`` and ``tokenizer``.
 
@@ -37,7 +40,12 @@ from torch import nn
 
 from foundry_core.errors import ConfigError, DataError
 from foundry_core.models.generation import LMOutput, check_token_ids, generate, next_token_loss
-from foundry_core.models.linear_cross_entropy import TiedGradient, Workspace, linear_cross_entropy, tied_embedding
+from foundry_core.models.linear_cross_entropy import (
+    TiedGradient,
+    Workspace,
+    linear_cross_entropy,
+    tied_embedding,
+)
 from foundry_core.registry import BuildContext
 from foundry_core.tokenizers import check_vocab, load_tokenizer
 
@@ -323,6 +331,11 @@ class Transformer(nn.Module):
         emb = tied_embedding(input_ids, self.tok_embeddings.weight, link) if link is not None else self.embed(input_ids)
         h, _ = self._final_hidden(None, emb, None, batch.get("document_ids"), batch.get("position_ids"), None, False)
         return self.head_loss(h, batch["labels"], link)
+
+    def embeds_loss(self, inputs_embeds: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Next-token loss of a sequence given as embeddings (a VLM's image + text tokens), fused head."""
+        h, _ = self._final_hidden(None, inputs_embeds, None, None, None, None, False)
+        return self.head_loss(h, labels)
 
     def _fused_head(self) -> bool:
         return self.output.weight.dtype == torch.float32 and not torch.is_autocast_enabled(self.output.weight.device.type)

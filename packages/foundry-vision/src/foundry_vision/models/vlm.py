@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from foundry_core.config import component
 from foundry_core.errors import ConfigError, DataError
+from foundry_core.models.generation import next_token_loss
 from foundry_core.registry import BuildContext
 from foundry_vision.encoders.projector import Projector, ProjectorConfig
 from foundry_vision.freeze import freeze_by_patterns
@@ -140,9 +140,10 @@ class VLM(nn.Module):
             targets.append([-100] * (len(prefix) - 1) + seq[len(prefix) :] + [-100])
         ids = self._pad(rows, self.pad_id)
         labels = self._pad(targets, -100)
-        logits = self.llm(inputs_embeds=self._embed(ids, images)).logits
-        n = int((labels != -100).sum())
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        embeds = self._embed(ids, images)
+        if hasattr(self.llm, "embeds_loss"):  # our LMs (the transformer fuses head + loss, skips image rows)
+            return self.llm.embeds_loss(embeds, labels)
+        loss, n = next_token_loss(self.llm(inputs_embeds=embeds).logits, labels)
         return loss, {"tokens": float(n)}
 
     def fsdp_block_types(self) -> tuple[type[nn.Module], ...]:
