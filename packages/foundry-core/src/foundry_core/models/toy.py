@@ -45,6 +45,7 @@ class ToyMLP(nn.Module):
         self.blocks = nn.ModuleList(ToyBlock(cfg.width, cfg.dropout) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width)
         self.out = nn.Linear(cfg.width, cfg.out_dim)
+        self._matmul_weights = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
 
     @classmethod
     def from_config(cls, cfg: Config, ctx: Any) -> ToyMLP:
@@ -66,8 +67,7 @@ class ToyMLP(nn.Module):
 
     def flops_per_sample(self, batch: dict[str, Any]) -> float:
         """6 × (matmul weights): 2 for the forward, 4 for the backward."""
-        n = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
-        return 6.0 * n
+        return 6.0 * self._matmul_weights
 
     def export_artifacts(self, out_dir: str) -> dict[str, Any]:
         return {}

@@ -240,7 +240,8 @@ class Trainer:
         host = torch.zeros(3 + n_lab, dtype=torch.float64)
         dev = torch.zeros(2 + n_lab, dtype=torch.float64, device=info.device)  # loss, nonfinite, per label
         model_metrics: dict[str, float] = {}
-        self.module.train()
+        if not (self.module.training and self.model.training):  # evaluate() / generate() in a callback left eval mode
+            self.module.train()
         for i, (label, batch) in enumerate(micro):
             j = labels.index(label)
             host[0] += batch_num_samples(batch)
