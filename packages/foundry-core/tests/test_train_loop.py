@@ -93,6 +93,16 @@ class DtypeProbe(ToyMLP):
         return super().compute_loss(batch)
 
 
+class ModeProbe(ToyMLP):
+    """Records whether the model (and its blocks) were in training mode at each compute_loss."""
+
+    seen: list[bool] = []
+
+    def compute_loss(self, batch):
+        ModeProbe.seen.append(self.training and all(m.training for m in self.modules()))
+        return super().compute_loss(batch)
+
+
 class SigtermAt:
     """Callback: sends SIGTERM to this process right after optimizer step ``step``."""
 
@@ -116,6 +126,7 @@ class SigtermAt:
 def register_models(register):
     register("nan_toy", NaNToy)
     register("dtype_probe", DtypeProbe)
+    register("mode_probe", ModeProbe)
 
 
 @hookimpl
@@ -155,6 +166,22 @@ def _trainer(cfg: dict, pm) -> Trainer:
     return Trainer(
         parse_dataclass(RunConfig, cfg, registry=registry), cfg, registry, Path(cfg["run"]["out_dir"]), pm=pm
     )
+
+
+def test_every_step_trains_in_train_mode_even_after_eval_elsewhere(tmp_path, pm):
+    """A callback (sample generation, a probe) may leave the model in eval mode; the next step undoes it."""
+    cfg = make_config(tmp_path / "mode", budget={"steps": 3})
+    cfg["model"]["name"] = "mode_probe"
+    trainer = _trainer(cfg, pm)
+    try:
+        trainer.build()
+        ModeProbe.seen.clear()
+        assert trainer.train_step() is not None
+        trainer.model.eval()  # what generate() does
+        assert trainer.train_step() is not None
+        assert ModeProbe.seen == [True, True]
+    finally:
+        trainer.close()
 
 
 def test_bf16_keeps_fp32_masters_and_optimizer_state(tmp_path, pm):
