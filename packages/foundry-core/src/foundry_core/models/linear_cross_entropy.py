@@ -40,8 +40,9 @@ class Workspace:
 
     def get(self, rows: int, like: torch.Tensor, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
         buf = self.logits
-        if buf is None or buf.shape[0] < rows or buf.shape[1] != vocab or buf.dtype != like.dtype or buf.device != like.device:
-            self.logits = self.logp = None  # free the old pair before allocating the new one
+        fits = buf is not None and buf.shape[0] >= rows and buf.shape[1] == vocab and buf.dtype == like.dtype
+        if not (fits and buf is not None and buf.device == like.device):
+            buf = self.logits = self.logp = None  # free the old pair before allocating the new one
             self.logits = torch.empty(rows, vocab, dtype=like.dtype, device=like.device)
             self.logp = torch.empty_like(self.logits)
         assert self.logits is not None and self.logp is not None
