@@ -114,20 +114,11 @@ def lm_config(out: Path, strategy: str, steps: int = 4) -> dict:
     """The tied debug transformer (fused head + loss, tied-embedding gradient hand-over) on real text."""
     text = {"name": "wds_text_untokenized", "corpus": "pydoc_topics", "tokenizer": "byte", "seq_len": 64,
             "split": "train"}
-    return {
-        "run": {"name": f"lm_{strategy}", "out_dir": str(out), "seed": 3},
-        "model": {"name": "transformer", "preset": "debug", "max_seq_len": 64, "tokenizer": "byte"},
-        "data": {"mix": [{"source": text}]},
-        "train": {
-            "budget": {"steps": steps},
-            "batch": {"global": 4, "per_device": 2},
-            "optim": {"name": "adamw", "lr": 3.0e-3},
-            "schedule": {"name": "constant", "warmup": 0},
-            "log_every": 1,
-            "progress": False,
-        },
-        "distributed": {"strategy": strategy},
-    }
+    cfg = config(out, strategy, text, steps=steps)
+    cfg["run"]["name"] = f"lm_{strategy}"
+    cfg["model"] = {"name": "transformer", "preset": "debug", "max_seq_len": 64, "tokenizer": "byte"}
+    cfg["train"]["optim"]["lr"] = 3.0e-3
+    return cfg
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from foundry_core.errors import DataError
+from foundry_core.models.generation import check_token_ids
 
 #: Elements of one workspace buffer (two are used): 2**24 float32 = 64 MB, but never fewer than 256 rows,
 #: so that accumulating W's gradient block by block stays compute bound.
@@ -40,8 +41,7 @@ class Workspace:
 
     def get(self, rows: int, like: torch.Tensor, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
         buf = self.logits
-        fits = buf is not None and buf.shape[0] >= rows and buf.shape[1] == vocab and buf.dtype == like.dtype
-        if not (fits and buf is not None and buf.device == like.device):
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != vocab or buf.dtype != like.dtype or buf.device != like.device:
             buf = self.logits = self.logp = None  # free the old pair before allocating the new one
             self.logits = torch.empty(rows, vocab, dtype=like.dtype, device=like.device)
             self.logp = torch.empty_like(self.logits)
@@ -159,11 +159,8 @@ def linear_cross_entropy(
     h2, flat = h.reshape(-1, h.shape[-1]), labels.reshape(-1)
     if flat.shape[0] != h2.shape[0]:
         raise DataError(f"labels: {tuple(labels.shape)} does not match the hidden states' {tuple(h.shape[:-1])}")
-    V = weight.shape[0]
-    if flat.numel() and (int(flat.max()) >= V or bool(((flat < 0) & (flat != -100)).any())):
-        bad = int(flat.max()) if int(flat.max()) >= V else int(flat[(flat < 0) & (flat != -100)][0])
-        raise DataError(f"labels: token id {bad} is outside the model's vocabulary [0, {V}) (and is not -100)")
     counted = flat != -100
+    check_token_ids(flat[counted], weight.shape[0], "labels")
     n = int(counted.sum())
     if n == 0:
         return (h2 @ weight.t()).sum() * 0.0, 0
