@@ -76,7 +76,7 @@ def _step_fn(model: torch.nn.Module, hf: bool, device: str) -> Any:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
             if hf:  # what hf_causal_lm.compute_loss (and Llama's own labels= path) does: CE on the logits
                 loss, _ = next_token_loss(model(input_ids=ids, **kwargs).logits, labels)
-            else:  # the trainer's path: compute_loss (head and loss fused in fp32)
+            else:  # the trainer's path: compute_loss (head and loss fused; bf16 matmuls under autocast)
                 loss, _ = model.compute_loss({"input_ids": ids, "labels": labels})
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -108,14 +110,52 @@ def test_tied_embedding_without_head_gradient_falls_back_to_dense():
     torch.testing.assert_close(w.grad, expected)
 
 
-def test_low_precision_and_autocast_use_the_logits_path():
-    model, batch = _model(True), _batch()
-    assert model._fused_head()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not model._fused_head()
-        loss, _ = model.compute_loss(batch)
-    assert torch.isfinite(loss)
-    assert not model.to(torch.bfloat16)._fused_head()
+@contextlib.contextmanager
+def _precision(model: Transformer, mode: str) -> Iterator[Transformer]:
+    """``autocast``: fp32 weights under bf16 autocast (a GPU run's default); ``bf16``: bf16 weights (FSDP2's param_dtype)."""
+    if mode == "bf16":
+        yield model.to(torch.bfloat16)
+    else:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            yield model
+
+
+@pytest.mark.parametrize("mode", ["autocast", "bf16"])
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("workspace_elements", [1 << 24, 8 * 320])
+def test_bf16_fused_loss_equals_logits_path(mode, tie, workspace_elements, monkeypatch):
+    """Same equivalence as float32, with bf16 tolerances: bf16 matmuls, float32 log-softmax and accumulation."""
+    monkeypatch.setattr(lce, "WORKSPACE_ELEMENTS", workspace_elements)
+    monkeypatch.setattr(lce, "MIN_ROWS", 8)
+    batch = _batch()
+    with _precision(_model(tie), mode) as model:
+        fused, metrics = model.compute_loss(batch)
+        assert model._ce_workspace.logits.dtype == torch.bfloat16  # the fused path ran, in bf16
+        assert model._ce_workspace.logp.dtype == torch.float32
+        fused.backward()
+        g_fused = _grads(model)
+        plain, n = next_token_loss(model(batch["input_ids"]).logits, batch["labels"])
+        plain.backward()
+        g_plain = _grads(model)
+    assert fused.dtype == torch.float32 and metrics["tokens"] == n
+    torch.testing.assert_close(fused, plain, rtol=1e-3, atol=1e-3)
+    assert g_fused.keys() == g_plain.keys()
+    for k in g_plain:
+        assert g_fused[k].dtype == g_plain[k].dtype, k
+        a, b = g_fused[k].float(), g_plain[k].float()
+        # bf16 keeps 8 bits of mantissa: compare relative to the tensor's scale, and demand the same direction
+        assert (a - b).norm() <= 0.02 * b.norm() + 1e-6, (k, float((a - b).norm() / b.norm()))
+        assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999, k
+
+
+@pytest.mark.parametrize("mode", ["autocast", "bf16"])
+def test_bf16_fused_loss_is_close_to_float32(mode):
+    """Against the float32 model: the float32 log-softmax keeps the loss within bf16 rounding of the true one."""
+    batch = _batch()
+    exact, _ = _model(True).compute_loss(batch)
+    with _precision(_model(True), mode) as model:
+        low, _ = model.compute_loss(batch)
+    torch.testing.assert_close(low, exact, rtol=2e-2, atol=2e-2)
 
 
 def test_workspace_is_reused_and_not_copied():

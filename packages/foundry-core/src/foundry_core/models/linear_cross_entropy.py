@@ -10,9 +10,12 @@ kernel) and three passes over [N, V]; everywhere it bounds the head's memory to 
 without a target (prompts, image tokens, padding) are dropped before the head, and the mean's 1/n is
 folded into the small [N, D] operands, never into the big matrix.
 
-Used by ``transformer.compute_loss`` when the head runs in float32 without autocast (the plain CPU and
-fp32 GPU case); under autocast or low-precision weights the model keeps the generic path, whose
-``float()`` upcast of the logits this module would otherwise have to copy.
+Used by ``transformer.compute_loss`` in every precision. Under autocast or with low-precision (bf16/fp16)
+weights the matmuls run in that dtype (the autocast dtype, else the weight's) while the log-softmax,
+the loss and the accumulation of W's gradient over blocks stay in float32, the same precision split
+the generic path gets from autocast plus its ``float()`` upcast of the logits; the block's logits are
+cast once into the float32 workspace and its gradient cast back into the low-precision one, so no
+[tokens, vocab] tensor is ever kept for backward. Gradients come back in the dtypes of ``h`` and ``W``.
 
 Test: ``uv run pytest packages/foundry-core/tests/test_linear_cross_entropy.py``.
 """
@@ -33,18 +36,22 @@ MIN_ROWS = 256
 
 
 class Workspace:
-    """Two reusable [rows, V] buffers (logits, log-probabilities), grown when a call needs more."""
+    """Two reusable [rows, V] buffers, grown when a call needs more.
+
+    ``logits``: in the matmul dtype (also holds the block's gradient cast for the backward matmuls when that
+    dtype is low precision); ``logp``: float32 log-probabilities (the same dtype as ``logits`` in float32).
+    """
 
     def __init__(self) -> None:
         self.logits: torch.Tensor | None = None
         self.logp: torch.Tensor | None = None
 
-    def get(self, rows: int, like: torch.Tensor, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, rows: int, vocab: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         buf = self.logits
-        if buf is None or buf.shape[0] < rows or buf.shape[1] != vocab or buf.dtype != like.dtype or buf.device != like.device:
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != vocab or buf.dtype != dtype or buf.device != device:
             buf = self.logits = self.logp = None  # free the old pair before allocating the new one
-            self.logits = torch.empty(rows, vocab, dtype=like.dtype, device=like.device)
-            self.logp = torch.empty_like(self.logits)
+            self.logits = torch.empty(rows, vocab, dtype=dtype, device=device)
+            self.logp = torch.empty(rows, vocab, dtype=torch.float32, device=device)
         assert self.logits is not None and self.logp is not None
         return self.logits[:rows], self.logp[:rows]
 
@@ -96,37 +103,51 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, workspace: Workspace,
-        grad_enabled: bool, link: TiedGradient | None,
+        grad_enabled: bool, link: TiedGradient | None, dtype: torch.dtype,
     ) -> torch.Tensor:
-        """Mean loss over rows of ``h`` [N, D], every one with a target in ``targets`` [N] (no -100 here)."""
+        """Mean loss over rows of ``h`` [N, D], every one with a target in ``targets`` [N] (no -100 here).
+
+        ``dtype``: the matmuls' dtype; log-softmax, loss and W's gradient accumulation are float32.
+        """
         N, V = h.shape[0], weight.shape[0]
         rows = min(N, max(MIN_ROWS, WORKSPACE_ELEMENTS // V))
-        logits_buf, logp_buf = workspace.get(rows, h, V)
+        logits_buf, logp_buf = workspace.get(rows, V, dtype, h.device)
+        low = dtype != torch.float32
+        hc, wc = h.to(dtype), weight.to(dtype)  # no copies in float32; one [V, D] cast under autocast
         target = targets.unsqueeze(1)
         # needs_input_grad ignores no_grad (forward always runs without grad mode), hence grad_enabled
         need_h, need_w = grad_enabled and ctx.needs_input_grad[0], grad_enabled and ctx.needs_input_grad[1]
-        grad_h = torch.empty_like(h) if need_h else None
+        grad_h = torch.empty_like(hc) if need_h else None
         grad_w: torch.Tensor | None = None
-        loss = h.new_zeros(())
+        loss = torch.zeros((), dtype=torch.float32, device=h.device)
         for start in range(0, N, rows):
             end = min(start + rows, N)
-            hb, tb = h[start:end], target[start:end]
-            logits = torch.mm(hb, weight.t(), out=logits_buf[: end - start])
-            logp = torch.log_softmax(logits, dim=1, out=logp_buf[: end - start])
+            hb, tb = hc[start:end], target[start:end]
+            logits = torch.mm(hb, wc.t(), out=logits_buf[: end - start])
+            # float32 log-softmax (the upcast the generic path does with .float()), into reused memory
+            logp = torch.log_softmax(logits, dim=1, dtype=torch.float32, out=logp_buf[: end - start])
             loss -= logp.gather(1, tb).sum()
             if not (need_h or need_w):
                 continue
             grad = logp.exp_()  # softmax ...
             grad.scatter_add_(1, tb, torch.full(tb.shape, -1.0, dtype=grad.dtype, device=grad.device))  # ... - one-hot
+            if low:
+                grad = logits.copy_(grad)  # the logits are spent: their buffer takes the low-precision gradient
             # the mean's 1/N goes into the small [rows, D] operands, never into the [rows, V] matrix
             if grad_h is not None:
-                torch.mm(grad, weight, out=grad_h[start:end]).div_(N)
+                torch.mm(grad, wc, out=grad_h[start:end]).div_(N)
             if need_w:
-                hs = hb / N
-                grad_w = torch.mm(grad.t(), hs) if grad_w is None else grad_w.addmm_(grad.t(), hs)
+                block = torch.mm(grad.t(), hb / N)
+                if grad_w is None:
+                    grad_w = block.float() if low else block
+                else:
+                    grad_w.add_(block)  # float32 accumulation over blocks
         loss /= N
         # kept on ctx (not save_for_backward) so backward can hand them over without a copy
-        ctx.grads = (grad_h, grad_w)
+        ctx.grads = (
+            grad_h.to(h.dtype) if grad_h is not None else None,
+            grad_w.to(weight.dtype) if grad_w is not None else None,
+        )
         ctx.link = link
         return loss
 
@@ -143,7 +164,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_w.mul_(grad_loss)
             if ctx.link is not None:
                 ctx.link.grad_w = grad_w  # the tied embedding's backward (later) adds its rows in place
-        return grad_h, grad_w, None, None, None, None
+        return grad_h, grad_w, None, None, None, None, None
+
+
+def matmul_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The dtype the head's matmul runs in: autocast's when it is on for the weight's device, else the weight's."""
+    device_type = weight.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return weight.dtype
 
 
 def linear_cross_entropy(
@@ -152,7 +181,8 @@ def linear_cross_entropy(
     """Mean cross-entropy of ``h @ weight.T`` against ``labels`` (-100 = not counted), and the counted tokens.
 
     ``h`` [..., D], ``weight`` [V, D], ``labels`` [...] (already shifted). Same value and gradients as
-    :func:`foundry_core.models.generation.next_token_loss` on the logits; a batch without any target
+    :func:`foundry_core.models.generation.next_token_loss` on the logits (in float32; within low-precision
+    rounding under autocast or bf16 weights, see the module docstring); the loss is float32; a batch without any target
     yields a zero loss that still has (zero) gradients. ``link``: the :class:`TiedGradient` the input
     embedding of the same forward was looked up with, when ``weight`` is also the embedding table.
     """
@@ -169,4 +199,7 @@ def linear_cross_entropy(
         # rows are multiplied (index_select's backward scatters their gradient back)
         rows = counted.nonzero().squeeze(1)
         h2, flat = h2.index_select(0, rows), flat.index_select(0, rows)
-    return _LinearCrossEntropy.apply(h2, weight, flat, workspace, torch.is_grad_enabled(), link), n
+    dtype = matmul_dtype(weight)
+    with torch.autocast(weight.device.type, enabled=False):  # the casts above are explicit
+        loss = _LinearCrossEntropy.apply(h2, weight, flat, workspace, torch.is_grad_enabled(), link, dtype)
+    return loss, n

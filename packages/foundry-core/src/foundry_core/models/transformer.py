@@ -8,8 +8,8 @@ matmul each, fewer kernels per step. Attention is ``F.scaled_dot_product_attenti
 documents. Generation uses a pre-allocated KV cache (see :mod:`foundry_core.models.generation`).
 
 Interface used by the trainer: ``compute_loss``, ``fsdp_block_types``, ``flops_per_sample``,
-``export_artifacts``. ``compute_loss`` never forms the [tokens, vocab] logits in fp32 training: the head
-and the cross-entropy are one step (:mod:`foundry_core.models.linear_cross_entropy`), and with tied
+``export_artifacts``. ``compute_loss`` never forms the [tokens, vocab] logits in training (fp32, bf16 weights
+or autocast): the head and the cross-entropy are one step (:mod:`foundry_core.models.linear_cross_entropy`), and with tied
 weights the embedding's gradient rows are added into the head's gradient instead of a fresh table.
 
 Interface reused as the LLM inside a VLM (the same on ``hf_causal_lm``): ``embed(input_ids) -> [B, L, D]``;
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from foundry_core.errors import ConfigError, DataError
-from foundry_core.models.generation import LMOutput, check_token_ids, generate, next_token_loss
+from foundry_core.models.generation import LMOutput, check_token_ids, generate
 from foundry_core.models.linear_cross_entropy import (
     TiedGradient,
     Workspace,
@@ -327,7 +327,7 @@ class Transformer(nn.Module):
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         input_ids = batch["input_ids"]
         check_token_ids(input_ids, self.vocab_size, "transformer input_ids")
-        link = TiedGradient() if self.dims.tie_embeddings and self._fused_head() else None
+        link = TiedGradient() if self.dims.tie_embeddings else None
         emb = tied_embedding(input_ids, self.tok_embeddings.weight, link) if link is not None else self.embed(input_ids)
         h, _ = self._final_hidden(None, emb, None, batch.get("document_ids"), batch.get("position_ids"), None, False)
         return self.head_loss(h, batch["labels"], link)
@@ -337,22 +337,16 @@ class Transformer(nn.Module):
         h, _ = self._final_hidden(None, inputs_embeds, None, None, None, None, False)
         return self.head_loss(h, labels)
 
-    def _fused_head(self) -> bool:
-        return self.output.weight.dtype == torch.float32 and not torch.is_autocast_enabled(self.output.weight.device.type)
-
     def head_loss(
         self, h: torch.Tensor, labels: torch.Tensor, link: TiedGradient | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Next-token loss of the output head on final hidden states ``h`` [B, L, D].
 
-        In float32 without autocast the head and the loss are fused (:mod:`.linear_cross_entropy`: no
-        [tokens, vocab] logits in autograd, fewer passes and fresh buffers, same value and gradients);
-        otherwise logits are formed and upcast as usual. ``link``: see ``compute_loss`` (tied weights).
+        The head and the loss are fused (:mod:`.linear_cross_entropy`: no [tokens, vocab] logits in
+        autograd, fewer passes and fresh buffers, same value and gradients; under autocast or bf16 weights
+        bf16 matmuls with a float32 log-softmax). ``link``: see ``compute_loss`` (tied weights).
         """
-        if self._fused_head() and h.dtype == torch.float32:
-            loss, n = linear_cross_entropy(h, self.output.weight, labels, self._ce_workspace, link)
-        else:
-            loss, n = next_token_loss(self.output(h), labels)
+        loss, n = linear_cross_entropy(h, self.output.weight, labels, self._ce_workspace, link)
         return loss, {"tokens": float(n)}
 
     def fsdp_block_types(self) -> tuple[type[nn.Module], ...]:
