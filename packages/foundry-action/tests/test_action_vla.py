@@ -162,7 +162,7 @@ def test_trainer_grad_checkpointing_gives_same_gradients(registry, tiny_episodes
 
 
 class NoSpanBackbone(TinyBackbone):
-    """A backbone that does not say where its image tokens are (like hf_vlm)."""
+    """A backbone that does not say where its image tokens are."""
 
     image_token_span = None
 

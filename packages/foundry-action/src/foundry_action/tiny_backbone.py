@@ -51,7 +51,7 @@ class TinyBackbone(nn.Module):
         tokens = torch.cat([x, text], dim=1)
         return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
 
-    def image_token_span(self, num_images: int) -> tuple[int, int]:
+    def image_token_span(self, num_images: int, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
         """(first, count) of the image tokens: grid^2 per image, before the prompt token."""
         return 0, num_images * self.cfg.grid**2
 

@@ -103,8 +103,9 @@ class Backbone(Protocol):
 
     ``encode(images uint8 [B, N, 3, H, W], prompts list[str])`` returns ``(tokens float [B, L, out_dim],
     mask bool [B, L])``. A backbone does its own image preprocessing and tokenization. Optional:
-    ``image_token_span(num_images) -> (first, count)`` where the image tokens sit at fixed positions
-    of ``tokens`` (needed by an expert's flat image read-out).
+    ``image_token_span(num_images, image_size=(H, W)) -> (first, count)`` where the image tokens sit at
+    fixed positions of ``tokens`` (needed by an expert's flat image read-out); ``image_size`` is the
+    policy's input size, for backbones whose token count depends on it (``hf_vlm``).
     """
 
     out_dim: int

@@ -68,9 +68,10 @@ class FoundryVLMBackbone(nn.Module):
             mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return tokens, mask
 
-    def image_token_span(self, num_images: int) -> tuple[int, int]:
+    def image_token_span(self, num_images: int, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
         """(first, count) of the image tokens in ``encode``'s output: after BOS, before the prompt
-        (prompts without ``<image>`` placeholders, as the VLA's instructions are)."""
+        (prompts without ``<image>`` placeholders, as the VLA's instructions are). The encoder resizes
+        every image to its own size, so ``image_size`` does not change the count."""
         if self.cfg.tokens != "all":
             raise ConfigError("backbone foundry_vlm: tokens: last keeps no image tokens (image_readout needs tokens: all)")
         first = 0 if self.vlm.tokenizer.bos_token_id is None else 1
@@ -117,8 +118,9 @@ class VisionEncoderBackbone(nn.Module):
         tokens = self.encoder(images)
         return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
 
-    def image_token_span(self, num_images: int) -> tuple[int, int]:
-        """(first, count) of the image tokens in ``encode``'s output: all of them."""
+    def image_token_span(self, num_images: int, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(first, count) of the image tokens in ``encode``'s output: all of them (the encoder resizes
+        to its own size, so ``image_size`` does not change the count)."""
         per_image = getattr(self.encoder, "tokens_per_image", None)
         if per_image is None:
             raise ConfigError(f"backbone vision_encoder: {type(self.encoder).__name__} has no fixed tokens_per_image")

@@ -10,6 +10,15 @@ the processor returns to the model.
 
 Registered as ``model: hf_vlm`` (trainable) and ``backbone: hf_vlm`` (for action experts).
 
+Image read-out (``image_token_span``): an expert's flat read-out needs the image tokens at fixed
+positions. The placeholder goes before the prompt and padding is on the right, so the positions depend
+only on the image count and size: they are found at build time by running the processor on blank images
+of the policy's input size (with two different prompts: a processor that moved them is refused), and
+every ``encode`` checks its batch has the same layout, failing with the family and the size to use
+(e.g. Qwen's processor picks the patch grid from the input size, so other camera sizes give other counts).
+The span covers the first to the last image token; families that wrap each image in marker tokens
+(Qwen's vision start/end, Idefics3's ``<fake_token_around_image>``) have those few markers inside it.
+
 Test: ``uv run pytest packages/foundry-vision/tests/test_vision_hf_vlm.py``.
 """
 
@@ -131,6 +140,8 @@ class HFVLM(nn.Module):
         if len(self.tokenizer) > self.vocab_size:
             raise ConfigError(f"hf_vlm.path: tokenizer has {len(self.tokenizer)} tokens but the model only {self.vocab_size} embeddings")
         self.out_dim = self.hidden_size * len(cfg.layers)
+        #: (num_images, (H, W), image-token positions) fixed by image_token_span, checked by encode
+        self._image_layout: tuple[int, tuple[int, int], torch.Tensor] | None = None
         if cfg.freeze:
             freeze_by_patterns(self.hf, resolve_freeze(self.hf, cfg.freeze, self.family, "hf_vlm.freeze"), "hf_vlm.freeze")
 
@@ -262,9 +273,52 @@ class HFVLM(nn.Module):
         new = out[:, inputs["input_ids"].shape[1] :]
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
+    def image_token_span(self, num_images: int, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        """(first, count) of the image tokens in ``encode``'s output for ``num_images`` images of
+        ``image_size`` (H, W), derived from the processor; ``encode`` then accepts only that layout."""
+        where = f"hf_vlm ({self.model_type})"
+        if self.cfg.tokens != "all":
+            raise ConfigError(f"{where}: tokens: last keeps no image tokens (image_readout needs tokens: all)")
+        if image_size is None:
+            raise ConfigError(f"{where}: image_token_span needs the input image size: this family's image token "
+                              "count depends on it (the vla passes its data source's image_size)")
+        h, w = (int(x) for x in image_size)
+        blank = torch.zeros(1, num_images, 3, h, w, dtype=torch.uint8)
+        layouts = []
+        for prompt in ("", "pick up the red block and put it in the bin"):
+            ids = self._process(blank, self._texts(num_images, [prompt]))["input_ids"][0].cpu()
+            layouts.append((ids == self.hf.config.image_token_id).nonzero().squeeze(1))
+        if not torch.equal(layouts[0], layouts[1]):
+            raise ConfigError(f"{where}: the processor puts the image tokens of {num_images} images of {h}x{w} at "
+                              "positions that depend on the prompt; the image read-out needs fixed positions")
+        positions = layouts[0]
+        self._image_layout = (num_images, (h, w), positions)
+        first = int(positions[0])
+        return first, int(positions[-1]) - first + 1
+
+    def _check_image_layout(self, images: torch.Tensor, input_ids: torch.Tensor) -> None:
+        """The batch's image tokens sit where ``image_token_span`` said (or fail naming the size to use)."""
+        assert self._image_layout is not None
+        n, (h, w), positions = self._image_layout
+        is_image = input_ids == self.hf.config.image_token_id
+        per_sample = is_image.sum(1)
+        positions = positions.to(input_ids.device)
+        ok = images.shape[1] == n and input_ids.shape[1] > int(positions[-1])
+        ok = ok and bool((per_sample == len(positions)).all()) and bool(is_image[:, positions].all())
+        if not ok:
+            got = int(per_sample.max())
+            raise DataError(
+                f"hf_vlm ({self.model_type}): the image read-out was built for {n} images of {h}x{w} "
+                f"({len(positions)} image tokens at fixed positions), but this batch has {images.shape[1]} images of "
+                f"{images.shape[3]}x{images.shape[4]} giving {got} image tokens: this family's processor varies the "
+                f"count with the input size; feed {h}x{w} images (set the data source's image_size: {h})"
+            )
+
     def encode(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Conditioning tokens: hidden states of ``cfg.layers`` over the prompt (images included)."""
         inputs = self._process(images, self._texts(images.shape[1], list(prompts)))
+        if self._image_layout is not None:
+            self._check_image_layout(images, inputs["input_ids"])
         hs = self.hf(**inputs, output_hidden_states=True, use_cache=False).hidden_states
         try:
             tokens = torch.cat([hs[i] for i in self.cfg.layers], dim=-1)
