@@ -44,6 +44,17 @@ def cli_runner() -> CliRunner:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (small models: threads only contend on shared CI cores)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
 def shared_data():
     """Path to ``../shared/data`` (the reference system's small real data); skips when absent."""
     from foundry_core.testing.paths import shared_data_dir
