@@ -173,22 +173,21 @@ class VLA(nn.Module):
             tokens, mask = self.condition(batch)
             loss = self.expert.loss(tokens, mask, batch)
             return loss, {"action_loss": float(loss.detach())}
-        delegate = self._backbone_loss()
-        if delegate is None:
+        trainable = self._backbone_model()
+        if trainable is None:
             raise DataError(
                 f"vla: got a {modality!r} batch, but backbone {type(self.backbone).__name__} has no compute_loss; "
                 "co-training on non-robot data needs a language backbone (foundry_vlm or hf_vlm)"
             )
-        return delegate(batch)
+        return trainable.compute_loss(batch)
 
-    def _backbone_loss(self) -> Any:
-        """``compute_loss`` of the backbone, or of the model it wraps (a direct child, e.g. ``vlm``)."""
-        own = getattr(self.backbone, "compute_loss", None)
-        if own is not None:
-            return own
+    def _backbone_model(self) -> Any:
+        """The backbone if it has ``compute_loss``, else the model it wraps (a direct child, e.g. ``vlm``)."""
+        if callable(getattr(self.backbone, "compute_loss", None)):
+            return self.backbone
         for child in self.backbone.children():
             if callable(getattr(child, "compute_loss", None)):
-                return child.compute_loss
+                return child
         return None
 
     @torch.no_grad()
@@ -206,15 +205,21 @@ class VLA(nn.Module):
         return tuple(types)
 
     def flops_per_sample(self, batch: dict[str, Any]) -> float:
-        """Robot batches: the expert's 6 * params * sequence * repeats (the backbone's share is not
-        counted, so MFU is a lower bound); other batches: the backbone's own estimate (0 = unknown)."""
+        """Robot batches: the whole model. The expert's 6 x params x sequence x repeats, plus the
+        backbone's forward FLOPs of this batch (``encode_flops``), tripled when the backbone trains
+        (its backward) and counted once when it is frozen; a backbone without ``encode_flops`` adds 0
+        (MFU is then a lower bound). Other batches: the backbone's own estimate (0 = unknown)."""
         if batch.get("modality") != "robot":
-            inner = getattr(self.backbone, "flops_per_sample", None)
+            inner = getattr(self._backbone_model(), "flops_per_sample", None)
             return float(inner(batch)) if inner is not None else 0.0
         d = self.expert.dims
         seq = 1 + getattr(self, "_cond_tokens", 1) + d.proprio_steps + d.horizon  # time + cond + proprio + actions
         n = sum(p.numel() for p in self.expert.parameters())
-        return 6.0 * n * seq * getattr(self.expert.cfg, "num_action_head_repeats", 1)
+        expert = 6.0 * n * seq * getattr(self.expert.cfg, "num_action_head_repeats", 1)
+        encode = getattr(self.backbone, "encode_flops", None)
+        backbone = float(encode()) if encode is not None else 0.0
+        trains = any(p.requires_grad for p in self.backbone.parameters())
+        return expert + backbone * (3.0 if trains else 1.0)
 
     def export_artifacts(self, out_dir: str) -> dict[str, Any]:
         """Write stats + policy metadata (+ the backbone's own artifacts) and point the node at them."""

@@ -94,21 +94,25 @@ def _local_copy(url: str) -> Path:
     return dest
 
 
+def export_folder(path: str | Path) -> Path:
+    """The local folder of an export at ``path`` (a local path, ``file://`` or an fsspec URL, fetched once)."""
+    text = str(path)
+    if "://" in text and not text.startswith("file://"):
+        return _local_copy(text)
+    folder = Path(text.removeprefix("file://"))
+    if not (folder / "config.yaml").is_file():
+        raise FoundryError(f"{folder} is not an export folder (no config.yaml)")
+    return folder
+
+
 def load_pretrained(path: str | Path, *, device: str = "cpu", registry: Registry | None = None) -> nn.Module:
     """Rebuild the model of an export folder (local path or fsspec URL) and load its weights strictly."""
     from safetensors.torch import load_model
 
     from foundry_core.registry import BuildContext, get_registry
 
-    text = str(path)
-    folder = (
-        _local_copy(text)
-        if "://" in text and not text.startswith("file://")
-        else Path(text.removeprefix("file://"))
-    )
+    folder = export_folder(path)
     cfg_path = folder / "config.yaml"
-    if not cfg_path.is_file():
-        raise FoundryError(f"{folder} is not an export folder (no config.yaml)")
     cfg = yaml.safe_load(cfg_path.read_text()) or {}
     if "model" not in cfg:
         raise ConfigError(f"{cfg_path}: missing the 'model' node")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 from torch import nn
 
 from foundry_core.config import component
@@ -27,11 +28,12 @@ from foundry_vision.freeze import freeze_by_patterns
 
 
 class FoundryVLMBackbone(nn.Module):
-    """A composed ``vlm`` loaded from its export folder (``load_pretrained``)."""
+    """A VLM trained by our trainer, loaded from its export folder (``load_pretrained``): a composed
+    ``vlm`` or a fine-tuned ``hf_vlm`` (LLM -> VLM -> VLA and HF VLM -> VLA are the same one line)."""
 
     @dataclass(kw_only=True)
     class Config:
-        #: The VLM run's ``export/`` folder (local path or fsspec URL).
+        #: The VLM run's ``export/`` folder (local path or fsspec URL) of a ``vlm`` or ``hf_vlm``.
         path: str
         #: Hidden-state layers (0 = embeddings, -1 = last), concatenated on the feature axis.
         layers: list[int] = field(default_factory=lambda: [-1])
@@ -40,12 +42,13 @@ class FoundryVLMBackbone(nn.Module):
         #: Parameter globs (``vision*``, ``projector*``, ``llm*``) to freeze.
         freeze: list[str] = field(default_factory=list)
 
-    def __init__(self, cfg: Config, vlm: nn.Module) -> None:
+    def __init__(self, cfg: Config, vlm: nn.Module, vlm_node: dict[str, Any]) -> None:
         super().__init__()
         if not hasattr(vlm, "encode"):
             raise ConfigError(f"backbone foundry_vlm: the export at {cfg.path} is a {type(vlm).__name__}, not a vlm")
         self.cfg = cfg
         self.vlm = vlm
+        self.vlm_node = vlm_node  # the export's model node: re-exporting the VLM writes it again
         vlm.cfg.layers = list(cfg.layers)
         self.out_dim = int(vlm.hidden_size) * len(cfg.layers)
         if cfg.freeze:
@@ -53,12 +56,14 @@ class FoundryVLMBackbone(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Config, ctx: BuildContext) -> FoundryVLMBackbone:
-        from foundry_core.export import load_pretrained
+        from foundry_core.export import export_folder, load_pretrained
 
         path = cfg.path
         if ctx.pretrained_dir is not None and "://" not in path and not Path(path).is_absolute():
             path = str(Path(ctx.pretrained_dir) / path)
-        return cls(cfg, load_pretrained(path, device=ctx.device, registry=ctx.registry).train())
+        folder = export_folder(path)
+        node = yaml.safe_load((folder / "config.yaml").read_text())["model"]
+        return cls(cfg, load_pretrained(folder, device=ctx.device, registry=ctx.registry).train(), node)
 
     def encode(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, mask = self.vlm.encode(images, list(prompts))
@@ -69,29 +74,31 @@ class FoundryVLMBackbone(nn.Module):
         return tokens, mask
 
     def image_token_span(self, num_images: int, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
-        """(first, count) of the image tokens in ``encode``'s output: after BOS, before the prompt
-        (prompts without ``<image>`` placeholders, as the VLA's instructions are). The encoder resizes
-        every image to its own size, so ``image_size`` does not change the count."""
+        """(first, count) of the image tokens in ``encode``'s output. A ``vlm``: after BOS, before the
+        prompt (prompts without ``<image>`` placeholders, as the VLA's instructions are); its encoder
+        resizes every image to its own size, so ``image_size`` does not change the count. An ``hf_vlm``
+        derives it from its processor."""
         if self.cfg.tokens != "all":
             raise ConfigError("backbone foundry_vlm: tokens: last keeps no image tokens (image_readout needs tokens: all)")
+        if hasattr(self.vlm, "image_token_span"):
+            return self.vlm.image_token_span(num_images, image_size)
         first = 0 if self.vlm.tokenizer.bos_token_id is None else 1
         return first, num_images * int(self.vlm.tokens_per_image)
+
+    def fsdp_block_types(self) -> tuple[type[nn.Module], ...]:
+        return tuple(self.vlm.fsdp_block_types())
+
+    def encode_flops(self) -> float:
+        """Forward FLOPs per sample of the last ``encode``."""
+        own = getattr(self.vlm, "encode_flops", None)
+        return float(own()) if own is not None else 0.0
 
     def export_artifacts(self, out_dir: str) -> dict[str, Any]:
         """A full VLM export in ``out_dir`` (the owner's weights overwrite it on load)."""
         from foundry_core.export import export_model
 
-        node = {"name": "vlm", **{k: v for k, v in _vlm_node(self.vlm).items() if k != "name"}}
-        export_model(self.vlm, node, out_dir)
+        export_model(self.vlm, self.vlm_node, out_dir)
         return {"path": "."}
-
-
-def _vlm_node(vlm: nn.Module) -> dict[str, Any]:
-    from foundry_core.config import to_dict
-
-    node = to_dict(vlm.cfg)
-    node["llm"], node["encoder"] = vlm.llm_node, vlm.encoder_node
-    return node
 
 
 class VisionEncoderBackbone(nn.Module):
@@ -116,7 +123,13 @@ class VisionEncoderBackbone(nn.Module):
 
     def encode(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.encoder(images)
+        self._tokens = int(tokens.shape[1])
         return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
+    def encode_flops(self) -> float:
+        """Forward FLOPs per sample of the last ``encode``: 2 x encoder params x image tokens (a lower
+        bound: the encoder's attention is left out)."""
+        return 2.0 * sum(p.numel() for p in self.encoder.parameters()) * getattr(self, "_tokens", 0)
 
     def image_token_span(self, num_images: int, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
         """(first, count) of the image tokens in ``encode``'s output: all of them (the encoder resizes

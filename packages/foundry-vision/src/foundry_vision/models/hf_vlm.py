@@ -105,7 +105,11 @@ class HFVLM(nn.Module):
         self.cfg = cfg
         folder = Path(cfg.path)
         if not (folder / "config.json").is_file():
-            raise ConfigError(f"hf_vlm.path: {folder} is not a local Hugging Face model folder (no config.json)")
+            if (folder / "config.yaml").is_file():
+                raise ConfigError(f"hf_vlm.path: {folder} is a Foundry export, not a Hugging Face folder; load it as "
+                                  f"a backbone with {{name: foundry_vlm, path: {folder}}}")
+            raise ConfigError(f"hf_vlm.path: {folder} is not a local Hugging Face model folder (no config.json); "
+                              f"get the weights with `huggingface-cli download <repo id> --local-dir {folder}`")
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
         model_type = config.model_type
         if model_type not in FAMILIES:
@@ -233,6 +237,7 @@ class HFVLM(nn.Module):
             labels = batch["labels"].to(self.device)
         else:
             raise DataError(f"hf_vlm: cannot train on modality {modality!r} (expected 'image_caption' or 'text')")
+        self._loss_flops = self._forward_flops(inputs, with_head=True)
         try:
             logits = self.hf(**inputs, use_cache=False).logits
         except ValueError as exc:  # e.g. image features vs image placeholder tokens mismatch
@@ -248,8 +253,51 @@ class HFVLM(nn.Module):
         names = set(getattr(self.hf, "_no_split_modules", None) or [])
         return tuple({type(m) for m in self.hf.modules() if type(m).__name__ in names})
 
+    def _matmul_params(self) -> tuple[int, int]:
+        """(language model, vision tower + projector) parameters that take part in a matmul per token.
+
+        The language side excludes the input embedding table and counts the output head once (tied or
+        not), as our transformer's MFU does; the vision side is every parameter under the family's
+        ``vision``/``projector`` groups. Counted once (parameters do not change size)."""
+        if not hasattr(self, "_param_counts"):
+            groups = FREEZE_GROUPS[self.family]
+            globs = groups["vision"] + groups["projector"]
+            named = dict(self.hf.named_parameters())
+            vision = sum(p.numel() for n, p in named.items() if any(fnmatch.fnmatchcase(n, g) for g in globs))
+            emb, head = self.hf.get_input_embeddings().weight, self.hf.get_output_embeddings().weight
+            text = sum(p.numel() for p in named.values()) - vision - emb.numel() + (head.numel() if head is emb else 0)
+            self._param_counts = (text, vision)
+        return self._param_counts
+
+    def _forward_flops(self, inputs: dict[str, Any], with_head: bool) -> float:
+        """Forward FLOPs per sample of one batch of processed ``inputs``: 2 x params x tokens for the
+        language model (+ QK^T and AV over the full L x L, PaLM's convention) and for the vision tower over
+        its patches (its attention term is left out: a lower bound). ``with_head``: the LM head ran."""
+        text_params, vision_params = self._matmul_params()
+        if not with_head:
+            text_params -= self.hf.get_output_embeddings().weight.numel()
+        ids = inputs["input_ids"]
+        b, length = int(ids.shape[0]), int(ids.shape[1])
+        tc = self.hf.config.get_text_config()
+        head_dim = getattr(tc, "head_dim", None) or tc.hidden_size // tc.num_attention_heads
+        attn = 4 * tc.num_hidden_layers * tc.num_attention_heads * head_dim * length * length
+        pixels = inputs.get("pixel_values")
+        patches = 0.0
+        if pixels is not None:
+            if self.family == "qwen":  # rows are patches already
+                patches = pixels.shape[0] / b
+            else:
+                vc = self.hf.config.vision_config
+                patches = pixels.numel() / (3 * vc.patch_size**2) / b
+        return float(2 * text_params * length + attn + 2 * vision_params * patches)
+
     def flops_per_sample(self, batch: dict[str, Any]) -> float:
-        return 0.0
+        """Training FLOPs per sample (forward + backward = 3 x forward) of the last ``compute_loss``."""
+        return 3.0 * getattr(self, "_loss_flops", 0.0)
+
+    def encode_flops(self) -> float:
+        """Forward FLOPs per sample of the last ``encode`` (the vla adds the backward when it trains)."""
+        return getattr(self, "_encode_flops", 0.0)
 
     def export_artifacts(self, out_dir: str) -> dict[str, Any]:
         """HF config + processor under ``hf_vlm/`` (weights live in the owner's safetensors)."""
@@ -319,7 +367,9 @@ class HFVLM(nn.Module):
         inputs = self._process(images, self._texts(images.shape[1], list(prompts)))
         if self._image_layout is not None:
             self._check_image_layout(images, inputs["input_ids"])
-        hs = self.hf(**inputs, output_hidden_states=True, use_cache=False).hidden_states
+        self._encode_flops = self._forward_flops(inputs, with_head=False)
+        # the base model (no LM head): the conditioning needs hidden states, not [tokens, vocab] logits
+        hs = self.hf.model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
         try:
             tokens = torch.cat([hs[i] for i in self.cfg.layers], dim=-1)
         except IndexError:

@@ -162,6 +162,15 @@ class VLM(nn.Module):
         vis_params = sum(p.numel() for p in self.vision.parameters()) + sum(p.numel() for p in self.projector.parameters())
         return llm + 6.0 * vis_params * n_img * int(self.vision.tokens_per_image)
 
+    def encode_flops(self) -> float:
+        """Forward FLOPs per sample of the last ``encode`` (a third of the training estimate above)."""
+        length = getattr(self, "_encode_length", 0)
+        if not length:
+            return 0.0
+        llm = float(self.llm.flops_per_sample({"input_ids": torch.zeros(1, length, dtype=torch.long)})) / 3.0
+        vis_params = sum(p.numel() for p in self.vision.parameters()) + sum(p.numel() for p in self.projector.parameters())
+        return llm + 2.0 * vis_params * self._encode_images * int(self.vision.tokens_per_image)
+
     def export_artifacts(self, out_dir: str) -> dict[str, Any]:
         """LLM (tokenizer with ``<image>``, config) under ``llm/``, encoder files under ``encoder/``."""
         llm_fields = self.llm.export_artifacts(str(Path(out_dir) / "llm")) or {}
@@ -208,6 +217,7 @@ class VLM(nn.Module):
         ids = self._pad(rows, self.pad_id)
         mask = self._pad([[1] * len(r) for r in rows], 0).bool()
         hs = self.llm(inputs_embeds=self._embed(ids, images), output_hidden_states=True).hidden_states
+        self._encode_length, self._encode_images = int(ids.shape[1]), int(images.shape[1])
         try:
             tokens = torch.cat([hs[i] for i in self.cfg.layers], dim=-1)
         except IndexError:
