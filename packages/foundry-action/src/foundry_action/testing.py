@@ -74,6 +74,42 @@ def make_tiny_store(
     return path
 
 
+#: The reference's LBM layout (b.3): 6 cameras; per arm an end-effector pose (xyz + rot6d) and a gripper.
+LBM_CAMERAS = ("scene_right_0", "scene_left_0", "wrist_left_minus", "wrist_left_plus", "wrist_right_minus", "wrist_right_plus")
+LBM_FIELDS = {
+    f"robot__{kind}__{part}__{arm}::panda{suffix}": (size,)
+    for kind in ("actual", "action")
+    for arm in ("left", "right")
+    for part, suffix, size in (("poses", "__xyz", 3), ("poses", "__rot_6d", 6), ("grippers", "_hand", 1))
+}
+
+
+def make_lbm_store(path: str | Path, lengths: Sequence[int] = (24, 30), image_size: int = 32) -> Path:
+    """A synthetic store with the LBM layout (field and camera names, dims) and its stats, for recipe tests.
+
+    Values are smooth random trajectories (rot6d entries are not valid rotations: only the layout counts).
+    """
+    from foundry_action.normalization import NormStats
+    from foundry_action.store import EpisodeWriter, open_store
+
+    path = Path(path)
+    with EpisodeWriter(path, fps=10.0, fields=dict(LBM_FIELDS), cameras={c: (image_size, image_size) for c in LBM_CAMERAS},
+                       semantics={}, mode="w") as w:
+        for i, length in enumerate(lengths):
+            rng = np.random.default_rng(i)
+            t = np.linspace(0.0, 1.0, length, dtype=np.float32)[:, None]
+            episode: dict[str, np.ndarray] = {}
+            for name, (size,) in LBM_FIELDS.items():
+                start, goal = rng.normal(size=(2, size)).astype(np.float32)
+                episode[name] = (start + (goal - start) * t).astype(np.float32)
+            for c in LBM_CAMERAS:
+                episode[f"camera/{c}"] = rng.integers(0, 255, size=(length, image_size, image_size, 3), dtype=np.uint8)
+            w.append_episode(episode, task=f"task_{i % 2}", instruction=f"put the cup number {i} on the plate",
+                             success=True, source="synthetic")
+    NormStats.compute(open_store(path)).save(path / "stats")
+    return path
+
+
 @pytest.fixture
 def tiny_episodes(tmp_path: Path) -> Path:
     """Path to a synthetic 3-episode store (2 cameras 32x32, action/proprio 10-D, stats included)."""

@@ -87,6 +87,8 @@ class HFVLM(nn.Module):
     class Config:
         #: Local folder with the model (``config.json`` + weights).
         path: str
+        #: The Hub repo the folder comes from; only named in the error when the folder is missing (never fetched).
+        hub_id: str | None = None
         #: Processor folder; defaults to ``path``.
         processor: str | None = None
         #: Parameter globs or aliases (``vision``, ``projector``, ``llm``) to freeze.
@@ -109,7 +111,7 @@ class HFVLM(nn.Module):
                 raise ConfigError(f"hf_vlm.path: {folder} is a Foundry export, not a Hugging Face folder; load it as "
                                   f"a backbone with {{name: foundry_vlm, path: {folder}}}")
             raise ConfigError(f"hf_vlm.path: {folder} is not a local Hugging Face model folder (no config.json); "
-                              f"get the weights with `huggingface-cli download <repo id> --local-dir {folder}`")
+                              f"get the weights with `huggingface-cli download {cfg.hub_id or '<repo id>'} --local-dir {folder}`")
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
         model_type = config.model_type
         if model_type not in FAMILIES:
