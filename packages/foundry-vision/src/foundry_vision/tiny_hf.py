@@ -160,3 +160,38 @@ def build_tiny_hf_encoder(family: str, out_dir: str | Path, *, hidden: int = 32,
     model.save_pretrained(str(out))
     proc.save_pretrained(str(out))
     return out
+
+
+#: Qwen3-VL-2B-Instruct's architecture (its published config.json): the text model, the vision tower and
+#: the processor's pixel budget. Used for random-init measurements of the paper's Qwen3-VLA shape.
+QWEN3_VL_2B_TEXT: dict[str, Any] = dict(
+    vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+    num_key_value_heads=8, head_dim=128, max_position_embeddings=262144, tie_word_embeddings=True,
+    rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+)
+QWEN3_VL_2B_VISION: dict[str, Any] = dict(
+    depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2048, patch_size=16,
+    spatial_merge_size=2, temporal_patch_size=2, deepstack_visual_indexes=[5, 11, 17], num_position_embeddings=2304,
+)
+QWEN3_VL_PIXELS = {"shortest_edge": 65536, "longest_edge": 16777216}
+
+
+def write_qwen3_vl_2b_shaped(out_dir: str | Path) -> Path:
+    """A Qwen3-VL-2B-shaped folder with config and processor but no weights: ``hf_vlm`` builds it with
+    random weights (what ``benchmarks/gpu_check.sh`` measures without downloading anything). The tokenizer
+    is the tiny one (its ids fit the 151936-row table); speed does not depend on which ids come in."""
+    import transformers as tf
+
+    out = Path(out_dir)
+    tok = tiny_tokenizer("qwen3_vl")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in _SPECIALS["qwen3_vl"]}
+    config = tf.Qwen3VLConfig(
+        text_config=dict(QWEN3_VL_2B_TEXT), vision_config=dict(QWEN3_VL_2B_VISION), tie_word_embeddings=True,
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    config.save_pretrained(str(out))
+    image_proc = tf.Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2, size=dict(QWEN3_VL_PIXELS))
+    video_proc = tf.Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2, size=dict(QWEN3_VL_PIXELS))
+    tf.Qwen3VLProcessor(image_processor=image_proc, tokenizer=tok, video_processor=video_proc).save_pretrained(str(out))
+    return out
