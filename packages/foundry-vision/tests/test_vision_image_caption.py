@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import tarfile
 
 import pytest
@@ -30,7 +29,7 @@ def test_reads_reference_shards(shared_data, vision_registry):
     assert batch["images"].dtype == torch.uint8 and batch["images"].shape == (4, 1, 3, 32, 32)
     assert all(isinstance(c, str) and c for c in batch["captions"]) and batch["prompts"] == [""] * 4
     key = batch["keys"][0]
-    shard = next(s for s in src.samples if s.key == key).shard
+    shard = next(r for r in map(src.sample_ref, range(len(src))) if r.key == key).shard
     with tarfile.open(shard) as tar:
         assert tar.extractfile(f"{key}.txt").read().decode().strip() == batch["captions"][0]
 
@@ -66,14 +65,23 @@ def test_resume_is_exact(shapes_dir):
         assert got["keys"] == want["keys"] and torch.equal(got["images"], want["images"])
 
 
-def test_manifest_count_mismatch_is_reported(shapes_dir, caplog):
+def test_start_up_opens_no_tar_and_a_wrong_count_is_an_error_when_read(shapes_dir, monkeypatch):
+    from foundry_vision.data import image_caption
+
+    opened = []
+    real = image_caption.index_shard
+    monkeypatch.setattr(image_caption, "index_shard", lambda url: opened.append(url) or real(url))
+    src = _source(shapes_dir, shuffle=False)
+    assert len(src) == 24 and opened == []  # planned from the manifest alone
+    next(src.batches(2, rank=0, world_size=1, seed=0))
+    assert len(opened) == 1  # only the shard the first batch reads from
     lines = (shapes_dir / "manifest.jsonl").read_text().splitlines()
-    row = json.loads(lines[0])
-    lines[0] = json.dumps({**row, "num_sequences": 512})
+    lines[0] = json.dumps({**json.loads(lines[0]), "num_sequences": 9})
     (shapes_dir / "manifest.jsonl").write_text("\n".join(lines))
-    with caplog.at_level(logging.WARNING):
-        assert len(_source(shapes_dir)) == 24
-    assert "claims 512 samples, the shard holds 8" in caplog.text
+    bad = _source(shapes_dir, shuffle=False)
+    assert len(bad) == 25
+    with pytest.raises(DataError, match=r"manifest.jsonl:1: shard .* claims num_sequences=9 but holds 8 samples"):
+        next(bad.batches(2, rank=0, world_size=1, seed=0))
 
 
 def _write_shard(folder, members):

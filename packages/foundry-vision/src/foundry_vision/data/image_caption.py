@@ -4,11 +4,13 @@ Layout (the reference system's, see REFERENCE.md §b.1-b.2): ``manifest.jsonl`` 
 ``{"shard": "shard-0000", "num_sequences": 8}`` next to ``shard-0000.tar``; inside a tar, members
 ``<key>.webp|jpg|jpeg|png`` + ``<key>.txt`` (or ``<key>.json`` with a ``caption`` field) form one sample.
 
-Why an index instead of streaming: we read each tar's headers once (cheap) to get every sample's
-byte range. That verifies the manifest's ``num_sequences`` (a mismatch is logged and the real count
-used), and it lets the order be a seeded permutation of *global* sample positions: rank ``r`` of
-``W`` takes positions ``r, r+W, ...`` and the cursor counts global samples, so a resume is exact even
-on another world size. Augmentation randomness is seeded per (seed, epoch, position) as well.
+Why an index instead of streaming: a tar's headers, read once (cheap), give every sample's byte range,
+and the order is a seeded permutation of *global* sample positions: rank ``r`` of ``W`` takes positions
+``r, r+W, ...`` and the cursor counts global samples, so a resume is exact even on another world size.
+Augmentation randomness is seeded per (seed, epoch, position) as well. The positions are planned from
+the manifest's ``num_sequences`` alone, so start-up opens no tar (a corpus of thousands of remote shards
+would otherwise read every header before the first step); a shard is indexed the first time one of its
+samples is read, and a count that differs from the manifest's is then an error naming the manifest line.
 
 Batch: ``{"modality": "image_caption", "images": uint8 [B, 1, 3, S, S], "captions": [...],
 "prompts": [...], "keys": [...]}``.
@@ -18,9 +20,10 @@ Test: ``uv run pytest packages/foundry-vision/tests/test_vision_image_caption.py
 
 from __future__ import annotations
 
+import bisect
 import io
+import itertools
 import json
-import logging
 import tarfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +38,6 @@ from foundry_core.errors import ConfigError, DataError
 from foundry_core.registry import BuildContext
 from foundry_vision.preprocess import AugmentConfig, augment_resize
 
-log = logging.getLogger(__name__)
 IMAGE_EXTS = ("webp", "jpg", "jpeg", "png")
 
 
@@ -87,15 +89,11 @@ class ImageCaptionShards:
         if cfg.image_size < 1:
             raise ConfigError(f"wds_image_caption.image_size must be >= 1, got {cfg.image_size}")
         self.cfg = cfg
-        self.samples: list[SampleRef] = []
-        for shard in read_manifest(cfg.path):
-            refs = index_shard(shard.url)
-            if len(refs) != shard.num_sequences:
-                log.warning("%s: manifest claims %d samples, the shard holds %d; using %d",
-                            shard.url, shard.num_sequences, len(refs), len(refs))
-            self.samples.extend(refs)
-        if not self.samples:
+        self.shards = [s for s in read_manifest(cfg.path) if s.num_sequences > 0]
+        self._starts = list(itertools.accumulate((s.num_sequences for s in self.shards), initial=0))
+        if self._starts[-1] == 0:
             raise DataError(f"wds_image_caption: no samples under {cfg.path}")
+        self._indexed: dict[int, list[SampleRef]] = {}  # shard position -> its samples, filled on first read
         self._cursor = 0  # global samples consumed (all ranks)
         self._orders: dict[tuple[int, int], list[int]] = {}
         self._pool = ThreadPoolExecutor(max(1, cfg.num_workers)) if cfg.num_workers > 1 else None
@@ -105,7 +103,22 @@ class ImageCaptionShards:
         return cls(cfg)
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return self._starts[-1]
+
+    def sample_ref(self, index: int) -> SampleRef:
+        """The ``index``-th sample of the manifest order; its shard's headers are read on first use."""
+        i = bisect.bisect_right(self._starts, index) - 1
+        refs = self._indexed.get(i)
+        if refs is None:
+            shard = self.shards[i]
+            refs = index_shard(shard.url)
+            if len(refs) != shard.num_sequences:
+                raise DataError(
+                    f"{shard.manifest}:{shard.line}: shard {shard.name!r} claims num_sequences={shard.num_sequences} "
+                    f"but holds {len(refs)} samples; fix the manifest (the sample order is planned from its counts)"
+                )
+            self._indexed[i] = refs
+        return refs[index - self._starts[i]]
 
     # ------------------------------------------------------------------ state
 
@@ -122,9 +135,9 @@ class ImageCaptionShards:
         if key not in self._orders:
             if self.cfg.shuffle:
                 g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-                order = torch.randperm(len(self.samples), generator=g).tolist()
+                order = torch.randperm(len(self), generator=g).tolist()
             else:
-                order = list(range(len(self.samples)))
+                order = list(range(len(self)))
             self._orders = {key: order, **dict(list(self._orders.items())[-1:])}
         return self._orders[key]
 
@@ -132,7 +145,7 @@ class ImageCaptionShards:
         """Decode, augment and resize one sample; errors name the shard and the sample key."""
         from PIL import Image, UnidentifiedImageError
 
-        ref = self.samples[index]
+        ref = self.sample_ref(index)
         members = {ext: (off, size) for ext, off, size in ref.members}
         where = f"{ref.shard} sample {ref.key!r}"
         image_ext = next((e for e in IMAGE_EXTS if e in members), None)
@@ -175,7 +188,7 @@ class ImageCaptionShards:
         """Yield batches forever; each epoch is a new seeded permutation of all samples."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
-        n = len(self.samples)
+        n = len(self)
         while True:
             positions = [self._cursor + i * world_size + rank for i in range(batch_size)]
             jobs = []
