@@ -179,6 +179,27 @@ def test_lerobot_v3_round_trip(tmp_path):
         assert store.meta(i)["instructions"] == [f"task {i % 2}"] and store.meta(i)["lerobot_episode_index"] == i
 
 
+def test_lerobot_v3_reads_each_data_file_once(tmp_path, monkeypatch):
+    """3 episodes in one data file: one read of it (it was one per episode); a small frame budget splits
+    the file's episodes into units, each reading it once, and the store is the same."""
+    from foundry_action.convert import lerobot
+
+    make_lerobot_v3(tmp_path / "lr")
+    reads: list[str] = []
+    real = lerobot._read_table
+    monkeypatch.setattr(lerobot, "_read_table", lambda path, **kw: reads.append(Path(path).name) or real(path, **kw))
+    convert(tmp_path / "lr", tmp_path / "a.zarr")
+    assert reads.count("file-000.parquet") == 2  # meta/episodes once + the data file once
+    reads.clear()
+    monkeypatch.setattr(lerobot, "UNIT_FRAME_BYTES", 10 * (32 * 48 + 16 * 16) * 3)  # 10 frames: 6 | 9 | 5
+    convert(tmp_path / "lr", tmp_path / "b.zarr")
+    assert reads.count("file-000.parquet") == 1 + 3
+    a, b = open_store(tmp_path / "a.zarr"), open_store(tmp_path / "b.zarr")
+    for i in range(3):
+        for k, v in a.episode(i).items():
+            np.testing.assert_array_equal(b.episode(i)[k], v)
+
+
 # --------------------------------------------------------------------------- diffusion_policy replay buffer
 def _replay_buffer(path: Path, lengths=(5, 8, 3)) -> dict[str, np.ndarray]:
     import zarr

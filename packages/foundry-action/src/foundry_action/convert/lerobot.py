@@ -7,6 +7,8 @@ Reads ``meta/info.json`` (fps, features, path templates), ``meta/tasks.parquet``
 kept (``observation.state``, ``action``, ``timestamp``, ``frame_index``, ...); ``episode_index``,
 ``index`` and ``task_index`` go to per-episode metadata. A camera is named after its feature key
 without the ``observation.images.`` prefix. The episode's tasks become its instructions.
+A work unit is a run of consecutive episodes stored in the same data file, so each parquet file is read
+once (not once per episode), up to ``UNIT_FRAME_BYTES`` of decoded frames per unit.
 """
 
 from __future__ import annotations
@@ -95,10 +97,10 @@ def plan(src: Path, options: ConvertOptions) -> Plan:
         rows.extend(_read_table(path).to_pylist())
     rows.sort(key=lambda r: int(r["episode_index"]))
     tasks = _tasks(src)
+    frame_bytes = sum(h * w * 3 for h, w in cameras.values())
     units = []
-    for row in rows:
-        row = {k: v for k, v in row.items() if not k.startswith("stats/")}
-        units.append({"src": str(src), "info": info, "row": row, "fields": fields, "dtypes": dtypes,
+    for group in _file_groups([{k: v for k, v in r.items() if not k.startswith("stats/")} for r in rows], frame_bytes):
+        units.append({"src": str(src), "info": info, "rows": group, "fields": fields, "dtypes": dtypes,
                       "camera_kinds": camera_kinds, "tasks": tasks, "task": options.task,
                       "instruction": options.instruction})
     fps = float(options.fps or info.get("fps") or 0)
@@ -108,6 +110,28 @@ def plan(src: Path, options: ConvertOptions) -> Plan:
                  if k in fields and isinstance(f.get("names"), list)}
     attrs = {"lerobot_info": info}
     return Plan(fps, fields, dtypes, cameras, units, semantics, attrs)
+
+
+#: Decoded camera bytes one work unit may hold (its episodes travel back from the worker together).
+UNIT_FRAME_BYTES = 1 << 30
+
+
+def _file_groups(rows: list[dict[str, Any]], frame_bytes: int) -> list[list[dict[str, Any]]]:
+    """Consecutive episodes stored in the same data file, as one unit: the file is read once for all of
+    them (it was read once per episode). A group is closed early when its decoded frames would pass
+    ``UNIT_FRAME_BYTES``, so a file of long camera episodes is read once per such group."""
+    groups: list[list[dict[str, Any]]] = []
+    key, held = None, 0
+    for row in rows:
+        row_key = (row.get("data/chunk_index"), row.get("data/file_index"))
+        size = int(row.get("length") or 0) * frame_bytes
+        if groups and row_key == key and held + size <= UNIT_FRAME_BYTES:
+            groups[-1].append(row)
+            held += size
+        else:
+            groups.append([row])
+            key, held = row_key, size
+    return groups
 
 
 def _column(table: Any, key: str, shape: tuple[int, ...], dtype: str, where: str) -> np.ndarray:
@@ -156,14 +180,22 @@ def _decode_images(values: list[Any], where: str) -> np.ndarray:
 
 
 def load(unit: dict[str, Any]) -> list[Episode]:
-    src, info, row = Path(unit["src"]), unit["info"], unit["row"]
-    ep = int(row["episode_index"])
-    where = f"{src}: episode {ep}"
-    data_path = src / info["data_path"].format(chunk_index=int(row["data/chunk_index"]), file_index=int(row["data/file_index"]))
+    """The unit's episodes, all from one data file, which is read once."""
     import pyarrow.compute as pc
 
+    src, info, first = Path(unit["src"]), unit["info"], unit["rows"][0]
+    data_path = src / info["data_path"].format(chunk_index=int(first["data/chunk_index"]),
+                                               file_index=int(first["data/file_index"]))
     table = _read_table(data_path)
-    table = table.filter(pc.equal(table.column("episode_index"), ep))
+    episodes = table.column("episode_index")
+    return [_episode(unit, row, table.filter(pc.equal(episodes, int(row["episode_index"]))), data_path)
+            for row in unit["rows"]]
+
+
+def _episode(unit: dict[str, Any], row: dict[str, Any], table: Any, data_path: Path) -> Episode:
+    src, info = Path(unit["src"]), unit["info"]
+    ep = int(row["episode_index"])
+    where = f"{src}: episode {ep}"
     if "frame_index" in table.column_names:
         table = table.sort_by("frame_index")
     length = table.num_rows
@@ -188,5 +220,5 @@ def load(unit: dict[str, Any]) -> list[Episode]:
     extra = {"lerobot_episode_index": ep}
     if "index" in table.column_names:
         extra["lerobot_first_index"] = int(table.column("index")[0].as_py())
-    return [Episode(arrays, task=unit["task"] or (tasks[0] if tasks else ""), instruction=instructions,
-                    source=f"lerobot:{src.name}", extra=extra)]
+    return Episode(arrays, task=unit["task"] or (tasks[0] if tasks else ""), instruction=instructions,
+                   source=f"lerobot:{src.name}", extra=extra)
