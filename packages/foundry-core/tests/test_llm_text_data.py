@@ -162,22 +162,37 @@ def test_packing_marks_document_boundaries(tmp_path):
     assert (b["labels"][0] == -100).nonzero().flatten().tolist() == [4, 9]
 
 
-def test_resume_is_exact_also_on_another_world_size(tmp_path):
-    make_tokenized(tmp_path, doc_len=7)
-    ref = take(build(TokenizedTextShards, manifest=str(tmp_path), seq_len=5), 12, batch_size=2, seed=3)
-    src = build(TokenizedTextShards, manifest=str(tmp_path), seq_len=5)
-    take(src, 5, batch_size=2, seed=3)
-    state = json.loads(json.dumps(src.state_dict()))  # must survive JSON
-    again = build(TokenizedTextShards, manifest=str(tmp_path), seq_len=5)
-    again.load_state_dict(state)
-    for x, y in zip(take(again, 7, batch_size=2, seed=3), ref[5:]):
-        assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["labels"], y["labels"])
-    # the same cursor on 2 ranks with batch 1: rank r gets row r of the single-rank batch
+def test_resume_is_exact_per_rank_and_another_world_size_is_a_clear_error(tmp_path):
+    make_tokenized(tmp_path, n_shards=4, doc_len=7)
     for rank in (0, 1):
-        two = build(TokenizedTextShards, manifest=str(tmp_path), seq_len=5)
-        two.load_state_dict(state)
-        got = take(two, 7, batch_size=1, rank=rank, world_size=2, seed=3)
-        assert all(torch.equal(g["input_ids"][0], r["input_ids"][rank]) for g, r in zip(got, ref[5:]))
+        ref = take(build(TokenizedTextShards, manifest=str(tmp_path), seq_len=5), 12, rank=rank, world_size=2, seed=3)
+        src = build(TokenizedTextShards, manifest=str(tmp_path), seq_len=5)
+        take(src, 5, rank=rank, world_size=2, seed=3)
+        state = json.loads(json.dumps(src.state_dict()))  # must survive JSON
+        again = build(TokenizedTextShards, manifest=str(tmp_path), seq_len=5)
+        again.load_state_dict(state)
+        for x, y in zip(take(again, 7, rank=rank, world_size=2, seed=3), ref[5:]):
+            assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["labels"], y["labels"])
+    other = build(TokenizedTextShards, manifest=str(tmp_path), seq_len=5)
+    other.load_state_dict(state)
+    with pytest.raises(DataError, match="wds_text: the data cursor was saved on 2 ranks but this run has 1"):
+        take(other, 1)
+
+
+def test_each_rank_decodes_only_its_shards(tmp_path, monkeypatch):
+    from foundry_core.data import text
+
+    make_tokenized(tmp_path, n_shards=4, per_shard=3, doc_len=9)
+    read: dict[int, list[str]] = {0: [], 1: []}
+    real = text.iter_shard_samples
+    for rank in (0, 1):
+        monkeypatch.setattr(text, "iter_shard_samples", lambda url, r=rank: read[r].append(url) or real(url))
+        src = build(TokenizedTextShards, manifest=str(tmp_path), seq_len=8, epochs=1)
+        n = sum(b["input_ids"].shape[0] for b in src.batches(1, rank=rank, world_size=2, seed=0))
+        assert n == 6  # its 2 shards x 3 one-window documents
+    assert len(read[0]) == len(read[1]) == 2 and not set(read[0]) & set(read[1])
+    with pytest.raises(DataError, match="5 ranks but only 4 shard"):
+        take(build(TokenizedTextShards, manifest=str(tmp_path), seq_len=8), 1, rank=0, world_size=5)
 
 
 def test_ranks_are_disjoint(tmp_path):

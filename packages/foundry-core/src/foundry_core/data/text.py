@@ -8,12 +8,13 @@ eos appended to every document; pre-tokenized members are documents themselves, 
 ``eos_token_id`` when it is set (the reference shards are already packed with eos separators).
 
 Each :meth:`batches` call starts from the beginning (so validation sees the same held-out batches
-every time) unless :meth:`load_state_dict` was called before it. Order and resume: one global window stream, identical on every rank and derived from the seed only
-(seeded shard order per epoch, seeded sample order per shard). Each batch consumes
-``batch_size * world_size`` windows and rank r keeps the r-th block of ``batch_size``, so ranks see
-disjoint samples and the cursor (epoch, shard, sample, packing carry) is global: a run resumes exactly,
-also on another world size. Every rank decodes the full stream (simple and exact; decoding is cheap
-next to a training step). Manifest counts are verified against the members actually read (a mismatch
+every time) unless :meth:`load_state_dict` was called before it. Order and resume: the seed gives each
+epoch a shard order (and each shard a sample order); rank r of W reads only the shards at positions
+r, r+W, ... of it and packs its own windows, so ranks see disjoint samples and each decodes only its
+share of the stream (every rank used to decode all of it and keep 1/W). Each rank's cursor (epoch,
+shard, sample, packing carry) is its own and records the world size: a run resumes exactly on the same
+number of ranks, and resuming on another number is a clear error (the shards would be dealt differently).
+A rank with no shard at all (more ranks than shards) is an error naming both counts. Manifest counts are verified against the members actually read (a mismatch
 is logged and the real count is used); bad samples (corrupt gzip/JSON/UTF-8, empty document) are
 logged with shard and key, counted, and fail the run past ``max_bad_samples``; a token id >=
 ``vocab_size`` is an immediate error.
@@ -102,22 +103,26 @@ class _TextSource(abc.ABC):
 
     @staticmethod
     def _fresh_cursor() -> dict[str, Any]:
-        return {"epoch": 0, "shard_pos": 0, "sample_pos": 0, "carry": [], "carry_docs": [], "windows": 0}
+        return {"epoch": 0, "shard_pos": 0, "sample_pos": 0, "carry": [], "carry_docs": [], "windows": 0,
+                "world_size": None}
 
-    def _shard_order(self, seed: int, epoch: int) -> list[int]:
+    def _shard_order(self, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[int]:
+        """This rank's shards of the epoch: every ``world_size``-th of the seeded order, from ``rank``."""
         order = list(range(len(self.shards)))
         if self.shuffle:
             random.Random(f"{seed}/{epoch}").shuffle(order)
-        return order
+        return order[rank::world_size]
 
-    def _windows(self, start: dict[str, Any], seed: int) -> Iterator[tuple[list[int], list[int], dict[str, Any]]]:
-        """Yield (tokens, doc ids, cursor after this window) from the cursor ``start`` on."""
+    def _windows(
+        self, start: dict[str, Any], seed: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[list[int], list[int], dict[str, Any]]]:
+        """Yield this rank's (tokens, doc ids, cursor after this window) from the cursor ``start`` on."""
         cur = dict(start)
         carry, carry_docs = list(cur["carry"]), list(cur["carry_docs"])
         need = self.seq_len + 1
         doc_counter = (carry_docs[-1] + 1) if carry_docs else 0
         while self.epochs is None or cur["epoch"] < self.epochs:
-            order = self._shard_order(seed, cur["epoch"])
+            order = self._shard_order(seed, cur["epoch"], rank, world_size)
             while cur["shard_pos"] < len(order):
                 docs = self._load_shard(order[cur["shard_pos"]])
                 if self.shuffle:
@@ -137,8 +142,8 @@ class _TextSource(abc.ABC):
             cur["epoch"] += 1
             cur["shard_pos"] = 0
             if cur["windows"] == 0:
-                raise DataError(f"{self.name}: no sample of {len(self.shards)} shard(s) yields {need} tokens "
-                                f"(split={self.split})")
+                raise DataError(f"{self.name}: no sample of the {len(order)} shard(s) of rank {rank} "
+                                f"(of {len(self.shards)}) yields {need} tokens (split={self.split})")
 
     def _row(self, window: list[int], wdocs: list[int]) -> dict[str, torch.Tensor]:
         t = torch.tensor(window, dtype=torch.long)
@@ -151,20 +156,26 @@ class _TextSource(abc.ABC):
     def batches(self, batch_size: int, *, rank: int, world_size: int, seed: int) -> Iterator[dict[str, Any]]:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
+        if world_size > len(self.shards):
+            raise DataError(f"{self.name}: {world_size} ranks but only {len(self.shards)} shard(s); every rank "
+                            "reads its own shards: use at most as many ranks as shards, or split the shards")
         # a new iteration starts at the beginning unless a checkpoint's cursor was loaded (exact resume)
         start, self._resume = (self._resume or self._fresh_cursor()), None
+        saved = start.get("world_size")
+        if saved is not None and saved != world_size:
+            raise DataError(f"{self.name}: the data cursor was saved on {saved} ranks but this run has {world_size}; "
+                            f"each rank reads its own shards, so the stream continues exactly only on {saved} ranks")
+        start = {**start, "world_size": world_size}
         self._cursor = start
-        stream = self._windows(start, seed)
-        per_step = batch_size * world_size
+        stream = self._windows(start, seed, rank, world_size)
         while True:
             rows = []
-            for i in range(per_step):
+            for _ in range(batch_size):
                 try:
                     window, wdocs, cursor = next(stream)
                 except StopIteration:
                     return
-                if rank * batch_size <= i < (rank + 1) * batch_size:
-                    rows.append(self._row(window, wdocs))
+                rows.append(self._row(window, wdocs))
             self._cursor = cursor
             batch: dict[str, Any] = {"modality": "text"}
             for k in ("input_ids", "labels", "document_ids"):
@@ -177,7 +188,7 @@ class _TextSource(abc.ABC):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """The next :meth:`batches` call continues from this cursor."""
-        self._cursor = {k: state[k] for k in self._fresh_cursor()}
+        self._cursor = {k: state.get(k) if k == "world_size" else state[k] for k in self._fresh_cursor()}
         self._resume = dict(self._cursor)
         self.bad.count = int(state.get("bad_samples", 0))
 
