@@ -46,9 +46,3 @@ def register_demos_command(cli) -> None:  # noqa: ANN001 (click.Group, imported 
 
     group(cli, "eval").add_command(demos_command)
 
-
-@hookimpl(specname="register_commands")
-def register_pipeline_command(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
-    from foundry_eval.pipeline.cli import pipeline_command
-
-    cli.add_command(pipeline_command)

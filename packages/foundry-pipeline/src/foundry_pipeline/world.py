@@ -8,7 +8,7 @@
 
 Text layouts are sampled from each task's own initial-state distribution (no simulation needed),
 so the corpus is large and cheap; images need a reset + render per sample.
-Test: ``uv run pytest tests/test_pipeline_smoke.py`` (end to end) and ``packages/foundry-eval/tests/test_eval_pipeline_language.py``.
+Tests: ``packages/foundry-pipeline/tests/test_pipeline_smoke.py`` (end to end) and ``test_pipeline_language.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from foundry_core.errors import ConfigError
-from foundry_eval.pipeline.language import SceneObject, caption_scene, describe_scene
+from foundry_pipeline.language import SceneObject, caption_scene, describe_scene
 
 #: Shape words for the scene builder's object kinds.
 SHAPES = {"box": "block", "cylinder": "can", "bin": "bin", "plate": "plate", "marker": "target circle"}
