@@ -146,9 +146,11 @@ class Registry:
         if spec is not None:
             return spec
         msg = f"no {kind} named {name!r}{did_you_mean(name, self.names(kind))}"
-        for dist, table in FIRST_PARTY.items():
+        for plugin, table in FIRST_PARTY.items():
             if name in table.get(kind, "").split():
-                msg += f" ({name!r} is provided by {dist}: pip install {dist})"
+                from foundry_core.plugins import install_hint
+
+                msg += f" ({name!r} is provided by {plugin}: {install_hint(plugin)})"
         known = ", ".join(self.names(kind)) or "none installed"
         raise ComponentError(f"{msg}. Known {kind} names: {known}")
 

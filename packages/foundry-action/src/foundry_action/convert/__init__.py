@@ -133,7 +133,7 @@ def _run_ray(fmt: str, units: Sequence[Any], workers: int) -> Iterator[list[Epis
     try:
         import ray
     except ImportError as exc:
-        raise DataError("--ray needs the 'ray' package: pip install 'foundry-action[ray]'") from exc
+        raise DataError("--ray needs the 'ray' package: pip install 'foundry-robotics-action[ray]' (in a clone: pip install './packages/foundry-action[ray]')") from exc
     if not ray.is_initialized():
         ray.init(address="auto" if _ray_address_set() else None, log_to_driver=False)
     remote = ray.remote(_load_unit)

@@ -34,7 +34,7 @@ def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:
             if row["error"]:
                 click.secho(f"{row['name']}  FAILED TO LOAD: {row['error']}", fg="red")
                 continue
-            click.echo(f"{row['name']} {row['version']}  ({row['module']})")
+            click.echo(f"{row['name']} {row['version']}  ({row['module']}; distribution {row['distribution']})")
             click.echo(f"  hooks: {', '.join(row['hooks']) or '-'}")
             click.echo(f"  components: {', '.join(row['components']) or '-'}")
 
