@@ -169,11 +169,11 @@ def test_registered_and_built_through_the_registry(foundry_pm):
 
     foundry_pm.register(plugin, name="foundry-eval")
     registry = collect(foundry_pm)
-    assert set(TASKS) <= set(registry.names("env"))
-    env = registry.build("env", {"name": "put_on_plate", "cameras": [], "time_limit_s": 12.0})
+    assert set(TASKS) <= set(registry.names("task"))
+    env = registry.build("task", {"name": "put_on_plate", "cameras": [], "time_limit_s": 12.0})
     assert env.task_name == "PutOnPlate" and env.time_limit_s == 12.0 and env.camera_names == []
     with pytest.raises(ConfigError, match="must be distinct names from"):
-        registry.build("env", {"name": "put_on_plate", "cameras": ["top"]})
+        registry.build("task", {"name": "put_on_plate", "cameras": ["top"]})
 
 
 def test_reach_target_instruction_names_the_goal_and_success_needs_it():

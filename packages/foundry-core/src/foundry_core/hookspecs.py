@@ -75,8 +75,8 @@ def register_transforms(register: Register) -> None:
 
 
 @hookspec
-def register_envs(register: Register) -> None:
-    """Add simulated tasks under ``env``; see :class:`foundry_core.interfaces.Env`."""
+def register_tasks(register: Register) -> None:
+    """Add simulated tasks under ``task``; see :class:`foundry_core.interfaces.Task`."""
 
 
 @hookspec

@@ -27,7 +27,7 @@ HOOK_KIND: dict[str, str] = {
     "register_action_experts": "action_expert",
     "register_data_sources": "data_source",
     "register_transforms": "transform",
-    "register_envs": "env",
+    "register_tasks": "task",
     "register_evaluators": "evaluator",
     "register_callbacks": "callback",
     "register_optimizers": "optimizer",
@@ -48,7 +48,7 @@ FIRST_PARTY: dict[str, dict[str, str]] = {
         "action_expert": "flow_matching diffusion l1_regression",
         "data_source": "zarr_episodes",
     },
-    "foundry-eval": {"env": "reach_target push_to_target pick_place_bin stack_blocks put_on_plate", "evaluator": "rollouts"},
+    "foundry-eval": {"task": "reach_target push_to_target pick_place_bin stack_blocks put_on_plate", "evaluator": "rollouts"},
 }
 
 

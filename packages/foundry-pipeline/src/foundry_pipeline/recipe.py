@@ -35,7 +35,7 @@ class TokenizerStage:
 class EvalStage:
     episodes: int = 20
     workers: int = 2
-    replan_every: int = 4
+    execute_steps: int = 4
     #: Stage names of trained policies, plus the built-in baselines ``random`` / ``expert``.
     policies: list[str] = field(default_factory=lambda: ["vla", "baseline", "random"])
     #: Rollout videos (GIF) written per (policy, task) for the report.

@@ -145,7 +145,7 @@ class Pipeline:
                 results_root,
                 model_name=name,
                 workers=ev.workers,
-                replan_every=ev.replan_every,
+                execute_steps=ev.execute_steps,
                 video=ev.videos > 0,
                 video_format="gif",
                 max_videos=ev.videos,

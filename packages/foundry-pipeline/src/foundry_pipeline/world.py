@@ -139,7 +139,7 @@ def build_text(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], Non
     rng = random.Random(cfg.seed)
     docs: list[tuple[str, str]] = []
     for t, task in enumerate(cfg.tasks):
-        env = get_registry().build("env", {"name": task, "cameras": []}, where=f"world.tasks.{task}")
+        env = get_registry().build("task", {"name": task, "cameras": []}, where=f"world.tasks.{task}")
         nprng = np.random.default_rng(cfg.seed * 1000 + t)
         for i in range(cfg.text_docs_per_task):
             poses = env.sample_objects(nprng)
@@ -168,7 +168,7 @@ def build_captions(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int],
     examples: list[dict[str, str]] = []
     for task in cfg.tasks:
         node = {"name": task, "cameras": ["scene"], "image_size": cfg.image_size}
-        env = get_registry().build("env", node, where=f"world.tasks.{task}")
+        env = get_registry().build("task", node, where=f"world.tasks.{task}")
         names = [s.name for s in env.object_specs()]
         for i in range(cfg.images_per_task):
             obs = env.reset(10_000 + i)

@@ -46,8 +46,8 @@ def demos_command(
     from foundry_eval.sim.demos import generate_demos
 
     registry = get_registry()
-    registry.get("env", task)  # unknown task -> error listing the known ones
-    cls = registry.get("env", task).load()
+    registry.get("task", task)  # unknown task -> error listing the known ones
+    cls = registry.get("task", task).load()
     if not hasattr(cls, "expert"):
         raise ConfigError(f"env {task!r} has no scripted expert")
     node = {"name": task, "cameras": parse_cameras(cameras), "image_size": image_size}
