@@ -74,7 +74,7 @@ def test_freeze_backbone_and_patterns(registry, tiny_episodes):
     model = registry.build("model", vla_node(tiny_episodes, freeze=["conv.*"], unfreeze=["conv.2.*"]), BuildContext(registry))
     grads = {n: p.requires_grad for n, p in model.backbone.named_parameters()}
     assert grads["conv.0.weight"] is False and grads["conv.2.weight"] is True and grads["slot.weight"] is True
-    with pytest.raises(ConfigError, match="'convv.*' matches no backbone parameter"):
+    with pytest.raises(ConfigError, match=r"model.freeze \(backbone parameters\): pattern 'convv.*' matches no parameter"):
         registry.build("model", vla_node(tiny_episodes, freeze=["convv.*"]), BuildContext(registry))
 
 

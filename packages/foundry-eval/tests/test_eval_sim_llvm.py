@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 PROBE = """
-from foundry_core.registry import get_registry
+from foundry_core.plugins import get_registry
 env = get_registry().build("task", {"name": "push_to_target", "cameras": ["scene"], "image_size": 32})
 env.reset(0)
 import torch

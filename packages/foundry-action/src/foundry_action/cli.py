@@ -10,7 +10,7 @@ import json
 
 import click
 
-from foundry_core.cli.main import group
+from foundry_core.cli.groups import group
 
 
 def add_commands(cli: click.Group) -> None:

@@ -19,9 +19,10 @@ from importlib.metadata import EntryPoint, entry_points
 import pluggy
 
 from foundry_core import hookspecs
+from foundry_core.registry import Registry, collect
 
 log = logging.getLogger(__name__)
-BUILTINS = ("foundry_core.builtin.plugin",)
+BUILTINS = ("foundry_core.plugin",)
 #: The first-party plugins are named ``foundry-<area>``; their distributions are ``foundry-robotics-<area>``
 #: (``foundry-core`` on PyPI is an unrelated project) and live in ``packages/foundry-<area>`` of a clone.
 FIRST_PARTY_PREFIX, DISTRIBUTION_PREFIX = "foundry-", "foundry-robotics-"
@@ -135,15 +136,20 @@ def plugin_versions(pm: PluginManager) -> dict[str, str]:
     return {name: pm.dist_versions.get(name, "unknown") for name, p in pm.list_name_plugin() if p is not None}
 
 
+# The process-wide caches live here, together: the default manager and the registry collected from it.
 @functools.cache
 def plugin_manager() -> PluginManager:
     """The process-wide default manager used by the CLI and library calls."""
     return make_plugin_manager()
 
 
-def reset_plugin_manager() -> None:
-    """Forget the cached default manager (tests, notebooks that installed a plugin)."""
-    plugin_manager.cache_clear()
-    from foundry_core import registry
+@functools.cache
+def get_registry() -> Registry:
+    """Registry of the process-wide default plugin manager."""
+    return collect(plugin_manager())
 
-    registry.get_registry.cache_clear()
+
+def reset_plugin_manager() -> None:
+    """Forget the cached default manager and registry (tests, notebooks that installed a plugin)."""
+    plugin_manager.cache_clear()
+    get_registry.cache_clear()

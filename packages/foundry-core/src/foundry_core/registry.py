@@ -8,7 +8,6 @@ the component's nested ``Config`` dataclass (strictly validated) and then into t
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -205,10 +204,3 @@ def collect(pm: pluggy.PluginManager) -> Registry:
             impl.function(register=register)
     return registry
 
-
-@functools.cache
-def get_registry() -> Registry:
-    """Registry of the process-wide default plugin manager."""
-    from foundry_core.plugins import plugin_manager
-
-    return collect(plugin_manager())

@@ -23,7 +23,7 @@ def register_rollout_commands(cli) -> None:  # noqa: ANN001 (click.Group, import
 
 @hookimpl(specname="register_commands")
 def register_compare_command(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
-    from foundry_core.cli.main import group
+    from foundry_core.cli.groups import group
     from foundry_eval.compare_cli import compare_command
 
     group(cli, "eval").add_command(compare_command)
@@ -41,7 +41,7 @@ def register_drake_envs(register: Register) -> None:
 
 @hookimpl(specname="register_commands")
 def register_demos_command(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
-    from foundry_core.cli.main import group
+    from foundry_core.cli.groups import group
     from foundry_eval.sim.cli import demos_command
 
     group(cli, "eval").add_command(demos_command)

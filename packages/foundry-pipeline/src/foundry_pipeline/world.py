@@ -134,7 +134,7 @@ def _png(image: np.ndarray) -> bytes:
 
 def build_text(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Write the text corpus; returns counts."""
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
 
     rng = random.Random(cfg.seed)
     docs: list[tuple[str, str]] = []
@@ -160,7 +160,7 @@ def build_text(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], Non
 
 def build_captions(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Render seeded initial scenes with the scene camera and caption them from their state."""
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
 
     writer = ShardWriter(out_dir, cfg.samples_per_shard)
     rng = random.Random(cfg.seed + 1)

@@ -11,7 +11,7 @@ from foundry_core.config import dump_yaml, resolve_config
 from foundry_core.registry import KINDS, collect
 
 if TYPE_CHECKING:
-    from foundry_core.cli.main import PmFactory
+    from foundry_core.cli.groups import PmFactory
 
 
 def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:

@@ -143,7 +143,7 @@ def serve(
 
 def add_commands(cli: click.Group) -> None:
     """Attach ``foundry eval run`` and ``foundry serve``."""
-    from foundry_core.cli.main import group
+    from foundry_core.cli.groups import group
 
     group(cli, "eval").add_command(eval_run)
     cli.add_command(serve)

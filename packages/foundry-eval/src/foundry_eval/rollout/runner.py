@@ -140,7 +140,7 @@ class Worker:
 
     def env(self, task_id: int) -> Task:
         if task_id not in self.envs:
-            from foundry_core.registry import get_registry
+            from foundry_core.plugins import get_registry
 
             registry = get_registry()
             node = dict(self.spec.tasks[task_id][1])
@@ -243,7 +243,7 @@ def _worker_run(job: tuple[RunSpec, int, int]) -> tuple[int, dict[str, Any]]:
 def _task_nodes(
     tasks: Iterable[str | Mapping[str, Any]], image_size: int | None, cameras: Sequence[str] | None
 ) -> list[tuple[str, dict[str, Any]]]:
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
     from foundry_eval.results import normalize_task_name
 
     registry = get_registry()

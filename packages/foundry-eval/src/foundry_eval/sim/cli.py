@@ -42,7 +42,7 @@ def demos_command(
     """Generate scripted-expert demonstrations of a Drake task (e.g. push_to_target)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
     from foundry_eval.sim.demos import generate_demos
 
     registry = get_registry()

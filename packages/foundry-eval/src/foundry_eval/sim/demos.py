@@ -81,7 +81,7 @@ _WORKER_ENV: Any = None
 
 def _worker_init(node: Mapping[str, Any]) -> None:
     global _WORKER_ENV
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
 
     _WORKER_ENV = get_registry().build("task", dict(node))
 
@@ -109,7 +109,7 @@ def generate_demos(
     called after every attempt (for a progress bar).
     """
     from foundry_action.store import EpisodeWriter
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
 
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
