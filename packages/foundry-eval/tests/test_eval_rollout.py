@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from foundry_action.executor import ChunkExecutor
 from foundry_core.errors import FoundryError
 from foundry_eval.results import load_results
 from foundry_eval.rollout.fake_task import (
@@ -18,7 +19,7 @@ from foundry_eval.rollout.fake_task import (
 )
 from foundry_eval.rollout.runner import episode_seed, run_rollouts
 from foundry_eval.serving.codec import PolicyOutputError
-from foundry_eval.serving.session import ChunkExecutor, validate_chunk
+from foundry_eval.serving.session import validate_chunk
 
 EVAL_KEYS = {"skill_type", "scenario_index", "is_success", "is_pending", "total_time", "failure_message"}
 TOP_KEYS = {
