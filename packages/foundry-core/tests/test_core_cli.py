@@ -19,6 +19,12 @@ def test_components_lists_core_builtins(foundry_pm, cli_runner):
     assert "transformer" in result.output and "foundry-core" in result.output
     result = invoke(foundry_pm, ["components", "optimizer"], cli_runner)
     assert "adamw" in result.output and "transformer" not in result.output
+    assert "-> foundry_core.train.optim:AdamW" in result.output  # each component's target
+
+
+def test_plugins_json_names_the_distribution(foundry_pm, cli_runner):
+    core = next(r for r in json.loads(invoke(foundry_pm, ["plugins", "--json"], cli_runner).output) if r["name"] == "foundry-core")
+    assert core["distribution"] == "foundry-robotics-core"  # foundry-core on PyPI is another project
 
 
 def test_plugins_json(foundry_pm, cli_runner):

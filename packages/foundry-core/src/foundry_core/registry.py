@@ -34,23 +34,6 @@ HOOK_KIND: dict[str, str] = {
 }
 KINDS: tuple[str, ...] = tuple(HOOK_KIND.values())
 
-#: Names provided by first-party packages, so a missing one can say what to install.
-FIRST_PARTY: dict[str, dict[str, str]] = {
-    "foundry-vision": {
-        "encoder": "vit hf_vision_encoder",
-        "model": "vlm hf_vlm",
-        "backbone": "foundry_vlm hf_vlm vision_encoder",
-        "data_source": "wds_image_caption",
-    },
-    "foundry-action": {
-        "model": "vla",
-        "action_expert": "flow_matching diffusion l1_regression",
-        "data_source": "zarr_episodes",
-    },
-    "foundry-eval": {"task": "reach_target push_to_target pick_place_bin stack_blocks put_on_plate", "evaluator": "rollouts"},
-}
-
-
 @dataclass(frozen=True)
 class ComponentSpec:
     """One registered component.
@@ -145,8 +128,10 @@ class Registry:
         if spec is not None:
             return spec
         msg = f"no {kind} named {name!r}{did_you_mean(name, self.names(kind))}"
+        from foundry_core.first_party import FIRST_PARTY
+
         for plugin, table in FIRST_PARTY.items():
-            if name in table.get(kind, "").split():
+            if name in table.get(kind, []):
                 from foundry_core.plugins import install_hint
 
                 msg += f" ({name!r} is provided by {plugin}: {install_hint(plugin)})"

@@ -41,7 +41,9 @@ def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:
     @cli.command()
     @click.argument("kind", required=False, type=click.Choice(KINDS))
     def components(kind: str | None) -> None:
-        """List registered components (of KIND) with their provider and description."""
+        """List registered components (of KIND): name, provider, what it is and where it lives."""
+        from foundry_core.catalog import target_text
+
         registry = collect(pm_factory())
         specs = registry.specs(kind)
         if not specs:
@@ -52,6 +54,7 @@ def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:
                 current = spec.kind
                 click.secho(f"{spec.kind}:", bold=True)
             click.echo(f"  {spec.name:<24} {spec.provider:<24} {spec.description}")
+            click.echo(f"  {'':<24} {'':<24} -> {target_text(spec)}")
 
     @cli.group()
     def config() -> None:
