@@ -13,6 +13,7 @@ from foundry_core.registry import collect
 from foundry_eval.sim.pose import top_down_rotation
 from foundry_eval.sim.scene import table_pose
 
+
 def _drake_tasks() -> dict[str, object]:
     """Every task foundry-eval registers from ``sim/tasks/`` (not the fake simulator): name -> spec."""
     pm = make_plugin_manager(entry_points_enabled=False)
