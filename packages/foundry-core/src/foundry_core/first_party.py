@@ -12,6 +12,7 @@ KindNames = dict[str, list[str]]
 FIRST_PARTY: dict[str, KindNames] = {
     "foundry-action": {
         "action_expert": ["diffusion", "flow_matching", "l1_regression"],
+        "converter": ["lerobot_v3", "replay_buffer", "wds"],
         "data_source": ["zarr_episodes"],
         "model": ["vla"],
     },

@@ -25,9 +25,8 @@ HOOK_KIND: dict[str, str] = {
     "register_backbones": "backbone",
     "register_action_experts": "action_expert",
     "register_data_sources": "data_source",
-    "register_transforms": "transform",
     "register_tasks": "task",
-    "register_evaluators": "evaluator",
+    "register_converters": "converter",
     "register_callbacks": "callback",
     "register_optimizers": "optimizer",
     "register_schedules": "schedule",
@@ -56,13 +55,15 @@ class ComponentSpec:
         """Import (if needed) and return the component class or factory."""
         if not isinstance(self.target, str):
             return self.target
-        module_name, _, attr = self.target.partition(":")
+        module_name, _, attr = self.target.partition(":")  # "pkg.module" alone names the module
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise ComponentError(
                 f"{self.kind} {self.name!r} (from {self.provider}) cannot be imported: {exc}"
             ) from exc
+        if not attr:
+            return module
         try:
             return getattr(module, attr)
         except AttributeError as exc:
