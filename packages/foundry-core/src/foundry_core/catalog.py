@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+import click
+
 from foundry_core.plugins import DISTRIBUTION_PREFIX, PluginManager, make_plugin_manager
 from foundry_core.registry import HOOK_KIND, ComponentSpec, Registry, collect
 
@@ -38,14 +40,43 @@ def first_party_names(pm: PluginManager, registry: Registry) -> dict[str, dict[s
     return table
 
 
+def _command_paths(group: click.Group, prefix: str = "") -> set[str]:
+    paths = set()
+    for name in group.list_commands(click.Context(group)):
+        cmd = group.get_command(click.Context(group), name)
+        paths.add(prefix + name)
+        if isinstance(cmd, click.Group):
+            paths |= _command_paths(cmd, f"{prefix}{name} ")
+    return paths
+
+
+def first_party_commands(pm: PluginManager) -> dict[str, list[str]]:
+    """``{"eval compare": plugin, ...}`` inverted: the command paths each first-party plugin adds."""
+    from foundry_core.cli.main import build_cli
+
+    def with_plugins(names: list[str]) -> set[str]:
+        only = make_plugin_manager(entry_points_enabled=False)
+        for name in names:
+            only.register(pm.get_plugin(name), name=name)
+        return _command_paths(build_cli(lambda: only))
+
+    core = with_plugins([])
+    return {plugin: sorted(with_plugins([plugin]) - core) for plugin in first_party_plugins(pm)}
+
+
 def first_party_source() -> str:
-    """The body of ``first_party.py`` (Python source of the ``FIRST_PARTY`` mapping)."""
+    """The body of ``first_party.py``: the ``FIRST_PARTY`` component names and ``FIRST_PARTY_COMMANDS``."""
     pm, registry = installed()
     lines = ["FIRST_PARTY: dict[str, KindNames] = {"]
     for plugin, kinds in first_party_names(pm, registry).items():
         lines.append(f"    {json.dumps(plugin)}: {{")
         lines.extend(f"        {json.dumps(kind)}: {json.dumps(names)}," for kind, names in sorted(kinds.items()))
         lines.append("    },")
+    lines.append("}")
+    lines.append("#: command path (``eval compare``) -> the first-party plugin that adds it")
+    lines.append("FIRST_PARTY_COMMANDS: dict[str, str] = {")
+    for plugin, paths in first_party_commands(pm).items():
+        lines.extend(f"    {json.dumps(path)}: {json.dumps(plugin)}," for path in paths)
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -26,4 +26,17 @@ FIRST_PARTY: dict[str, KindNames] = {
         "model": ["hf_vlm", "vlm"],
     },
 }
+#: command path (``eval compare``) -> the first-party plugin that adds it
+FIRST_PARTY_COMMANDS: dict[str, str] = {
+    "data convert": "foundry-action",
+    "data inspect": "foundry-action",
+    "data stats": "foundry-action",
+    "data validate": "foundry-action",
+    "eval compare": "foundry-eval",
+    "eval demos": "foundry-eval",
+    "eval run": "foundry-eval",
+    "serve": "foundry-eval",
+    "pipeline": "foundry-pipeline",
+    "generate": "foundry-vision",
+}
 # [[[end]]]

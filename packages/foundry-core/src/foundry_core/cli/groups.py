@@ -48,7 +48,7 @@ class FoundryGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         self.attach_plugins()
-        return super().get_command(ctx, cmd_name)
+        return super().get_command(ctx, cmd_name) or _not_installed(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -58,6 +58,27 @@ class FoundryGroup(click.Group):
                 raise
             click.secho(f"error: {exc}", err=True, fg="red")
             ctx.exit(2)
+
+
+class SharedGroup(click.Group):
+    """``foundry data`` / ``foundry eval``: several packages add subcommands here."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or _not_installed(f"{self.name} {cmd_name}")
+
+
+def _not_installed(path: str) -> None:
+    """A first-party command whose package is missing answers what to install (else click's 'No such command')."""
+    from foundry_core.first_party import FIRST_PARTY_COMMANDS
+    from foundry_core.plugins import install_hint
+
+    plugin = FIRST_PARTY_COMMANDS.get(path)
+    if plugin is not None:
+        raise click.UsageError(
+            f"'foundry {path}' is provided by {plugin}, which is not installed (or failed to load: see "
+            f"'foundry plugins'): {install_hint(plugin)}"
+        )
+    return None
 
 
 def group(cli: click.Group, name: str) -> click.Group:

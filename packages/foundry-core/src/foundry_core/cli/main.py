@@ -8,7 +8,7 @@ import traceback
 import click
 
 from foundry_core import __version__
-from foundry_core.cli.groups import SHARED_GROUPS, FoundryGroup, PmFactory
+from foundry_core.cli.groups import SHARED_GROUPS, FoundryGroup, PmFactory, SharedGroup
 from foundry_core.errors import FoundryError
 from foundry_core.plugins import plugin_manager
 
@@ -28,7 +28,7 @@ def build_cli(pm_factory: PmFactory = plugin_manager) -> click.Group:
         ctx.obj["pm_factory"] = pm_factory
 
     for name, help_text in SHARED_GROUPS.items():
-        cli.add_command(click.Group(name=name, help=help_text))
+        cli.add_command(SharedGroup(name=name, help=help_text))
 
     from foundry_core.cli import commands
 
