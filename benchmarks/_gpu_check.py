@@ -89,7 +89,8 @@ def piece_policy_latency(dry_run: bool, device: str) -> dict[str, Any]:
     import torch
 
     from foundry_action.policy import Policy, chunk_latency_ms
-    from foundry_core.registry import BuildContext, get_registry
+    from foundry_core.plugins import get_registry
+    from foundry_core.registry import BuildContext
 
     registry = get_registry()
     torch.manual_seed(0)

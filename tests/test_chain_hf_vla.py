@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from foundry_core.errors import ConfigError
-from foundry_core.plugins import plugin_manager
-from foundry_core.registry import BuildContext, get_registry
+from foundry_core.plugins import get_registry, plugin_manager
+from foundry_core.registry import BuildContext
 from foundry_core.train.run import train_from_config
 
 pytest.importorskip("foundry_vision")

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from foundry_core.errors import ConfigError, DataError
-from foundry_core.registry import BuildContext, get_registry
+from foundry_core.plugins import get_registry
+from foundry_core.registry import BuildContext
 
 pytest.importorskip("foundry_vision")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
