@@ -25,6 +25,7 @@ def test_without_cuda_it_says_to_use_the_dry_run(tmp_path):
 
 
 @pytest.mark.slow  # ~10 min on 2 shared cores: run_all --quick over three benchmarks + the Qwen3-VLA pieces
+@pytest.mark.timeout(1800)
 def test_dry_run_runs_every_piece_at_tiny_size(tmp_path):
     out = tmp_path / "results_gpu.json"
     proc = subprocess.run([str(SCRIPT), "--dry-run", "--out", str(out)], capture_output=True, text=True,
