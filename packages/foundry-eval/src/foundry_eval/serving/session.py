@@ -47,8 +47,11 @@ class PolicyClient(Protocol):
     def close(self) -> None: ...
 
 
-def validate_chunk(chunk: Any) -> np.ndarray:
-    """A policy's output -> float32 [H, A]; raises PolicyOutputError for wrong shapes, dtypes or NaN."""
+def validate_chunk(chunk: Any, pose_actions: bool = True) -> np.ndarray:
+    """A policy's output -> float32 [H, A]; raises PolicyOutputError for wrong shapes, dtypes or NaN.
+
+    ``pose_actions``: A must be 10 per arm (xyz, rot6d, gripper); off for tasks with their own action
+    vectors (e.g. Meta-World's 4-D displacement commands)."""
     if hasattr(chunk, "detach"):  # a torch tensor, possibly on an accelerator
         chunk = chunk.detach().float().cpu().numpy()
     try:
@@ -57,7 +60,7 @@ def validate_chunk(chunk: Any) -> np.ndarray:
         raise PolicyOutputError(f"policy returned {type(chunk).__name__}, not an array: {exc}") from None
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise PolicyOutputError(f"policy returned an action chunk of dtype {arr.dtype}; expected float32")
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[1] % ARM_DIM:
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0 or (pose_actions and arr.shape[1] % ARM_DIM):
         raise PolicyOutputError(
             f"policy returned an action chunk of shape {list(arr.shape)}; expected [H, A] with H >= 1 and "
             f"A a multiple of {ARM_DIM} (xyz, rot6d, gripper per arm)"
@@ -81,11 +84,14 @@ def seed_everything(seed: int) -> None:
 class ChunkExecutor:
     """Receding-horizon execution: run the first ``replan_every`` actions of a chunk, then re-plan."""
 
-    def __init__(self, policy: Policy, replan_every: int = DEFAULT_REPLAN_EVERY) -> None:
+    def __init__(
+        self, policy: Policy, replan_every: int = DEFAULT_REPLAN_EVERY, pose_actions: bool = True
+    ) -> None:
         if replan_every < 1:
             raise ValueError(f"replan_every must be >= 1, got {replan_every}")
         self.policy = policy
         self.replan_every = replan_every
+        self.pose_actions = pose_actions
         self._queue: list[np.ndarray] = []
 
     def reset(self, seed: int) -> None:
@@ -98,19 +104,23 @@ class ChunkExecutor:
 
     def step(self, observation: Mapping[str, Any]) -> np.ndarray:
         if not self._queue:
-            chunk = validate_chunk(self.policy.act(observation))
+            chunk = validate_chunk(self.policy.act(observation), self.pose_actions)
             self._queue = list(chunk[: self.replan_every])
-        return canonical_action(self._queue.pop(0))
+        action = self._queue.pop(0)
+        return canonical_action(action) if self.pose_actions else action
 
 
 class ActionPolicyExecutor:
     """foundry-action's executor for its ``Policy`` (which must observe every step for its history),
     with the same validation of every action as :class:`ChunkExecutor`."""
 
-    def __init__(self, policy: Any, replan_every: int = DEFAULT_REPLAN_EVERY) -> None:
+    def __init__(
+        self, policy: Any, replan_every: int = DEFAULT_REPLAN_EVERY, pose_actions: bool = True
+    ) -> None:
         from foundry_action.policy import ChunkExecutor as ActionChunkExecutor
 
         self.policy = policy
+        self.pose_actions = pose_actions
         horizon = int(policy.future) + 1
         self._executor = ActionChunkExecutor(policy, execute_steps=min(replan_every, horizon))
 
@@ -119,17 +129,20 @@ class ActionPolicyExecutor:
         self._executor.reset(seed)
 
     def step(self, observation: Mapping[str, Any]) -> np.ndarray:
-        return canonical_action(self._executor.step(observation))
+        action = self._executor.step(observation)
+        if self.pose_actions:
+            return canonical_action(action)
+        return validate_chunk(np.asarray(action)[None], pose_actions=False)[0]
 
 
 def make_executor(
-    policy: Policy, replan_every: int = DEFAULT_REPLAN_EVERY
+    policy: Policy, replan_every: int = DEFAULT_REPLAN_EVERY, pose_actions: bool = True
 ) -> ChunkExecutor | ActionPolicyExecutor:
     """foundry-action's executor for policies with an observation history (``observe``/``plan``),
     the generic receding-horizon one for any other ``interfaces.Policy``."""
     if all(hasattr(policy, name) for name in ("observe", "plan", "record_action", "future")):
-        return ActionPolicyExecutor(policy, replan_every)
-    return ChunkExecutor(policy, replan_every)
+        return ActionPolicyExecutor(policy, replan_every, pose_actions)
+    return ChunkExecutor(policy, replan_every, pose_actions)
 
 
 class PolicySessions:
@@ -142,8 +155,10 @@ class PolicySessions:
         replan_every: int = DEFAULT_REPLAN_EVERY,
         max_sessions: int = 64,
         allow_extra_cameras: bool = False,
+        pose_actions: bool = True,
     ) -> None:
         self.policy_factory = policy_factory
+        self.pose_actions = pose_actions
         self.allow_extra_cameras = allow_extra_cameras
         self.replan_every = replan_every
         self.max_sessions = max_sessions
@@ -165,7 +180,7 @@ class PolicySessions:
         with self._lock:
             session = self._sessions.get(client_id)
             if session is None:
-                session = make_executor(self._take_policy(), self.replan_every)
+                session = make_executor(self._take_policy(), self.replan_every, self.pose_actions)
                 self._sessions[client_id] = session
             self._sessions.move_to_end(client_id)
         session.reset(seed)
