@@ -84,7 +84,7 @@ def run(quick: bool, device: str = "cpu") -> dict[str, Any]:
         start = time.perf_counter()
         for name, policy in (("expert", "expert"), ("vla", str(run_dir / "export"))):
             paths = run_rollouts(policy, nodes, size["episodes"], root / "eval", model_name=name,
-                                 workers=size["workers"], replan_every=4, device=device, progress=False)  # fmt: skip
+                                 workers=size["workers"], execute_steps=4, device=device, progress=False)  # fmt: skip
             rates[name] = success_count(paths)
         timings["eval_s"] = time.perf_counter() - start
 

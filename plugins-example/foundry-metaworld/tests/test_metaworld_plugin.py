@@ -17,10 +17,10 @@ REPO = Path(__file__).resolve().parents[3]
 
 def test_every_mt50_task_is_registered_with_its_instruction():
     registry = get_registry()
-    names = set(registry.names("env"))
+    names = set(registry.names("task"))
     assert set(MT50) <= names and len(MT50) == 50 and set(MT10) <= set(MT50)
     assert [len(tasks_of(d)) for d in DIFFICULTIES] == [28, 11, 6, 5]
-    spec = registry.get("env", "metaworld_pick_place")
+    spec = registry.get("task", "metaworld_pick_place")
     assert spec.provider == "foundry-metaworld"
     assert "pick up the puck" in spec.description
     assert spec.load().task_name == "MetaworldPickPlace"
@@ -28,7 +28,7 @@ def test_every_mt50_task_is_registered_with_its_instruction():
 
 def test_unknown_task_names_suggest_the_closest():
     with pytest.raises(ComponentError, match="metaworld_pick_place"):
-        get_registry().get("env", "metaworld_pick_plce")
+        get_registry().get("task", "metaworld_pick_plce")
     with pytest.raises(ValueError, match="metaworld_drawer_open"):
         tasks_of("metaworld_drawer_opn")
 
@@ -36,13 +36,13 @@ def test_unknown_task_names_suggest_the_closest():
 def test_config_errors_name_the_field():
     registry = get_registry()
     with pytest.raises(ConfigError, match="cameras"):
-        registry.build("env", {"name": "metaworld_reach", "cameras": ["front"]})
+        registry.build("task", {"name": "metaworld_reach", "cameras": ["front"]})
     with pytest.raises(ConfigError, match="max_steps"):
-        registry.build("env", {"name": "metaworld_reach", "max_steps": 501})
+        registry.build("task", {"name": "metaworld_reach", "max_steps": 501})
 
 
 def test_seeded_reset_observation_and_expert():
-    task = get_registry().build("env", {"name": "metaworld_reach", "image_size": 32})
+    task = get_registry().build("task", {"name": "metaworld_reach", "image_size": 32})
     try:
         first = task.reset(7)
         assert first["images"]["corner"].shape == (32, 32, 3) and first["images"]["corner"].dtype == np.uint8
@@ -85,7 +85,7 @@ def test_demos_train_and_evaluate_end_to_end(tmp_path):
     assert spec["action_dim"] == 4 and spec["proprio_dim"] == 4 and spec["is_language_conditioned"]
 
     paths = run_rollouts(str(run_dir / "export"), [{"name": "metaworld_reach", "max_steps": 40}], 2, tmp_path / "eval",
-                         model_name="mt10", replan_every=4, progress=False)  # fmt: skip
+                         model_name="mt10", execute_steps=4, progress=False)  # fmt: skip
     results = load_results(tmp_path / "eval").results[("mt10", "MetaworldReach")]
     assert [e.status for e in results.episodes if e.status not in ("success", "failure")] == []
     assert len(results.episodes) == 2 and all(e.total_time > 0 for e in results.episodes) and paths

@@ -6,7 +6,7 @@ from foundry_core.hookspecs import Register, hookimpl
 from foundry_metaworld.catalog import MT50
 
 
-@hookimpl(specname="register_envs")
+@hookimpl(specname="register_tasks")
 def register_metaworld_tasks(register: Register) -> None:
     for name, info in MT50.items():
         register(

@@ -74,7 +74,7 @@ def rendering_error(exc: BaseException) -> RenderingUnavailable:
 
 
 class MetaWorldTask:
-    """One Meta-World task behind the ``foundry_core.interfaces.Env`` contract (see the module docstring)."""
+    """One Meta-World task behind the ``foundry_core.interfaces.Task`` contract (see the module docstring)."""
 
     info: ClassVar[TaskInfo]
     task_name: ClassVar[str] = ""
@@ -130,7 +130,7 @@ class MetaWorldTask:
     def from_config(cls, cfg: Config, ctx: Any = None) -> MetaWorldTask:
         return cls(cfg)
 
-    # ------------------------------------------------------------------ Env API
+    # ------------------------------------------------------------------ Task API
     def reset(self, seed: int) -> dict[str, Any]:
         """Draw the scene of ``seed`` from the task's randomization space; return the first observation."""
         if self._env is None:
