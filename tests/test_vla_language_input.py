@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from foundry_core.errors import ConfigError
-from foundry_core.registry import BuildContext, get_registry
+from foundry_core.plugins import get_registry
+from foundry_core.registry import BuildContext
 
 pytest.importorskip("foundry_vision")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from foundry_core.errors import ComponentError, ConfigError
-from foundry_core.registry import get_registry
+from foundry_core.plugins import get_registry
 from foundry_metaworld.catalog import DIFFICULTIES, MT10, MT50, tasks_of
 
 REPO = Path(__file__).resolve().parents[3]

@@ -229,7 +229,7 @@ def make_client(spec: RunSpec, env: Task | None) -> PolicyClient:
 def pose_actions(spec: RunSpec) -> bool:
     """Whether the run's tasks take 10-per-arm pose actions; tasks with their own action vectors (e.g.
     Meta-World's) say ``pose_actions = False``. One policy cannot serve both kinds in one run."""
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
 
     registry = get_registry()
     kinds = {
