@@ -16,7 +16,8 @@ and the per-difficulty rows below cover only the MT10 tasks of each group.
     uv run python benchmarks/metaworld_mt10.py [--quick] [--device cuda]
 
 (Not named ``metaworld.py``: run as a script, this folder is first on ``sys.path`` and the file would
-shadow the ``metaworld`` package.) Quick mode (< 5 min on 2 CPU cores): 2 tasks, 4 demos each, 150 steps, 2 episodes per task.
+shadow the ``metaworld`` package.) Quick mode (~4 min on 2 idle CPU cores): 2 tasks, 4 demos each,
+150 training steps, 2 episodes per task capped at 150 control steps (a smoke run of the whole path, not a measurement).
 """
 
 from __future__ import annotations
@@ -48,8 +49,16 @@ def _sizes(quick: bool) -> dict[str, Any]:
 
     if quick:
         return {"tasks": ["metaworld_reach", "metaworld_button_press_topdown"], "demos": 4, "steps": 150,
-                "episodes": 2, "image_size": 32, "workers": 1}  # fmt: skip
-    return {"tasks": list(MT10), "demos": 25, "steps": 3000, "episodes": 10, "image_size": 64, "workers": 2}
+                "episodes": 2, "image_size": 32, "workers": 1, "max_steps": 150}  # fmt: skip
+    return {
+        "tasks": list(MT10),
+        "demos": 25,
+        "steps": 3000,
+        "episodes": 10,
+        "image_size": 64,
+        "workers": 2,
+        "max_steps": 500,
+    }
 
 
 def run(quick: bool, device: str = "cpu") -> dict[str, Any]:
@@ -79,7 +88,7 @@ def run(quick: bool, device: str = "cpu") -> dict[str, Any]:
         start = time.perf_counter()
         run_dir = train_from_config(resolve_config(RECIPE, overrides))
         timings["train_s"] = time.perf_counter() - start
-        nodes = [{"name": t, "image_size": image} for t in tasks]
+        nodes = [{"name": t, "image_size": image, "max_steps": size["max_steps"]} for t in tasks]
         rates: dict[str, dict[str, tuple[int, int]]] = {}
         start = time.perf_counter()
         for name, policy in (("expert", "expert"), ("vla", str(run_dir / "export"))):
@@ -115,7 +124,7 @@ def run(quick: bool, device: str = "cpu") -> dict[str, Any]:
         "rows": rows,
         "vla_by_difficulty_percent": groups,
         "published_percent": PUBLISHED,
-        "budget": {k: size[k] for k in ("demos", "steps", "episodes", "image_size")},
+        "budget": {k: size[k] for k in ("demos", "steps", "episodes", "image_size", "max_steps")},
         "seconds": timings,
     }
 
