@@ -282,9 +282,10 @@ def compare(
 
 
 def _task_groups(rs: ResultSet, trs, warnings: list[str], es: str) -> dict[str, list[str]]:
+    """Task groups from ``rename.yaml`` (those with a loaded task) plus, always, the all-tasks group."""
     present = {r.task for r in trs}
+    groups: dict[str, list[str]] = {}
     if rs.rename is not None and rs.rename.task_groups:
-        groups = {}
         for g, tasks in rs.rename.task_groups.items():
             have = [t for t in tasks if t in present]
             if have:
@@ -293,8 +294,13 @@ def _task_groups(rs: ResultSet, trs, warnings: list[str], es: str) -> dict[str, 
                     warnings.append(
                         f"{es or '-'} / task group {g!r}: only {len(have)} of its {len(tasks)} tasks are loaded"
                     )
-        return groups
-    return {ALL_TASKS: sorted(present)}
+    if ALL_TASKS in groups:
+        warnings.append(
+            f"{es or '-'}: rename.yaml defines a task group named {ALL_TASKS!r}; it replaces ours"
+        )
+    else:
+        groups[ALL_TASKS] = sorted(present)
+    return groups
 
 
 def _aggregate_rows(
