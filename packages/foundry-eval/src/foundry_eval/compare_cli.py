@@ -176,8 +176,28 @@ def format_json(cmp) -> str:
 @click.option(
     "--lai-threshold", type=int, default=500, show_default=True, help="Horizons above this use Lai's test."
 )
+@click.option(
+    "--step-construction",
+    type=click.Choice(["lp", "legacy"]),
+    default="lp",
+    show_default=True,
+    help="STEP boundary: lp (per-step linear program, more powerful) or legacy (the previous "
+    "fixed-order boundary, to reproduce older letters).",
+)
 def compare_command(
-    root, models, tasks, fmt, layout, out, test, alpha, correction, conservative, seed, lai_threshold
+    root,
+    models,
+    tasks,
+    fmt,
+    layout,
+    out,
+    test,
+    alpha,
+    correction,
+    conservative,
+    seed,
+    lai_threshold,
+    step_construction,
 ) -> None:
     """Compare policies in a results tree ROOT ({root}/[{eval_set}/]{model}/{Task}/rollouts/{ts}/results.json).
 
@@ -213,6 +233,7 @@ def compare_command(
             lai_threshold=lai_threshold,
             correction=correction,
             progress=progress,
+            step_construction=step_construction,
         )
     table = format_reference_table if layout == "reference" else format_table
     text = {"table": table, "csv": format_csv, "json": format_json}[fmt](cmp)
