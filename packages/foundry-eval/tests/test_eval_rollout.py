@@ -206,9 +206,7 @@ def test_cli_eval_run(tmp_path, cli_runner):
     runner.run_rollouts = lambda *a, **kw: seen.append(kw["cameras"]) or real(*a, **kw)
     try:
         for value in ("none", "scene,wrist"):
-            result = cli_runner.invoke(
-                build_cli(), [*args, "--cameras", value, "--out", str(tmp_path / value)]
-            )
+            result = cli_runner.invoke(build_cli(), [*args, "--cameras", value, "--out", str(tmp_path / value)])
             assert result.exit_code == 0 and "PointReach: 2/2 successes" in result.output, result.output
     finally:
         runner.run_rollouts = real
