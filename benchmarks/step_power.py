@@ -131,7 +131,7 @@ def main() -> None:
         ref = ref if res["n_max"] == 200 else None  # the reference's numbers are for n_max 200
         cells = []
         for i in range(3):
-            cell = f"{r['table_new'][i]:.3f} / {r['table_old'][i]:.3f}"
+            cell = f"{r['table_new'][i]:.4f} / {r['table_old'][i]:.4f}"
             cells.append(cell + (f" / {ref[i]:.3f}" if ref else ""))
         s = r["size_at_0.05"]
         size = f"{s[0]:.5f} / {s[1]:.5f}" + (f" / {ref[3]:.5f}" if ref else "")

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 N_CONTROL_POINTS = 129
 SHAPES = ("linear", "power", "zeta")
 CONSTRUCTIONS = ("lp", "legacy")
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Null rates at which the exact size is evaluated after synthesis (per half of [0, 1], dense in arcsin).
 N_SIZE_GRID = 4000
 #: The size is brought to at most α·(1 − SIZE_SLACK): float rounding can never push it above α.
