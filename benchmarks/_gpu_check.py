@@ -99,8 +99,11 @@ def piece_policy_latency(dry_run: bool, device: str) -> dict[str, Any]:
     spec = model.spec
     size = tuple(int(x) for x in spec["image_size"])
     rng = np.random.default_rng(0)
-    obs = {"images": {c: rng.integers(0, 255, (*size, 3), dtype=np.uint8) for c in spec["cameras"]},
-           "proprio": np.zeros(int(spec["proprio_dim"]), np.float32), "instruction": "put the cup on the plate"}
+    obs = {
+        "images": {c: rng.integers(0, 255, (*size, 3), dtype=np.uint8) for c in spec["cameras"]},
+        "proprio": np.zeros(int(spec["proprio_dim"]), np.float32),
+        "instruction": "put the cup on the plate",
+    }
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -108,10 +111,17 @@ def piece_policy_latency(dry_run: bool, device: str) -> dict[str, Any]:
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
         chunk_latency_ms(policy, obs, 3)  # warm-up (fills the observation history, first kernels)
         times = np.array(chunk_latency_ms(policy, obs, 5 if dry_run else 50))
-    out = {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99)),
-           "calls": len(times), "params_b": sum(p.numel() for p in model.parameters()) / 1e9,
-           "cameras": len(spec["cameras"]), "image_offsets": spec["image_offsets"], "image_size": list(size),
-           "inference_steps": model.expert.cfg.inference_steps, "dtype": "bf16 autocast" if cuda else "fp32"}
+    out = {
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "calls": len(times),
+        "params_b": sum(p.numel() for p in model.parameters()) / 1e9,
+        "cameras": len(spec["cameras"]),
+        "image_offsets": spec["image_offsets"],
+        "image_size": list(size),
+        "inference_steps": model.expert.cfg.inference_steps,
+        "dtype": "bf16 autocast" if cuda else "fp32",
+    }
     if cuda:
         out["cuda_max_alloc_gb"] = torch.cuda.max_memory_allocated() / 2**30
     return out
@@ -128,17 +138,24 @@ def piece_train(dry_run: bool, steps: int, work: Path) -> dict[str, Any]:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     run_dir = train_from_config(raw)
-    rows = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "step_time" in r]
+    rows = [
+        r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "step_time" in r
+    ]
     warm = rows[5:] if len(rows) > 5 else rows[-1:]
     per_device = int(raw["train"]["batch"]["per_device"])
     step = statistics.median(r["step_time"] for r in warm)
-    out = {"steps": len(rows), "step_time_s": step, "samples_per_s_per_gpu": per_device / step,
-           "mfu": statistics.median(r.get("mfu", 0.0) for r in warm),
-           "data_wait_share": statistics.median(r.get("data_wait_share", 0.0) for r in warm),
-           "loader_workers": raw["model"]["data"].get("num_workers", 0),
-           "first_step_time_s": rows[0]["step_time"], "per_device_batch": per_device,
-           "settings": {k: raw["train"][k] for k in ("precision", "grad_checkpointing", "compile")}
-           | {"strategy": raw["distributed"]["strategy"]}}
+    out = {
+        "steps": len(rows),
+        "step_time_s": step,
+        "samples_per_s_per_gpu": per_device / step,
+        "mfu": statistics.median(r.get("mfu", 0.0) for r in warm),
+        "data_wait_share": statistics.median(r.get("data_wait_share", 0.0) for r in warm),
+        "loader_workers": raw["model"]["data"].get("num_workers", 0),
+        "first_step_time_s": rows[0]["step_time"],
+        "per_device_batch": per_device,
+        "settings": {k: raw["train"][k] for k in ("precision", "grad_checkpointing", "compile")}
+        | {"strategy": raw["distributed"]["strategy"]},
+    }
     if cuda:
         out["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
     return out
@@ -147,25 +164,38 @@ def piece_train(dry_run: bool, steps: int, work: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="every piece on CPU at tiny size")
-    parser.add_argument("--out", default=None, help="results file (default benchmarks/results_gpu.json, "
-                                                    "benchmarks/results_gpu_dry_run.json with --dry-run)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 20; 2 with --dry-run)")
-    parser.add_argument("--only", nargs="+", choices=PIECES, default=list(PIECES), help="run only these pieces")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results file (default benchmarks/results_gpu.json, "
+        "benchmarks/results_gpu_dry_run.json with --dry-run)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training steps (default 20; 2 with --dry-run)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=PIECES, default=list(PIECES), help="run only these pieces"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
 
     if not args.dry_run and not torch.cuda.is_available():
-        print("gpu_check: no CUDA device here; run with --dry-run to check the script on CPU", file=sys.stderr)
+        print(
+            "gpu_check: no CUDA device here; run with --dry-run to check the script on CPU", file=sys.stderr
+        )
         return 2
     device = "cpu" if args.dry_run else "cuda"
     steps = args.steps or (2 if args.dry_run else 20)
     out_path = Path(args.out or HERE / ("results_gpu_dry_run.json" if args.dry_run else "results_gpu.json"))
     started = time.perf_counter()
     report: dict[str, Any] = {
-        "dry_run": args.dry_run, "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-        "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "pieces": {},
+        "dry_run": args.dry_run,
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pieces": {},
     }
     ok = True
     with tempfile.TemporaryDirectory(prefix="foundry_gpu_check_") as tmp:
@@ -187,8 +217,11 @@ def main(argv: list[str] | None = None) -> int:
                     result: dict[str, Any] = {"status": "ok", **fn()}
                 except Exception as exc:  # noqa: BLE001 - recorded, the other pieces still run
                     ok = False
-                    result = {"status": "error", "reason": f"{type(exc).__name__}: {exc}",
-                              "traceback": traceback.format_exc()}
+                    result = {
+                        "status": "error",
+                        "reason": f"{type(exc).__name__}: {exc}",
+                        "traceback": traceback.format_exc(),
+                    }
                 result["seconds"] = round(time.perf_counter() - t0, 1)
                 report["pieces"][name] = result
                 print(f"gpu_check: {name}: {result['status']} ({result['seconds']} s)", flush=True)

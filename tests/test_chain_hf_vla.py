@@ -35,7 +35,9 @@ def test_finetuned_hf_vlm_export_is_a_vla_backbone_in_one_line(tiny_episodes, tm
     registry = get_registry()
     # 1. fine-tune the HF VLM with our trainer: MFU is counted (it was 0)
     mix = [{"source": {"name": "synthetic_image_caption", "num_samples": 8, "image_size": 64}}]
-    vlm_run = train_from_config(trainer_config(tmp_path / "vlm", {"name": "hf_vlm", "path": str(hf_dir)}, mix), pm=pm)
+    vlm_run = train_from_config(
+        trainer_config(tmp_path / "vlm", {"name": "hf_vlm", "path": str(hf_dir)}, mix), pm=pm
+    )
     assert any(r.get("mfu", 0) > 0 for r in _rows(vlm_run)), _rows(vlm_run)
 
     # 2. the VLA: backbone is the export, one line; trains through the trainer and exports (it crashed here)
@@ -51,7 +53,9 @@ def test_finetuned_hf_vlm_export_is_a_vla_backbone_in_one_line(tiny_episodes, tm
     assert any("model/action_loss" in r for r in rows)
     # MFU of the whole VLA: the backbone's FLOPs are in it (the expert alone is far smaller)
     vla = get_registry().build("model", node, BuildContext(registry))
-    batch = next(registry.build("data_source", data, BuildContext(registry)).batches(2, rank=0, world_size=1, seed=0))
+    batch = next(
+        registry.build("data_source", data, BuildContext(registry)).batches(2, rank=0, world_size=1, seed=0)
+    )
     vla.compute_loss(batch)
     encode = vla.backbone.encode_flops()
     assert encode > 0 and vla.flops_per_sample(batch) > 3 * encode
@@ -61,8 +65,11 @@ def test_finetuned_hf_vlm_export_is_a_vla_backbone_in_one_line(tiny_episodes, tm
     tiny_episodes.rename(tmp_path / "moved.zarr")
     policy = Policy.from_pretrained(vla_run / "export", registry=registry)
     assert policy.model.backbone.vlm.model_type == "qwen3_vl"
-    obs = {"images": {c: np.zeros((64, 64, 3), np.uint8) for c in ("scene", "wrist")},
-           "proprio": np.zeros(10, np.float32), "instruction": "do thing number 0"}
+    obs = {
+        "images": {c: np.zeros((64, 64, 3), np.uint8) for c in ("scene", "wrist")},
+        "proprio": np.zeros(10, np.float32),
+        "instruction": "do thing number 0",
+    }
     assert policy.act(obs).shape == (4, 10)
 
 

@@ -42,7 +42,9 @@ def test_recipes_keep_the_paper_settings():
         raw = resolve_config(PAPER / f"{name}.yaml")
         t = raw["train"]
         assert (t["precision"], t["grad_checkpointing"], t["compile"]) == ("bf16", True, True), name
-        assert raw["distributed"]["strategy"] == "fsdp2" and t["batch"] == {"global": 512, "per_device": 8}, name
+        assert raw["distributed"]["strategy"] == "fsdp2" and t["batch"] == {"global": 512, "per_device": 8}, (
+            name
+        )
     for name in ("foundry_vla_1b7", "foundry_qwen3vla_2b"):
         raw = resolve_config(PAPER / f"{name}.yaml")
         data = raw["model"]["data"]
@@ -50,8 +52,13 @@ def test_recipes_keep_the_paper_settings():
         assert (data["past"], data["future"], data["image_offsets"]) == (1, 14, [-1, 0]), name
         assert raw["data"]["mix"][0]["source"] == data
         assert raw["model"]["expert"]["preset"] == "large" and raw["train"]["optim"]["lr"] == 5.0e-4
-    assert resolve_config(PAPER / "foundry_vlm_1b3.yaml")["model"]["llm"] == {"path": "runs/foundry_llm_1b/export"}
-    assert resolve_config(PAPER / "foundry_vla_1b7.yaml")["model"]["backbone"]["path"] == "runs/foundry_vlm_1b3/export"
+    assert resolve_config(PAPER / "foundry_vlm_1b3.yaml")["model"]["llm"] == {
+        "path": "runs/foundry_llm_1b/export"
+    }
+    assert (
+        resolve_config(PAPER / "foundry_vla_1b7.yaml")["model"]["backbone"]["path"]
+        == "runs/foundry_vlm_1b3/export"
+    )
 
 
 def test_every_paper_recipe_trains_two_tiny_steps_in_a_chain(tmp_path, monkeypatch):
@@ -75,8 +82,11 @@ def test_missing_hf_folder_names_the_path_and_the_download(tmp_path, monkeypatch
     from foundry_action.testing import make_lbm_store
 
     make_lbm_store(tmp_path / "data" / "lbm.zarr", lengths=(20,))
-    with pytest.raises(ConfigError, match=r"models/Qwen3-VL-2B-Instruct.*huggingface-cli download "
-                                          r"Qwen/Qwen3-VL-2B-Instruct --local-dir models/Qwen3-VL-2B-Instruct"):
+    with pytest.raises(
+        ConfigError,
+        match=r"models/Qwen3-VL-2B-Instruct.*huggingface-cli download "
+        r"Qwen/Qwen3-VL-2B-Instruct --local-dir models/Qwen3-VL-2B-Instruct",
+    ):
         run(str(PAPER / "foundry_qwen3vla_2b.yaml"), tiny_overrides("foundry_qwen3vla_2b"))
 
 

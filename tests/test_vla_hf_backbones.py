@@ -19,7 +19,12 @@ pytest.importorskip("foundry_vision")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 #: tiny_hf family name -> the model_type the backbone reports
-FAMILIES = {"qwen3_vl": "qwen3_vl", "qwen2_5_vl": "qwen2_5_vl", "smolvlm": "smolvlm", "paligemma2": "paligemma"}
+FAMILIES = {
+    "qwen3_vl": "qwen3_vl",
+    "qwen2_5_vl": "qwen2_5_vl",
+    "smolvlm": "smolvlm",
+    "paligemma2": "paligemma",
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,8 +50,14 @@ def _node(folder, store, expert="flow_matching", readout=4, **backbone):
         "name": "vla",
         "backbone": {"name": "hf_vlm", "path": str(folder), **backbone},
         "expert": {"name": expert, "preset": "debug", "image_readout": readout},
-        "data": {"name": "zarr_episodes", "path": str(store), "past": 1, "future": 3, "image_offsets": [-1, 0],
-                 "image_size": 64},
+        "data": {
+            "name": "zarr_episodes",
+            "path": str(store),
+            "past": 1,
+            "future": 3,
+            "image_offsets": [-1, 0],
+            "image_size": 64,
+        },
     }
 
 
@@ -87,7 +98,9 @@ def test_vla_on_each_family_reads_out_images_trains_and_predicts(family, hf_dirs
     losses = _train(model, batch, 3)
     assert all(torch.isfinite(torch.tensor(losses))), losses
     assert not torch.equal(readout.detach(), before)  # the read-out of the HF image tokens learns
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.parameters())  # and the VLM too
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.parameters()
+    )  # and the VLM too
     out = model.predict(batch)
     assert out.shape == (4, 5, 10) and torch.isfinite(out).all()
     assert model.flops_per_sample(batch) > 0
@@ -122,7 +135,11 @@ def test_image_size_the_processor_would_count_differently_is_a_clear_error(hf_di
 def test_tokens_last_or_no_size_cannot_give_a_span(hf_dirs, tiny_episodes):
     registry = get_registry()
     with pytest.raises(ConfigError, match="tokens: last keeps no image tokens"):
-        registry.build("model", _node(hf_dirs("smolvlm"), tiny_episodes, tokens="last"), BuildContext(registry))
-    backbone = registry.build("backbone", {"name": "hf_vlm", "path": str(hf_dirs("smolvlm"))}, BuildContext(registry))
+        registry.build(
+            "model", _node(hf_dirs("smolvlm"), tiny_episodes, tokens="last"), BuildContext(registry)
+        )
+    backbone = registry.build(
+        "backbone", {"name": "hf_vlm", "path": str(hf_dirs("smolvlm"))}, BuildContext(registry)
+    )
     with pytest.raises(ConfigError, match=r"hf_vlm \(smolvlm\): image_token_span needs the input image size"):
         backbone.image_token_span(2)

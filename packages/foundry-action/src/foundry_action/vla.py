@@ -146,7 +146,9 @@ class VLA(nn.Module):
                     "(no image_token_span); use image_readout: 0 with it"
                 )
             image_size = tuple(int(x) for x in spec["image_size"])
-            dims["image_span"] = span(len(spec["cameras"]) * len(spec["image_offsets"]), image_size=image_size)
+            dims["image_span"] = span(
+                len(spec["cameras"]) * len(spec["image_offsets"]), image_size=image_size
+            )
         ectx = BuildContext(ctx.registry, device=ctx.device, dims=dims, extras=ctx.extras)
         expert = ctx.registry.build("action_expert", cfg.expert, ectx, where="model.expert")
         spec = {**spec, "is_language_conditioned": cfg.use_instruction, "expert": cfg.expert.get("name")}
