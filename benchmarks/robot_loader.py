@@ -174,8 +174,9 @@ def vla_step_seconds(store: Path, batch: dict[str, Any], device: str, steps: int
     registry = collect(pm)
     data = {"name": "zarr_episodes", "path": str(store), "past": PAST, "future": FUTURE, "image_offsets": list(OFFSETS)}
     torch.manual_seed(0)
-    model = registry.build("model", {"name": "vla", "backbone": VLA_BACKBONE, "expert": VLA_EXPERT, "data": data},
-                           BuildContext(registry, device=device))
+    # a vision-only backbone: the VLA must be told to ignore the instruction (refused otherwise)
+    node = {"name": "vla", "backbone": VLA_BACKBONE, "expert": VLA_EXPERT, "data": data, "use_instruction": False}
+    model = registry.build("model", node, BuildContext(registry, device=device))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     cuda = device.startswith("cuda")
