@@ -441,8 +441,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ export
 
-    def export(self) -> Path:
-        """Collective: gather full weights (EMA if enabled), rebuild the model on rank 0, write ``export/``."""
+    def export(self, out_dir: Path | None = None) -> Path:
+        """Collective: gather full weights (EMA if enabled), rebuild the model on rank 0, write ``export/``
+        (or ``out_dir``: an export of the current weights during training, e.g. for closed-loop evaluation)."""
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         full = (
             get_model_state_dict(self.module, options=opts)
@@ -454,7 +455,7 @@ class Trainer:
         ema_full = (
             {n: full_tensor(t).detach().cpu() for n, t in self.ema.state_dict().items()} if use_ema else {}
         )
-        out = self.run_dir / "export"
+        out = Path(out_dir) if out_dir is not None else self.run_dir / "export"
         if self.info.is_main:
             from foundry_core.export import export_model
 
@@ -477,7 +478,7 @@ class Trainer:
                 "ema": use_ema,
             }
             export_model(fresh, self.cfg.model, out, extra_meta=meta)
-            if self.remote is not None:
+            if self.remote is not None and out_dir is None:
                 self.remote.submit(out, "export")
             log.info("exported the model to %s", out)
         barrier()
