@@ -24,7 +24,7 @@ from foundry_core.errors import DataError
 log = logging.getLogger(__name__)
 
 #: format name -> module (``foundry_action.convert.<module>``); detection tries them in this order.
-FORMATS = {"wds": "wds", "lerobot_v3": "lerobot", "replay_buffer": "replay_buffer"}
+FORMATS = {"wds": "wds", "lerobot_v3": "lerobot", "replay_buffer": "replay_buffer", "lbm_spartan": "spartan"}
 
 
 @dataclass
@@ -60,6 +60,8 @@ class ConvertOptions:
     fps: float | None = None
     task: str | None = None
     instruction: str | None = None
+    #: Cameras to keep, by name (formats that name cameras semantically, e.g. lbm_spartan); None = all.
+    cameras: list[str] | None = None
 
 
 @dataclass
@@ -100,7 +102,8 @@ def detect_format(src: str | Path) -> str:
             return fmt
     raise DataError(
         f"{src}: unrecognised source: expected WebDataset robotics shards (manifest.jsonl / *.tar), a LeRobot v3 "
-        "folder (meta/info.json) or a diffusion_policy Zarr replay buffer (data/, meta/episode_ends); use --format"
+        "folder (meta/info.json), a diffusion_policy Zarr replay buffer (data/, meta/episode_ends) or LBM diffusion "
+        "spartan episodes (…/diffusion_spartan/episode_<n>/processed/); use --format"
     )
 
 
