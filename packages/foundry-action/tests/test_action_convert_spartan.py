@@ -60,10 +60,16 @@ def _rewrite(path, **changes):
     ("file", "change", "match"),
     [
         ("actions.npz", {"actions": None}, r"actions.npz: missing key 'actions'"),
-        ("observations.npz", {"robot__actual__poses__right::panda__xyz": np.zeros((5, 3))},
-         r"observations.npz: key 'robot__actual__poses__right::panda__xyz' has 5 steps, actions.npz 'actions' has 12"),
-        ("observations.npz", {"robot__desired__grippers__left::panda_hand": np.full((12, 1), np.nan)},
-         r"observations.npz: key 'robot__desired__grippers__left::panda_hand' has NaN/inf at step 0"),
+        (
+            "observations.npz",
+            {"robot__actual__poses__right::panda__xyz": np.zeros((5, 3))},
+            r"observations.npz: key 'robot__actual__poses__right::panda__xyz' has 5 steps, actions.npz 'actions' has 12",
+        ),
+        (
+            "observations.npz",
+            {"robot__desired__grippers__left::panda_hand": np.full((12, 1), np.nan)},
+            r"observations.npz: key 'robot__desired__grippers__left::panda_hand' has NaN/inf at step 0",
+        ),
         ("observations.npz", {"BFS_23595718": None}, r"camera 'wrist_left_plus' is None here"),
         ("summary.npz", {"episode_success": None}, r"summary.npz: missing key 'episode_success'"),
     ],
@@ -87,9 +93,22 @@ def test_pickled_skill_type_is_never_loaded(tmp_path):
     assert meta["task"] == "BimanualPutRedBellPepperInBin"
     assert meta["instructions"] == ["bimanual put red bell pepper in bin"]
     with pytest.raises(ValueError, match="allow_pickle"):  # the fixture really holds a pickled array
-        np.load(tmp_path / "lbm" / "tasks" / "BimanualPutRedBellPepperInBin" / "riverway" / "sim" / "bc" / "teleop"
-                / "2025-01-01T00-00-00" / "diffusion_spartan" / "episode_0" / "processed" / "actions.npz",
-                allow_pickle=False)["skill_type"]
+        np.load(
+            tmp_path
+            / "lbm"
+            / "tasks"
+            / "BimanualPutRedBellPepperInBin"
+            / "riverway"
+            / "sim"
+            / "bc"
+            / "teleop"
+            / "2025-01-01T00-00-00"
+            / "diffusion_spartan"
+            / "episode_0"
+            / "processed"
+            / "actions.npz",
+            allow_pickle=False,
+        )["skill_type"]
 
 
 def test_episode_without_skill_in_path_needs_task(tmp_path):
@@ -107,8 +126,10 @@ def test_cli_converts_and_bad_input_exits_2(tmp_path, foundry_pm, cli_runner):
     foundry_pm.register(plugin, name="foundry-action")
     cli = build_cli(lambda: foundry_pm)
     write_spartan_tree(tmp_path / "lbm", episodes=1)
-    ok = cli_runner.invoke(cli, ["data", "convert", str(tmp_path / "lbm"), str(tmp_path / "out.zarr"),
-                                          "--cameras", "scene_right_0"])
+    ok = cli_runner.invoke(
+        cli,
+        ["data", "convert", str(tmp_path / "lbm"), str(tmp_path / "out.zarr"), "--cameras", "scene_right_0"],
+    )
     assert ok.exit_code == 0, ok.output
     assert "lbm_spartan" in ok.output
     bad = write_spartan_episode(tmp_path / "bad")

@@ -47,8 +47,14 @@ def robot_traces(length: int, rng: np.random.Generator) -> dict[str, np.ndarray]
             out[f"{base}poses__{arm}::panda__xyz"] = start + (goal - start) * t
             out[f"{base}poses__{arm}::panda__rot_6d"] = _rot6d(0.5 * t[:, 0] + rng.normal(scale=0.01))
             out[f"{base}grippers__{arm}::panda_hand"] = 0.04 + 0.04 * np.cos(3 * t)
-            for name, dim in (("joint_position", 7), ("joint_velocity", 7), ("joint_torque", 7),
-                              ("joint_torque_external", 7), ("wrench", 6), ("external_wrench", 6)):
+            for name, dim in (
+                ("joint_position", 7),
+                ("joint_velocity", 7),
+                ("joint_torque", 7),
+                ("joint_torque_external", 7),
+                ("wrench", 6),
+                ("external_wrench", 6),
+            ):
                 out[f"{base}{name}__{arm}::panda"] = rng.normal(size=(length, dim))
     return out
 
@@ -69,14 +75,28 @@ def write_spartan_episode(
     """Write one spartan episode under ``root/tasks/...``; return its ``processed`` folder."""
     cameras = dict(cameras or DEFAULT_CAMERAS)
     rng = np.random.default_rng(seed)
-    ep = Path(root, "tasks", skill, station, "sim", "bc", "teleop", date, "diffusion_spartan", f"episode_{index}",
-              "processed")
+    ep = Path(
+        root,
+        "tasks",
+        skill,
+        station,
+        "sim",
+        "bc",
+        "teleop",
+        date,
+        "diffusion_spartan",
+        f"episode_{index}",
+        "processed",
+    )
     ep.mkdir(parents=True, exist_ok=True)
     robot = robot_traces(length, rng)
     nxt = {k: np.concatenate([v[1:], v[-1:]]) for k, v in robot.items() if k.startswith("robot__desired__")}
     parts = []
     for arm in ARMS:
-        parts += [nxt[f"robot__desired__poses__{arm}::panda__xyz"], nxt[f"robot__desired__poses__{arm}::panda__rot_6d"]]
+        parts += [
+            nxt[f"robot__desired__poses__{arm}::panda__xyz"],
+            nxt[f"robot__desired__poses__{arm}::panda__rot_6d"],
+        ]
     parts += [nxt[f"robot__desired__grippers__{arm}::panda_hand"] for arm in ARMS]
     actions = np.concatenate(parts, axis=1)
     skill_type = np.empty(1, dtype=object)
@@ -104,7 +124,8 @@ def write_spartan_episode(
     for cam_id in cameras:
         (ep / f"images_{cam_id}").mkdir(exist_ok=True)
         (ep / f"images_{cam_id}" / "camera_info.yaml").write_text(
-            yaml.safe_dump({"width": w, "height": h, "k": intrinsics[cam_id].reshape(-1).tolist()}))
+            yaml.safe_dump({"width": w, "height": h, "k": intrinsics[cam_id].reshape(-1).tolist()})
+        )
     (ep / "pose_data.yaml").write_text(yaml.safe_dump({c: extrinsics[c][0].tolist() for c in cameras}))
     (ep / "resolved_scenario.yaml").write_text(yaml.safe_dump({"skill": skill, "station": station}))
     (ep / "manifest.json").write_text(json.dumps({"episode": index, "length": length}))
@@ -113,5 +134,7 @@ def write_spartan_episode(
 
 def write_spartan_tree(root: str | Path, episodes: int = 2, length: int = 12, **kw: object) -> list[Path]:
     """``episodes`` spartan episodes of one skill under ``root`` (alternating success)."""
-    return [write_spartan_episode(root, index=i, length=length, seed=i, success=i % 2 == 0, **kw)  # type: ignore[arg-type]
-            for i in range(episodes)]
+    return [
+        write_spartan_episode(root, index=i, length=length, seed=i, success=i % 2 == 0, **kw)  # type: ignore[arg-type]
+        for i in range(episodes)
+    ]

@@ -42,7 +42,14 @@ ACTION_SEMANTICS = (
     "LBM absolute action: right xyz(3) [m], right rot6d(6), left xyz(3) [m], left rot6d(6), right gripper, "
     "left gripper opening [m] (rot6d as in the source data)"
 )
-REQUIRED_FILES = ("actions.npz", "observations.npz", "intrinsics.npz", "extrinsics.npz", "metadata.yaml", "summary.npz")
+REQUIRED_FILES = (
+    "actions.npz",
+    "observations.npz",
+    "intrinsics.npz",
+    "extrinsics.npz",
+    "metadata.yaml",
+    "summary.npz",
+)
 ROBOT_PREFIXES = ("robot__actual__", "robot__desired__")
 
 
@@ -61,7 +68,9 @@ def episode_dirs(src: Path) -> list[Path]:
         return [src]
     if _is_episode(src / "processed"):
         return [src / "processed"]
-    found = {p.parent for p in src.rglob("actions.npz") if p.parent.name == "processed" and _is_episode(p.parent)}
+    found = {
+        p.parent for p in src.rglob("actions.npz") if p.parent.name == "processed" and _is_episode(p.parent)
+    }
     return sorted(found)
 
 
@@ -102,7 +111,11 @@ def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                     continue
                 with zf.open(name) as f:
                     version = np.lib.format.read_magic(f)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shape, _fortran, dtype = read(f)
                 out[name[: -len(".npy")]] = (tuple(int(d) for d in shape), np.dtype(dtype))
     except (OSError, zipfile.BadZipFile, ValueError) as exc:
@@ -142,7 +155,9 @@ def _read_metadata(episode: Path) -> dict[str, Any]:
         raise DataError(f"{path}: expected a mapping")
     names = doc.get("camera_id_to_semantic_name")
     if not isinstance(names, dict) or not names:
-        raise DataError(f"{path}: missing key 'camera_id_to_semantic_name' (a mapping of camera ids to names)")
+        raise DataError(
+            f"{path}: missing key 'camera_id_to_semantic_name' (a mapping of camera ids to names)"
+        )
     return doc
 
 
@@ -153,14 +168,19 @@ def camera_names(episode: Path, rgb_ids: list[str]) -> dict[str, str]:
     for cam_id in rgb_ids:
         name = mapping.get(cam_id, cam_id)
         if name in out:
-            raise DataError(f"{episode / 'metadata.yaml'}: cameras {out[name]} and {cam_id} share the name {name!r}")
+            raise DataError(
+                f"{episode / 'metadata.yaml'}: cameras {out[name]} and {cam_id} share the name {name!r}"
+            )
         out[name] = cam_id
     return out
 
 
 def _rgb_ids(headers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> list[str]:
-    return sorted(k for k, (shape, dtype) in headers.items()
-                  if not k.startswith("robot__") and dtype == np.uint8 and len(shape) == 4 and shape[-1] == 3)
+    return sorted(
+        k
+        for k, (shape, dtype) in headers.items()
+        if not k.startswith("robot__") and dtype == np.uint8 and len(shape) == 4 and shape[-1] == 3
+    )
 
 
 # ----------------------------------------------------------------------------------------------- plan / load
@@ -179,7 +199,9 @@ def plan(src: Path, options: ConvertOptions) -> Plan:
     if options.cameras:
         unknown = [c for c in options.cameras if c not in names]
         if unknown:
-            raise DataError(f"{first}: no camera named {', '.join(unknown)} (metadata.yaml names: {', '.join(names)})")
+            raise DataError(
+                f"{first}: no camera named {', '.join(unknown)} (metadata.yaml names: {', '.join(names)})"
+            )
         names = {c: names[c] for c in options.cameras}
     if not names:
         raise DataError(f"{first / 'observations.npz'}: no RGB camera arrays [T, H, W, 3] uint8")
@@ -189,7 +211,9 @@ def plan(src: Path, options: ConvertOptions) -> Plan:
     for key, (shape, dtype) in sorted(obs.items()):
         if key.startswith(ROBOT_PREFIXES):
             if dtype.kind not in "fiu" or len(shape) < 1:
-                raise DataError(f"{first / 'observations.npz'}: key {key!r} is not a numeric per-step array ({dtype})")
+                raise DataError(
+                    f"{first / 'observations.npz'}: key {key!r} is not a numeric per-step array ({dtype})"
+                )
             fields[key], dtypes[key] = shape[1:], "float32"
     if len(fields) == 1:
         raise DataError(f"{first / 'observations.npz'}: no robot__actual__*/robot__desired__* traces")
@@ -199,18 +223,30 @@ def plan(src: Path, options: ConvertOptions) -> Plan:
     cameras = {name: tuple(obs[cam_id][0][1:3]) for name, cam_id in names.items()}
     for name, cam_id in names.items():
         semantics[name] = f"LBM camera {cam_id}"
-    units = [{"episode": str(e), "cameras": names, "fields": sorted(k for k in fields if k.startswith(ROBOT_PREFIXES)),
-              "task": options.task, "instruction": options.instruction} for e in episodes]
+    units = [
+        {
+            "episode": str(e),
+            "cameras": names,
+            "fields": sorted(k for k in fields if k.startswith(ROBOT_PREFIXES)),
+            "task": options.task,
+            "instruction": options.instruction,
+        }
+        for e in episodes
+    ]
     attrs = {"spartan_cameras": names, "spartan_episodes": len(episodes)}
     return Plan(float(options.fps or FPS), fields, dtypes, cameras, units, semantics, attrs)  # type: ignore[arg-type]
 
 
-def _check_steps(value: np.ndarray, key: str, path: Path, length: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
+def _check_steps(
+    value: np.ndarray, key: str, path: Path, length: int, shape: tuple[int, ...] | None = None
+) -> np.ndarray:
     if value.ndim == 0 or value.shape[0] != length:
         got = value.shape[0] if value.ndim else "no"
         raise DataError(f"{path}: key {key!r} has {got} steps, actions.npz 'actions' has {length}")
     if shape is not None and tuple(value.shape[1:]) != shape:
-        raise DataError(f"{path}: key {key!r} has shape {value.shape}, expected (T, {', '.join(map(str, shape))})")
+        raise DataError(
+            f"{path}: key {key!r} has shape {value.shape}, expected (T, {', '.join(map(str, shape))})"
+        )
     if value.dtype.kind == "f" and not np.isfinite(value).all():
         bad = np.argwhere(~np.isfinite(value.reshape(length, -1)))[0]
         raise DataError(f"{path}: key {key!r} has NaN/inf at step {bad[0]} channel {bad[1]}")
@@ -227,7 +263,9 @@ def load(unit: dict[str, Any]) -> list[Episode]:
     with _load_npz(episode / "actions.npz") as npz:  # only 'actions': 'skill_type' is pickled, never touched
         actions = _read(npz, "actions", episode / "actions.npz")
     if actions.ndim != 2 or actions.shape[1] != ACTION_DIM:
-        raise DataError(f"{episode / 'actions.npz'}: key 'actions' has shape {actions.shape}, expected (T, {ACTION_DIM})")
+        raise DataError(
+            f"{episode / 'actions.npz'}: key 'actions' has shape {actions.shape}, expected (T, {ACTION_DIM})"
+        )
     length = len(actions)
     if length == 0:
         raise DataError(f"{episode / 'actions.npz'}: key 'actions' has no steps")
@@ -237,8 +275,10 @@ def load(unit: dict[str, Any]) -> list[Episode]:
     here = camera_names(episode, _rgb_ids(npz_headers(obs_path)))
     for name, cam_id in names.items():
         if here.get(name) != cam_id:
-            raise DataError(f"{episode / 'metadata.yaml'}: camera {name!r} is {here.get(name)!r} here, "
-                            f"{cam_id!r} in the first episode")
+            raise DataError(
+                f"{episode / 'metadata.yaml'}: camera {name!r} is {here.get(name)!r} here, "
+                f"{cam_id!r} in the first episode"
+            )
     with _load_npz(obs_path) as npz:
         for key in unit["fields"]:
             arrays[key] = _check_steps(_read(npz, key, obs_path), key, obs_path, length)
@@ -249,22 +289,46 @@ def load(unit: dict[str, Any]) -> list[Episode]:
         for name, cam_id in names.items():
             k = _read(npz, cam_id, episode / "intrinsics.npz")
             if k.shape != (3, 3) or not np.isfinite(k).all():
-                raise DataError(f"{episode / 'intrinsics.npz'}: key {cam_id!r} must be a finite 3x3 matrix, got {k.shape}")
+                raise DataError(
+                    f"{episode / 'intrinsics.npz'}: key {cam_id!r} must be a finite 3x3 matrix, got {k.shape}"
+                )
             intrinsics[name] = k.astype(float).tolist()
     with _load_npz(episode / "extrinsics.npz") as npz:
         for name, cam_id in names.items():
             arrays[f"extrinsics__{name}"] = _check_steps(
-                _read(npz, cam_id, episode / "extrinsics.npz"), cam_id, episode / "extrinsics.npz", length, (4, 4))
+                _read(npz, cam_id, episode / "extrinsics.npz"),
+                cam_id,
+                episode / "extrinsics.npz",
+                length,
+                (4, 4),
+            )
     with _load_npz(episode / "summary.npz") as npz:
         flag = _read(npz, "episode_success", episode / "summary.npz")
     if flag.size != 1 or flag.dtype.kind not in "bi":
-        raise DataError(f"{episode / 'summary.npz'}: key 'episode_success' must be one bool, got {flag.dtype} {flag.shape}")
+        raise DataError(
+            f"{episode / 'summary.npz'}: key 'episode_success' must be one bool, got {flag.dtype} {flag.shape}"
+        )
     skill, station = skill_of(episode)
     task = unit["task"] or skill
     if not task:
-        raise DataError(f"{episode}: cannot tell the skill from the path (no tasks/<Skill>/ component); pass --task")
+        raise DataError(
+            f"{episode}: cannot tell the skill from the path (no tasks/<Skill>/ component); pass --task"
+        )
     instruction = unit["instruction"] or skill_words(task)
-    extra = {"spartan_episode": str(episode), "skill": skill, "station": station, "camera_ids": names,
-             "intrinsics": intrinsics}
-    return [Episode(arrays, task=task, instruction=instruction, success=bool(flag.reshape(-1)[0]),
-                    source=f"lbm_spartan:{skill or task}", extra=extra)]
+    extra = {
+        "spartan_episode": str(episode),
+        "skill": skill,
+        "station": station,
+        "camera_ids": names,
+        "intrinsics": intrinsics,
+    }
+    return [
+        Episode(
+            arrays,
+            task=task,
+            instruction=instruction,
+            success=bool(flag.reshape(-1)[0]),
+            source=f"lbm_spartan:{skill or task}",
+            extra=extra,
+        )
+    ]
