@@ -90,12 +90,16 @@ def write_synthetic_wds(
     samples_per_shard: int = 128,
     jpeg_quality: int = 90,
     instruction: str = "push the block",
+    timesteps: bool = False,
+    anchor_every: int = 1,
 ) -> Path:
     """Write episodes as the reference system's robotics WebDataset (windowed samples, JPEG + lowdim.npz).
 
     Every step is an anchor (edge windows use copy padding, as the reference does); cameras are the
     ``camera/<name>`` keys; low-dim fields become ``lowdim.npz`` arrays. Used by converter tests and
-    ``benchmarks/robot_loader.py``.
+    ``benchmarks/robot_loader.py``. ``timesteps`` adds ``lowdim_start_timestep``/``lowdim_end_timestep``/
+    ``image_timesteps`` to ``metadata.json`` as the reference does (the converter then rebuilds episodes);
+    ``anchor_every`` = the reference's ``stride``.
     """
     import io
     import json
@@ -111,7 +115,7 @@ def write_synthetic_wds(
         cams = [k for k in ep if k.startswith("camera/")]
         low = [k for k in ep if not k.startswith("camera/")]
         length = len(ep[low[0]])
-        for t in range(length):
+        for t in range(0, length, anchor_every):
             pos = np.arange(t - past, t + future + 1)
             clipped = np.clip(pos, 0, length - 1)
             valid = (pos >= 0) & (pos < length)
@@ -123,6 +127,9 @@ def write_synthetic_wds(
             meta = {"episode_id": f"episode_{e}", "sample_id": f"episode_{e}_t{t:04d}", "anchor_timestep": t,
                     "anchor_relative_idx": past, "camera_names": [c[7:] for c in cams],
                     "original_episode_length": length}
+            if timesteps:
+                meta.update(lowdim_start_timestep=t - past, lowdim_end_timestep=t + future,
+                            image_timesteps=[int(np.clip(t + o, 0, length - 1)) for o in sorted(image_offsets)])
             sample = {"lowdim.npz": buf.getvalue(), "metadata.json": json.dumps(meta).encode(),
                       "language_instructions.json": json.dumps({"original": [instruction]}).encode()}
             for cam in cams:

@@ -62,6 +62,8 @@ class ConvertOptions:
     instruction: str | None = None
     #: Cameras to keep, by name (formats that name cameras semantically, e.g. lbm_spartan); None = all.
     cameras: list[str] | None = None
+    #: wds: keep every window as its own episode even when the metadata places it in its episode.
+    keep_windows: bool = False
 
 
 @dataclass
