@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -151,3 +152,33 @@ def write_synthetic_wds(
         manifest.append(json.dumps({"shard": shard, "num_sequences": len(samples[s : s + samples_per_shard])}))
     (directory / "manifest.jsonl").write_text("\n".join(manifest) + "\n")
     return directory
+
+
+def assert_invalid_frames_ignored(model: Any, batch: dict[str, Any]) -> None:
+    """A vla's loss, sampled chunk and conditioning are identical when the pixels of frames marked
+    invalid (``image_mask`` false) change, and its chunk changes with a valid frame's pixels."""
+    import torch
+
+    assert not batch["image_mask"].all() and batch["image_mask"].any()
+    with torch.no_grad():  # experts start as a no-op (zero output layer): give every weight a value
+        for p in model.parameters():
+            p.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(p.numel()))
+    other = dict(batch)
+    noise = torch.randint(0, 256, batch["images"].shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    other["images"] = torch.where(batch["image_mask"][:, :, None, None, None], batch["images"], noise)
+    assert not torch.equal(other["images"], batch["images"])
+    model.eval()  # fixed batch-norm statistics in the read-out: one batch's values cannot shift another's
+    outs = []
+    for b in (batch, other):
+        torch.manual_seed(0)
+        loss = model.compute_loss(b)[0]
+        torch.manual_seed(0)
+        outs.append((loss, model.predict(b), model.condition(b)))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=0, atol=0)
+    torch.testing.assert_close(outs[0][2][0], outs[1][2][0], rtol=0, atol=0)
+    # and a valid frame's pixels do matter (the check can fail)
+    changed = dict(batch)
+    changed["images"] = torch.where(batch["image_mask"][:, :, None, None, None], noise, batch["images"])
+    torch.manual_seed(0)
+    assert not torch.equal(model.predict(changed), outs[0][1])
