@@ -20,6 +20,8 @@ def register_models(register: Register) -> None:
 @hookimpl
 def register_data_sources(register: Register) -> None:
     register("zarr_episodes", "foundry_action.data_source:ZarrEpisodes", description="windows of a Zarr v3 robot-episode store")
+    register("wds_robot_shards", "foundry_action.wds_source:WdsRobotShards",
+             description="the reference's robotics WebDataset shards, read directly (no conversion)")
 
 
 @hookimpl
