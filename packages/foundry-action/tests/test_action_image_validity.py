@@ -4,6 +4,7 @@ its tokens are masked out of the conditioning."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,3 +83,29 @@ def test_policy_marks_history_before_the_start_invalid(registry, tiny_episodes, 
     assert policy.batch()["image_mask"].tolist() == [
         [False, False, True, True]
     ]  # as the sampler masks anchor 0
+
+
+def test_anchors_at_real_frames_only(tmp_path, caplog):
+    from foundry_action.convert import convert
+    from foundry_action.data_source import ZarrEpisodes
+    from foundry_action.testing import synthetic_episode, write_synthetic_wds
+
+    # anchors every 4th step of a 12-step episode: windows 0-2, 3-6, 7-10 (one run), images at t-1, t
+    src = write_synthetic_wds(
+        tmp_path / "wds", [synthetic_episode(12, seed=0)], future=2, timesteps=True, anchor_every=4
+    )
+    convert(src, tmp_path / "s.zarr")
+    cfg = {
+        "path": str(tmp_path / "s.zarr"),
+        "past": 1,
+        "future": 2,
+        "image_offsets": [-1, 0],
+        "pad_short": True,
+    }
+    with caplog.at_level("WARNING"):
+        every = ZarrEpisodes(ZarrEpisodes.Config(**cfg))
+    assert len(every) == 11 and "have no real frame at the anchor" in caplog.text
+    real = ZarrEpisodes(ZarrEpisodes.Config(**cfg, anchors="image_valid"))
+    assert sorted(real.sampler.index_anchor.tolist()) == [0, 3, 4, 7, 8]  # timesteps 0, 3, 4, 7, 8
+    batch = real.make_batch(np.arange(len(real)), torch.Generator().manual_seed(0))
+    assert batch["image_mask"][:, 2:].all()  # the anchor's own frame is always real
