@@ -180,13 +180,18 @@ def convert(
     src, dst = Path(src), Path(dst)
     fmt = fmt or detect_format(src)
     module = _module(fmt)
+    options = options or ConvertOptions()
+    for name, value, formats in (("cameras", options.cameras, ("lbm_spartan",)),
+                                 ("keep_windows", options.keep_windows, ("wds",))):
+        if value and fmt not in formats:
+            raise DataError(f"option {name} applies to {', '.join(formats)} sources only, not {fmt}")
     if dst.exists():
         if not overwrite:
             raise DataError(f"{dst} already exists (use --overwrite to replace it)")
     partial = dst.with_name(dst.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
-    plan: Plan = module.plan(src, options or ConvertOptions())
+    plan: Plan = module.plan(src, options)
     if not plan.units:
         raise DataError(f"{src}: no {plan.unit_label} to convert")
     attrs = {"source_format": fmt, "source_path": str(src), **plan.attrs}
