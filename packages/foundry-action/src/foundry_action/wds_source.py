@@ -48,10 +48,17 @@ def _manifest_counts(src: Path) -> dict[str, int]:
     if not src.is_dir() or not manifest.exists():
         return {}
     out = {}
-    for line in manifest.read_text().splitlines():
+    for n, line in enumerate(manifest.read_text().splitlines(), start=1):
         if line.strip():
-            doc = json.loads(line)
-            out[str(doc["shard"]).removesuffix(".tar").rsplit("/", 1)[-1]] = int(doc.get("num_sequences", -1))
+            try:
+                doc = json.loads(line)
+                out[str(doc["shard"]).removesuffix(".tar").rsplit("/", 1)[-1]] = int(
+                    doc.get("num_sequences", -1)
+                )
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise DataError(
+                    f'{manifest}:{n}: expected {{"shard": ..., "num_sequences": <int>}}: {exc}'
+                ) from exc
     return out
 
 

@@ -275,6 +275,10 @@ def _window_steps(sample: dict[str, Any], fields: list[str], where: str) -> tupl
     missing = [f for f in fields if f not in lowdim]
     if missing:
         raise DataError(f"{where}: lowdim.npz has no {', '.join(missing)} (the first sample has them)")
+    extra = [k for k, v in lowdim.items() if v.dtype.kind in "fiub" and k not in fields
+             and not k.endswith("_relative") and k not in WINDOW_MASKS]
+    if extra:
+        raise DataError(f"{where}: lowdim.npz has {', '.join(extra)}, which the first sample lacks")
     lengths = {len(lowdim[f]) for f in (*fields, *[m for m in WINDOW_MASKS if m in lowdim])}
     if len(lengths) != 1:
         raise DataError(f"{where}: lowdim arrays have different lengths {sorted(lengths)}")
