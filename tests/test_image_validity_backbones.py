@@ -9,7 +9,8 @@ import torch
 
 from foundry_action.testing import assert_invalid_frames_ignored
 from foundry_core.export import export_model
-from foundry_core.registry import BuildContext, get_registry
+from foundry_core.plugins import get_registry
+from foundry_core.registry import BuildContext
 
 pytest.importorskip("foundry_vision")
 

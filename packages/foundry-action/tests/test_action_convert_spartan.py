@@ -45,7 +45,7 @@ def test_cameras_chosen_by_semantic_name(tmp_path):
     write_spartan_tree(tmp_path / "lbm", episodes=1)
     convert(tmp_path / "lbm", tmp_path / "out.zarr", options=ConvertOptions(cameras=["wrist_left_plus"]))
     assert list(open_store(tmp_path / "out.zarr").cameras) == ["wrist_left_plus"]
-    with pytest.raises(DataError, match="option keep_windows applies to wds sources only, not lbm_spartan"):
+    with pytest.raises(DataError, match="option keep_windows does not apply to lbm_spartan sources"):
         convert(tmp_path / "lbm", tmp_path / "bad.zarr", options=ConvertOptions(keep_windows=True))
     with pytest.raises(DataError, match="no camera named nope.*scene_right_0"):
         convert(tmp_path / "lbm", tmp_path / "bad.zarr", options=ConvertOptions(cameras=["nope"]))

@@ -36,6 +36,7 @@ import numpy as np
 from foundry_action.convert import ConvertOptions, Episode, Plan
 from foundry_core.errors import DataError
 
+OPTIONS = ("cameras",)  # ConvertOptions this converter reads beyond fps/task/instruction
 FPS = 10.0  # LBM_EVAL.md: frames are at 10 Hz
 ACTION_DIM = 20
 ACTION_SEMANTICS = (

@@ -42,6 +42,7 @@ from foundry_core.errors import DataError
 
 log = logging.getLogger(__name__)
 INSTRUCTION_TYPES = ("original", "randomized", "verbose", "alternative")
+OPTIONS = ("keep_windows",)  # ConvertOptions this converter reads beyond fps/task/instruction
 DEFAULT_FPS = 10.0
 #: metadata.json keys that place a window in its episode (all needed to rebuild episodes).
 PLACEMENT_KEYS = ("episode_id", "anchor_timestep", "anchor_relative_idx", "lowdim_start_timestep",
