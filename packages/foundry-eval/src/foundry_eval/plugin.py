@@ -38,6 +38,14 @@ def register_compare_command(cli) -> None:  # noqa: ANN001 (click.Group, importe
     group(cli, "eval").add_command(compare_command)
 
 
+@hookimpl(specname="register_commands")
+def register_import_lbm_command(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
+    from foundry_core.cli.groups import group
+    from foundry_eval.lbm_results import import_lbm_command
+
+    group(cli, "eval").add_command(import_lbm_command)
+
+
 @hookimpl(specname="register_tasks")
 def register_drake_envs(register: Register) -> None:
     tasks = "foundry_eval.sim.tasks"
