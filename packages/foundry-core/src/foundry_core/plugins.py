@@ -56,7 +56,7 @@ def make_plugin_manager(*, entry_points_enabled: bool = True, strict: bool = Fal
         pm.dist_versions["foundry-core"] = __version__
     if entry_points_enabled and not os.environ.get("FOUNDRY_DISABLE_PLUGIN_AUTOLOAD"):
         _load_entry_points(pm, strict=strict)
-    pm.check_pending()  # a misspelled hookimpl fails loudly instead of doing nothing
+    pm.check_pending()  # built-ins (and strict mode): a misspelled hookimpl fails loudly
     if os.environ.get("FOUNDRY_TRACE_HOOKS"):
         pm.add_hookcall_monitoring(_trace_before, _trace_after)
     return pm
@@ -87,19 +87,45 @@ def _load_entry_points(pm: PluginManager, *, strict: bool) -> None:
         try:
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
+            if not strict:
+                _check_hook_names(pm, ep.name, plugin)
         except Exception as exc:  # one broken plugin must not break the CLI: record and warn
             if strict:
                 raise
-            pm.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
-            log.warning("could not load plugin %s (%s): %s", ep.name, ep.value, exc)
+            if pm.get_plugin(ep.name) is not None:
+                pm.unregister(name=ep.name)
+            record_plugin_error(pm, ep.name, f"{type(exc).__name__}: {exc}", "could not load", ep.value)
             continue
         if dist is not None:
             pm.dist_versions[ep.name] = dist.version
 
 
+def _check_hook_names(pm: PluginManager, name: str, plugin: object) -> None:
+    """A hookimpl whose name is no hookspec would silently never run: refuse the plugin, naming the hook."""
+    from foundry_core.errors import did_you_mean
+
+    specs = [h for h in vars(pm.hook) if not h.startswith("_") and getattr(pm.hook, h).has_spec()]
+    for caller in pm.get_hookcallers(plugin) or ():
+        if not caller.has_spec():
+            raise pluggy.PluginValidationError(
+                plugin, f"unknown hook {caller.name!r}{did_you_mean(caller.name, specs)}"
+            )
+
+
+def record_plugin_error(pm: pluggy.PluginManager, name: str, error: str, what: str, where: str = "") -> None:
+    """Remember (for ``foundry plugins``) and warn about a failure inside plugin ``name``; the rest keeps working."""
+    errors = getattr(pm, "load_errors", None)
+    if errors is not None:
+        if errors.get(name) == error:
+            return  # the same failure seen again (the registry is collected more than once): warn once
+        errors[name] = error
+    log.warning("%s plugin %s%s: %s", what, name, f" ({where})" if where else "", error)
+
+
 def plugin_infos(pm: PluginManager) -> list[PluginInfo]:
     """Describe every registered plugin and every plugin that failed to load."""
     infos = []
+    errors = dict(getattr(pm, "load_errors", {}))
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda np: np[0]):
         if plugin is None:
             continue
@@ -111,9 +137,10 @@ def plugin_infos(pm: PluginManager) -> list[PluginInfo]:
                 version=pm.dist_versions.get(name, "unknown"),
                 module=getattr(plugin, "__name__", type(plugin).__name__),
                 hooks=hooks,
+                error=errors.pop(name, ""),  # loaded, but one of its hooks failed
             )
         )
-    for name, err in sorted(pm.load_errors.items()):
+    for name, err in sorted(errors.items()):
         infos.append(PluginInfo(name=name, distribution=name, version="?", module="", error=err))
     return infos
 

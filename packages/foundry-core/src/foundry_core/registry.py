@@ -190,17 +190,32 @@ class Registry:
 
 
 def collect(pm: pluggy.PluginManager) -> Registry:
-    """Call every registration hookimpl one at a time so each name is attributed to its plugin."""
+    """Call every registration hookimpl one at a time so each name is attributed to its plugin.
+
+    A hook of an installed plugin that raises is a warning naming the plugin (shown by ``foundry
+    plugins``) and none of that hook's names are registered; the core's own hooks must not fail.
+    """
+    from foundry_core.plugins import record_plugin_error
+
     registry = Registry()
     for hook_name, kind in HOOK_KIND.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            added: list[ComponentSpec] = []
 
             def register(
                 name: str, target: object | str, *, description: str = "", _kind: str = kind, _by: str = impl.plugin_name
             ) -> None:
-                registry.add(ComponentSpec(_kind, name, target, _by, description))
+                added.append(ComponentSpec(_kind, name, target, _by, description))
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                if impl.plugin_name == "foundry-core":
+                    raise
+                record_plugin_error(pm, impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}", "a hook failed in")
+                continue
+            for spec in added:
+                registry.add(spec)
     return registry
 
 
