@@ -118,16 +118,29 @@ def load_checkpoint(
     same rank index when it exists, else from rank 0 (the trainer then reseeds per-rank RNGs).
     """
     meta = read_meta(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.load(
-            app_state,
-            storage_reader=SafeFileSystemReader(str(path)),
-            planner=SafeLoadPlanner(),
-            no_dist=not dist.is_initialized(),
-        )
     rank_file = path / f"rank_{info.rank:05d}.pt"
     if not rank_file.is_file():
         rank_file = path / "rank_00000.pt"
-    rank_state = torch.load(rank_file, weights_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(
+                app_state,
+                storage_reader=SafeFileSystemReader(str(path)),
+                planner=SafeLoadPlanner(),
+                no_dist=not dist.is_initialized(),
+            )
+        rank_state = torch.load(rank_file, weights_only=True)
+    except FoundryError:
+        raise
+    except Exception as exc:  # DCP wraps reader errors (a refused global, a torn shard) in its own types
+        raise FoundryError(
+            f"{path}: cannot load this checkpoint ({type(exc).__name__}: {_first_line(exc)}); resume from another "
+            "one (--resume <run>/checkpoints/step_XXXXXXXX)"
+        ) from exc
     return rank_state, meta
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""
