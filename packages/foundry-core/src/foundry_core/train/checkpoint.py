@@ -91,8 +91,11 @@ def prune(root: Path, keep_last: int, protect: set[Path] | None = None) -> None:
     protect = protect or set()
     found = complete_checkpoints(root)
     for old in found[: max(0, len(found) - keep_last)]:
-        if old not in protect:
-            shutil.rmtree(old, ignore_errors=True)
+        if old not in protect:  # out of sight first: a kill during the delete leaves no half checkpoint
+            trash = old.with_name(f".tmp_{old.name}")
+            shutil.rmtree(trash, ignore_errors=True)
+            old.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
     newest = found[-1].name if found else None
     for tmp in root.glob(".tmp_step_*"):
         if newest is None or tmp.name[len(".tmp_") :] <= newest:

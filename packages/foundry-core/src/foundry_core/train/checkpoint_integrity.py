@@ -33,6 +33,8 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from foundry_core.errors import FoundryError
 
 MANIFEST = "manifest.json"
+#: Files a manifest cannot cover: itself, and the marker a remote copy gets after the upload (remote.MARKER).
+_UNCOVERED = (MANIFEST, "_COMPLETE")
 MANIFEST_FORMAT = "foundry-checkpoint-manifest"
 _CHUNK = 1 << 20
 
@@ -50,7 +52,7 @@ def sha256_file(path: Path) -> str:
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in _UNCOVERED)
 
 
 def write_manifest(folder: Path) -> Path:
