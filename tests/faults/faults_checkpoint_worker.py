@@ -124,10 +124,9 @@ def main() -> None:
     pm = make_plugin_manager(entry_points_enabled=False)
     if "--dist" in sys.argv:
         import types
+        from dataclasses import dataclass
 
         from foundry_core.hookspecs import hookimpl
-
-        from dataclasses import dataclass
 
         class Killer(KillRankAfterStep):
             @dataclass

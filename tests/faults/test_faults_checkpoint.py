@@ -121,21 +121,35 @@ def test_kill_during_remote_sync(tmp_path, foundry_pm, uninterrupted):
 @pytest.mark.slow
 def test_torchrun_restart_after_a_rank_is_killed(tmp_path, foundry_pm, uninterrupted):
     """2 ranks (gloo, CPU), ``--max-restarts 1``: rank 1 is SIGKILLed after step 5; the restarted job
-    resumes from the step-4 checkpoint and ends with the uninterrupted run's final loss."""
+    resumes from the step-4 checkpoint and ends with the uninterrupted run's final loss (~3 min: torchrun
+    waits for the surviving rank before it restarts)."""
     cfg = make_config(tmp_path / "run")
     cfg["distributed"] = {"strategy": "ddp", "backend": "gloo"}
     cfg["train"]["batch"] = {"global": 8, "per_device": 4}  # 2 ranks x 4 = the one-process run's 2 x 4
     cfg_path = tmp_path / "dist.json"
     cfg_path.write_text(json.dumps(cfg))
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "--max-restarts=1", "--monitor-interval=0.5",
-        str(WORKER), str(cfg_path), "none", "5", "latest", "--dist",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max-restarts=1",
+        "--monitor-interval=0.5",
+        str(WORKER),
+        str(cfg_path),
+        "none",
+        "5",
+        "latest",
+        "--dist",
     ]
     proc = subprocess.run(cmd, env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=420)
     log = proc.stdout[-4000:] + proc.stderr[-8000:]
     assert proc.returncode == 0, log
-    assert "resumed from" in log and "step_00000004" in log, log
+    assert "failed (exitcode: -9) local_rank: 1" in log  # the kill happened and torchrun restarted the job
+    resumed = [p.name for p in (tmp_path / "run" / "configs").iterdir() if "-resume-" in p.name]
+    assert len(resumed) == 1 and resumed[0].endswith("-resume-step_00000004.yaml")
     steps = [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")]
-    assert steps[:5] == [1, 2, 3, 4, 5] and steps[-4:] == [5, 6, 7, 8][-4:] and steps[-1] == 6 or steps[-1] == 6
+    assert steps[:5] == [1, 2, 3, 4, 5] and steps[-2:] == [5, 6]  # step 5 redone from the step-4 checkpoint
     assert final_loss(tmp_path / "run") == pytest.approx(uninterrupted, rel=1e-5, abs=1e-6)
+    assert verify_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000006")

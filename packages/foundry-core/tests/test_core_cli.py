@@ -124,7 +124,10 @@ def test_os_errors_name_the_path_exit_2(foundry_pm, cli_runner, tmp_path):
 
     result = cli_runner.invoke(cli, ["touch-it"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"{tmp_path / 'no' / 'such' / 'dir' / 'f'}: No such file or directory; check the path" in result.output
+    assert (
+        f"{tmp_path / 'no' / 'such' / 'dir' / 'f'}: No such file or directory; check the path"
+        in result.output
+    )
 
 
 def test_help_imports_no_torch():

@@ -17,14 +17,23 @@ def tiny_llama(path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+    )
     LlamaForCausalLM(cfg).save_pretrained(path)
     return path
 
 
 def build(registry, folder, **fields):
-    return registry.build("model", {"name": "hf_causal_lm", "path": str(folder), "tokenizer": "byte", **fields})
+    return registry.build(
+        "model", {"name": "hf_causal_lm", "path": str(folder), "tokenizer": "byte", **fields}
+    )
 
 
 def test_folder_without_loadable_weights_is_an_error_unless_init_random(tmp_path, foundry_registry):
@@ -71,8 +80,12 @@ def test_partial_weights_list_the_missing_tensors(tmp_path, foundry_registry, ca
 
 def test_export_with_missing_or_truncated_weights_names_the_file(tmp_path, foundry_registry):
     model = build(foundry_registry, tiny_llama(tmp_path / "hf"))
-    out = export_model(model, {"name": "hf_causal_lm", "path": "unused", "tokenizer": "byte"}, tmp_path / "export")
-    assert load_pretrained(out, registry=foundry_registry) is not None  # config-only HF folder inside an export
+    out = export_model(
+        model, {"name": "hf_causal_lm", "path": "unused", "tokenizer": "byte"}, tmp_path / "export"
+    )
+    assert (
+        load_pretrained(out, registry=foundry_registry) is not None
+    )  # config-only HF folder inside an export
     weights = out / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:500])
     with pytest.raises(FoundryError, match=rf"{weights}: unreadable .*truncated or corrupt"):

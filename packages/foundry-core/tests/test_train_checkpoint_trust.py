@@ -55,7 +55,9 @@ def make_config(out: Path, steps: int = 4, **train) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, ) -> Path:
+def trained(
+    tmp_path_factory,
+) -> Path:
     """One finished 4-step run (checkpoints at steps 2 and 4) that tests copy and tamper with."""
     from foundry_core.plugins import make_plugin_manager
 
@@ -158,7 +160,9 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(trained, tmp_path, foun
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained from it
 
 
-def test_a_checkpoint_without_manifest_needs_trust_checkpoint(trained, tmp_path, foundry_pm, cli_runner, caplog):
+def test_a_checkpoint_without_manifest_needs_trust_checkpoint(
+    trained, tmp_path, foundry_pm, cli_runner, caplog
+):
     import yaml
 
     from foundry_core.cli.main import build_cli

@@ -67,7 +67,10 @@ def test_model_shape_change_is_an_error_naming_the_keys(two_steps, foundry_pm):
     assert "in the checkpoint but not in the model: model.model.blocks.1." in msg
     assert "model.depth: 2 -> 1" in msg
     cfg["model"]["depth"], cfg["model"]["width"] = 2, 24
-    with pytest.raises(ConfigError, match=r"different shape \(checkpoint -> model\): model\.model\.blocks\.0\.fc1\.bias \[32\] -> \[48\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"different shape \(checkpoint -> model\): model\.model\.blocks\.0\.fc1\.bias \[32\] -> \[48\]",
+    ):
         train_from_config(cfg, resume="latest", pm=foundry_pm)
     cfg["model"]["width"], cfg["model"]["depth"] = 16, 3
     with pytest.raises(ConfigError, match=r"not in the checkpoint: model\.model\.blocks\.2\."):
@@ -78,7 +81,9 @@ def test_model_shape_change_is_an_error_naming_the_keys(two_steps, foundry_pm):
 def test_changed_optimizer_kind_is_an_error(two_steps, foundry_pm):
     cfg = make_config(two_steps, steps=4)
     cfg["train"]["optim"] = {"name": "sgd", "lr": 0.01, "momentum": 0.9}
-    with pytest.raises(ConfigError, match=r"optimizer/EMA state does not fit.*train\.optim\.name: 'adamw' -> 'sgd'"):
+    with pytest.raises(
+        ConfigError, match=r"optimizer/EMA state does not fit.*train\.optim\.name: 'adamw' -> 'sgd'"
+    ):
         train_from_config(cfg, resume="latest", pm=foundry_pm)
 
 
@@ -90,7 +95,11 @@ def test_changed_lr_seed_and_data_are_warnings_listing_them(two_steps, foundry_p
     train_from_config(cfg, resume="latest", pm=foundry_pm)
     warnings = [r.getMessage() for r in caplog.records if "settings differ" in r.getMessage()]
     assert len(warnings) == 1
-    for needle in ("train.optim.lr: 0.01 -> 0.02", "run.seed: 2 -> 5", "data.mix.0.source.num_samples: 64 -> 80"):
+    for needle in (
+        "train.optim.lr: 0.01 -> 0.02",
+        "run.seed: 2 -> 5",
+        "data.mix.0.source.num_samples: 64 -> 80",
+    ):
         assert needle in warnings[0]
     assert "budget" not in warnings[0]  # raising the budget is what a resume is for
     assert _steps(two_steps) == [1, 2, 3, 4]
@@ -113,7 +122,12 @@ def test_every_invocation_config_is_kept(two_steps, foundry_pm):
 
 
 def test_flatten_and_changes():
-    assert flatten({"a": {"b": 1}, "l": [{"x": 2}], "s": [1, 2], "e": {}}) == {"a.b": 1, "l.0.x": 2, "s": [1, 2], "e": {}}
+    assert flatten({"a": {"b": 1}, "l": [{"x": 2}], "s": [1, 2], "e": {}}) == {
+        "a.b": 1,
+        "l.0.x": 2,
+        "s": [1, 2],
+        "e": {},
+    }
     assert config_changes({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3, "d": 4}}) == [
         ("b.c", 2, 3),
         ("b.d", "<unset>", 4),
@@ -171,10 +185,14 @@ def test_ctrl_c_exits_130_and_says_the_checkpoint_was_written(tmp_path, foundry_
     path.write_text(yaml.safe_dump(cfg))
     result = cli_runner.invoke(build_cli(lambda: foundry_pm), ["train", str(path)])
     assert result.exit_code == 130, result.output
-    assert "stopped by SIGINT at step 2: checkpoint" in result.output and "step_00000002 written" in result.output
+    assert (
+        "stopped by SIGINT at step 2: checkpoint" in result.output
+        and "step_00000002 written" in result.output
+    )
     assert "nothing exported" in result.output and not (tmp_path / "run" / "export").exists()
-    resumed = cli_runner.invoke(build_cli(lambda: foundry_pm), ["train", str(path), "--resume", "latest",
-                                                                  "train.callbacks=[]"])
+    resumed = cli_runner.invoke(
+        build_cli(lambda: foundry_pm), ["train", str(path), "--resume", "latest", "train.callbacks=[]"]
+    )
     assert resumed.exit_code == 0, resumed.output
     assert _steps(tmp_path / "run") == [1, 2, 3, 4, 5]
 
@@ -183,6 +201,8 @@ def test_second_ctrl_c_exits_130_and_says_no_checkpoint_was_written(tmp_path, fo
     foundry_pm.register(_signal_plugin(at=1, count=2), name="sigint-test")
     cfg = make_config(tmp_path / "run", steps=5)
     cfg["train"]["callbacks"] = [{"name": "send_sigint"}]
-    with pytest.raises(Interrupted, match="no checkpoint of this step was written.*the last checkpoint is none") as err:
+    with pytest.raises(
+        Interrupted, match="no checkpoint of this step was written.*the last checkpoint is none"
+    ) as err:
         train_from_config(cfg, pm=foundry_pm)
     assert err.value.exit_code == 130

@@ -20,7 +20,9 @@ def _hide_weights(folder):
 def test_encoder_without_weights_is_an_error_unless_init_random(vision_registry, tmp_path, family):
     folder = _hide_weights(build_tiny_hf_encoder(family, tmp_path / family))
     node = {"name": "hf_vision_encoder", "path": str(folder)}
-    with pytest.raises(ConfigError, match=r"hf_vision_encoder\.path: .* has no loadable weights.*renamed\.safetensors"):
+    with pytest.raises(
+        ConfigError, match=r"hf_vision_encoder\.path: .* has no loadable weights.*renamed\.safetensors"
+    ):
         vision_registry.build("encoder", node)
     assert vision_registry.build("encoder", {**node, "init": "random"}).out_dim == 32
 

@@ -203,9 +203,15 @@ def collect(pm: pluggy.PluginManager) -> Registry:
             added: list[ComponentSpec] = []
 
             def register(
-                name: str, target: object | str, *, description: str = "", _kind: str = kind, _by: str = impl.plugin_name
+                name: str,
+                target: object | str,
+                *,
+                description: str = "",
+                _kind: str = kind,
+                _by: str = impl.plugin_name,
+                _added: list[ComponentSpec] = added,
             ) -> None:
-                added.append(ComponentSpec(_kind, name, target, _by, description))
+                _added.append(ComponentSpec(_kind, name, target, _by, description))
 
             try:
                 impl.function(register=register)

@@ -82,7 +82,9 @@ def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:
         is_flag=True,
         help="Resume from a checkpoint without a checksum manifest (one you wrote, in a folder only you can write).",
     )
-    def train(config_path: str, overrides: tuple[str, ...], resume: str | None, trust_checkpoint: bool) -> None:
+    def train(
+        config_path: str, overrides: tuple[str, ...], resume: str | None, trust_checkpoint: bool
+    ) -> None:
         """Train from a YAML run config, with dotted key=value overrides after it.
 
         Exit status: 0 when the budget is spent and the model exported; 2 for a bad config, data or

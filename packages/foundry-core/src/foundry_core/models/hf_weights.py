@@ -44,7 +44,9 @@ def wants_pretrained_weights(folder: Path, init: Init, where: str, *, in_export:
         return True
     if in_export:
         return False
-    others = sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"))
+    others = sorted(
+        p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+    )
     found = f"; weight-like files there: {', '.join(others)} (rename or convert one)" if others else ""
     raise ConfigError(
         f"{where}.path: {folder} has no loadable weights (none of {', '.join(HF_WEIGHT_FILES)}){found}. "
@@ -71,6 +73,10 @@ def load_pretrained_checked(load: Callable[..., Any], folder: Path, where: str, 
     if missing:
         shown = ", ".join(missing[:10]) + (f" (+{len(missing) - 10} more)" if len(missing) > 10 else "")
         log.warning(
-            "%s.path: the weights in %s lack %d tensor(s), left randomly initialized: %s", where, folder, len(missing), shown
+            "%s.path: the weights in %s lack %d tensor(s), left randomly initialized: %s",
+            where,
+            folder,
+            len(missing),
+            shown,
         )
     return model

@@ -52,7 +52,9 @@ def sha256_file(path: Path) -> str:
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in _UNCOVERED)
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in _UNCOVERED
+    )
 
 
 def write_manifest(folder: Path) -> Path:
@@ -93,7 +95,9 @@ def verify_checkpoint(folder: Path, *, trust_unverified: bool = False) -> bool:
         if manifest.get("format") != MANIFEST_FORMAT or not isinstance(listed, dict):
             raise ValueError(f"not a {MANIFEST_FORMAT}")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UntrustedCheckpointError(f"{manifest_path}: unreadable manifest ({exc}); the checkpoint is not loaded") from None
+        raise UntrustedCheckpointError(
+            f"{manifest_path}: unreadable manifest ({exc}); the checkpoint is not loaded"
+        ) from None
     present = {p.relative_to(folder).as_posix() for p in _files(folder)}
     extra = sorted(present - set(listed))
     if extra:
@@ -104,7 +108,9 @@ def verify_checkpoint(folder: Path, *, trust_unverified: bool = False) -> bool:
     for rel, entry in sorted(listed.items()):
         path = folder / rel
         if ".." in Path(rel).parts or not path.is_file():
-            raise UntrustedCheckpointError(f"{path}: listed in {MANIFEST} but missing; the checkpoint is incomplete")
+            raise UntrustedCheckpointError(
+                f"{path}: listed in {MANIFEST} but missing; the checkpoint is incomplete"
+            )
         if path.stat().st_size != entry.get("size") or sha256_file(path) != entry.get("sha256"):
             raise UntrustedCheckpointError(
                 f"{path}: checksum mismatch with {MANIFEST} (corrupt, truncated or replaced); the checkpoint is "
@@ -151,14 +157,18 @@ class _MetadataUnpickler(pickle.Unpickler):
         try:
             return self.allowed[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refused to load {module}.{name} from a checkpoint's .metadata") from None
+            raise pickle.UnpicklingError(
+                f"refused to load {module}.{name} from a checkpoint's .metadata"
+            ) from None
 
 
 def load_dcp_metadata(stream: io.BufferedIOBase, where: str) -> Any:
     try:
         return _MetadataUnpickler(stream).load()
     except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as exc:
-        raise UntrustedCheckpointError(f"{where}: not a valid DCP .metadata ({exc}); the checkpoint is not loaded") from None
+        raise UntrustedCheckpointError(
+            f"{where}: not a valid DCP .metadata ({exc}); the checkpoint is not loaded"
+        ) from None
 
 
 class SafeFileSystemReader(FileSystemReader):

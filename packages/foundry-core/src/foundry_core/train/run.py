@@ -85,7 +85,9 @@ def train_from_config(
     return run_dir
 
 
-def _keep_invocation_config(run_dir: Path, text: str, started: time.struct_time, resumed: Path | None) -> Path:
+def _keep_invocation_config(
+    run_dir: Path, text: str, started: time.struct_time, resumed: Path | None
+) -> Path:
     """``configs/<UTC start time>[-resume-step_X].yaml``: each invocation's config, never overwritten."""
     folder = run_dir / "configs"
     folder.mkdir(exist_ok=True)

@@ -27,6 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from foundry_core.config import to_dict
 from foundry_core.data.base import batch_num_samples, batch_num_tokens, move_to_device
 from foundry_core.data.mixer import Mixer
 from foundry_core.distributed import (
@@ -40,7 +41,6 @@ from foundry_core.distributed import (
     init_distributed,
     wrap_model,
 )
-from foundry_core.config import to_dict
 from foundry_core.errors import ConfigError, FoundryError
 from foundry_core.registry import BuildContext, Registry
 from foundry_core.run_config import RunConfig
