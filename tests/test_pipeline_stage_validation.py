@@ -19,8 +19,8 @@ def test_a_typo_in_a_late_stage_fails_before_the_first_stage(tmp_path, cli_runne
 
 
 def test_only_the_stages_asked_for_are_checked(tmp_path):
-    from foundry_eval.pipeline.recipe import load_recipe
-    from foundry_eval.pipeline.run import Pipeline
+    from foundry_pipeline.recipe import load_recipe
+    from foundry_pipeline.run import Pipeline
 
     recipe = load_recipe(None, [f"run.out_dir={tmp_path}", "baseline.model.nme=x"])
     Pipeline(recipe).check_stage_configs(["llm"])  # baseline is not run: not checked

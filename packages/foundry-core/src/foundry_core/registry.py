@@ -8,8 +8,8 @@ the component's nested ``Config`` dataclass (strictly validated) and then into t
 
 from __future__ import annotations
 
-import functools
 import importlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,31 +26,13 @@ HOOK_KIND: dict[str, str] = {
     "register_backbones": "backbone",
     "register_action_experts": "action_expert",
     "register_data_sources": "data_source",
-    "register_transforms": "transform",
-    "register_envs": "env",
-    "register_evaluators": "evaluator",
+    "register_tasks": "task",
+    "register_converters": "converter",
     "register_callbacks": "callback",
     "register_optimizers": "optimizer",
     "register_schedules": "schedule",
 }
 KINDS: tuple[str, ...] = tuple(HOOK_KIND.values())
-
-#: Names provided by first-party packages, so a missing one can say what to install.
-FIRST_PARTY: dict[str, dict[str, str]] = {
-    "foundry-vision": {
-        "encoder": "vit hf_vision_encoder",
-        "model": "vlm hf_vlm",
-        "backbone": "foundry_vlm hf_vlm vision_encoder",
-        "data_source": "wds_image_caption",
-    },
-    "foundry-action": {
-        "model": "vla",
-        "action_expert": "flow_matching diffusion l1_regression",
-        "data_source": "zarr_episodes",
-    },
-    "foundry-eval": {"env": "reach_target push_to_target pick_place_bin stack_blocks put_on_plate", "evaluator": "rollouts"},
-}
-
 
 @dataclass(frozen=True)
 class ComponentSpec:
@@ -74,13 +56,15 @@ class ComponentSpec:
         """Import (if needed) and return the component class or factory."""
         if not isinstance(self.target, str):
             return self.target
-        module_name, _, attr = self.target.partition(":")
+        module_name, _, attr = self.target.partition(":")  # "pkg.module" alone names the module
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise ComponentError(
                 f"{self.kind} {self.name!r} (from {self.provider}) cannot be imported: {exc}"
             ) from exc
+        if not attr:
+            return module
         try:
             return getattr(module, attr)
         except AttributeError as exc:
@@ -146,9 +130,13 @@ class Registry:
         if spec is not None:
             return spec
         msg = f"no {kind} named {name!r}{did_you_mean(name, self.names(kind))}"
-        for dist, table in FIRST_PARTY.items():
-            if name in table.get(kind, "").split():
-                msg += f" ({name!r} is provided by {dist}: pip install {dist})"
+        from foundry_core.first_party import FIRST_PARTY
+
+        for plugin, table in FIRST_PARTY.items():
+            if name in table.get(kind, []):
+                from foundry_core.plugins import install_hint
+
+                msg += f" ({name!r} is provided by {plugin}: {install_hint(plugin)})"
         known = ", ".join(self.names(kind)) or "none installed"
         raise ComponentError(f"{msg}. Known {kind} names: {known}")
 
@@ -189,14 +177,22 @@ class Registry:
             raise ComponentError(f"unknown component kind {kind!r}{did_you_mean(kind, KINDS)}")
 
 
+def record_plugin_error(pm: pluggy.PluginManager, name: str, error: str, what: str, where: str = "") -> None:
+    """Remember (for ``foundry plugins``) and warn about a failure inside plugin ``name``; the rest keeps working."""
+    errors = getattr(pm, "load_errors", None)
+    if errors is not None:
+        if errors.get(name) == error:
+            return  # the same failure seen again (the registry is collected more than once): warn once
+        errors[name] = error
+    logging.getLogger("foundry_core.plugins").warning("%s plugin %s%s: %s", what, name, f" ({where})" if where else "", error)
+
+
 def collect(pm: pluggy.PluginManager) -> Registry:
     """Call every registration hookimpl one at a time so each name is attributed to its plugin.
 
     A hook of an installed plugin that raises is a warning naming the plugin (shown by ``foundry
     plugins``) and none of that hook's names are registered; the core's own hooks must not fail.
     """
-    from foundry_core.plugins import record_plugin_error
-
     registry = Registry()
     for hook_name, kind in HOOK_KIND.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
@@ -224,10 +220,3 @@ def collect(pm: pluggy.PluginManager) -> Registry:
                 registry.add(spec)
     return registry
 
-
-@functools.cache
-def get_registry() -> Registry:
-    """Registry of the process-wide default plugin manager."""
-    from foundry_core.plugins import plugin_manager
-
-    return collect(plugin_manager())

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from foundry_core.errors import ConfigError, DataError
+from foundry_core.freeze import freeze_by_patterns
 from foundry_core.models.hf_weights import Init, load_pretrained_checked, wants_pretrained_weights
 from foundry_core.registry import BuildContext
-from foundry_vision.freeze import freeze_by_patterns
 from foundry_vision.preprocess import check_images
 
 #: model_type -> (family, accepted processor classes, placeholder text for one image)
