@@ -23,7 +23,7 @@ class TrainState:
     tokens: int = 0
     #: Optimizer steps the schedule spans; fixed at the first step for token budgets.
     total_steps: int | None = None
-    #: Non-finite steps skipped so far (``train.skip_nonfinite``).
+    #: Non-finite steps skipped so far (``train.skip_nonfinite``); written by the trainer, kept on resume.
     nonfinite_skipped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
