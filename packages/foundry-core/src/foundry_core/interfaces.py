@@ -105,7 +105,9 @@ class Backbone(Protocol):
     mask bool [B, L])``. A backbone does its own image preprocessing and tokenization. Optional:
     ``image_token_span(num_images, image_size=(H, W)) -> (first, count)`` where the image tokens sit at
     fixed positions of ``tokens`` (needed by an expert's flat image read-out); ``image_size`` is the
-    policy's input size, for backbones whose token count depends on it (``hf_vlm``).
+    policy's input size, for backbones whose token count depends on it (``hf_vlm``). Image validity is
+    handled around the backbone by the vla (foundry-action ``vla.py``): invalid images arrive as all-black
+    frames, and the tokens inside ``image_token_span`` of invalid images are masked out after ``encode``.
     """
 
     out_dim: int

@@ -35,10 +35,9 @@ from torch import nn
 
 from foundry_core.errors import ConfigError, DataError
 from foundry_core.freeze import freeze_by_patterns
+from foundry_core.models.hf_weights import Init, load_pretrained_checked, wants_pretrained_weights
 from foundry_core.registry import BuildContext
 from foundry_vision.preprocess import check_images
-
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 #: model_type -> (family, accepted processor classes, placeholder text for one image)
 FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -99,8 +98,10 @@ class HFVLM(nn.Module):
         tokens: Literal["all", "last"] = "all"
         dtype: Literal["float32", "bfloat16"] = "float32"
         max_new_tokens: int = 32
+        #: ``pretrained``: the folder's weights (an error when it has none); ``random``: on purpose.
+        init: Init = "pretrained"
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, in_export: bool = False) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -130,9 +131,9 @@ class HFVLM(nn.Module):
                 f"(expects {' or '.join(accepted)}): processor and model families differ"
             )
         dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-        if any((folder / f).exists() for f in _WEIGHT_FILES):
-            self.hf = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True, dtype=dtype)
-        else:  # an export folder: config only, the weights come from the export's safetensors
+        if wants_pretrained_weights(folder, cfg.init, "hf_vlm", in_export=in_export):
+            self.hf = load_pretrained_checked(AutoModelForImageTextToText.from_pretrained, folder, "hf_vlm", dtype=dtype)
+        else:  # init: random, or an export folder (the weights come from the export's safetensors)
             self.hf = AutoModelForImageTextToText.from_config(config, dtype=dtype)
         self.tokenizer = self.processor.tokenizer
         image_id = self.hf.config.image_token_id
@@ -157,7 +158,7 @@ class HFVLM(nn.Module):
             fix = {k: str(Path(ctx.pretrained_dir) / v) for k in ("path", "processor")
                    if isinstance(v := getattr(cfg, k), str) and not Path(v).is_absolute()}
             cfg = HFVLM.Config(**{**cfg.__dict__, **fix})
-        return cls(cfg).to(ctx.device)
+        return cls(cfg, in_export=ctx.pretrained_dir is not None).to(ctx.device)
 
     # ------------------------------------------------------------------ inputs
 
@@ -333,6 +334,9 @@ class HFVLM(nn.Module):
             raise ConfigError(f"{where}: image_token_span needs the input image size: this family's image token "
                               "count depends on it (the vla passes its data source's image_size)")
         h, w = (int(x) for x in image_size)
+        if self._image_layout is not None and self._image_layout[:2] == (num_images, (h, w)):
+            positions = self._image_layout[2]  # derived before (the vla asks again to mask invalid images)
+            return int(positions[0]), int(positions[-1]) - int(positions[0]) + 1
         blank = torch.zeros(1, num_images, 3, h, w, dtype=torch.uint8)
         layouts = []
         for prompt in ("", "pick up the red block and put it in the bin"):
