@@ -212,7 +212,9 @@ class VLA(nn.Module):
         if valid is not None:
             valid = valid.to(device=images.device, dtype=torch.bool)
             if tuple(valid.shape) != tuple(images.shape[:2]):
-                raise DataError(f"vla: image_mask has shape {tuple(valid.shape)}, images {tuple(images.shape[:2])}")
+                raise DataError(
+                    f"vla: image_mask has shape {tuple(valid.shape)}, images {tuple(images.shape[:2])}"
+                )
             if bool(valid.all()):
                 valid = None
             else:
