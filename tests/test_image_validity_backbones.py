@@ -38,12 +38,13 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def _check(backbone, tiny_episodes, readout=0):
+def _check(backbone, tiny_episodes, readout=0, use_instruction=True):
     registry = get_registry()
     torch.manual_seed(0)
     node = {
         "name": "vla",
         "backbone": backbone,
+        "use_instruction": use_instruction,
         "expert": {
             "name": "flow_matching",
             "preset": "debug",
@@ -68,7 +69,9 @@ def _check(backbone, tiny_episodes, readout=0):
 
 def test_vision_encoder_vit(tiny_episodes):
     vit = {"name": "vit", "image_size": 32, "patch_size": 16, "width": 32, "depth": 1, "heads": 2}
-    model, batch = _check({"name": "vision_encoder", "encoder": vit}, tiny_episodes, readout=2)
+    model, batch = _check(
+        {"name": "vision_encoder", "encoder": vit}, tiny_episodes, readout=2, use_instruction=False
+    )
     _tokens, mask = model.condition(batch)
     assert mask[0].tolist() == [False] * 8 + [True] * 8  # 4 tokens per image; t-1 of anchor 0 masked
 
