@@ -38,7 +38,7 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def _check(backbone, tiny_episodes, readout=0):
+def _check(backbone, tiny_episodes, readout=0, **fields):
     registry = get_registry()
     torch.manual_seed(0)
     node = {
@@ -57,6 +57,7 @@ def _check(backbone, tiny_episodes, readout=0):
             "future": 3,
             "image_offsets": [-1, 0],
         },
+        **fields,
     }
     model = registry.build("model", node, BuildContext(registry))
     source = registry.build("data_source", node["data"], BuildContext(registry))
@@ -68,7 +69,9 @@ def _check(backbone, tiny_episodes, readout=0):
 
 def test_vision_encoder_vit(tiny_episodes):
     vit = {"name": "vit", "image_size": 32, "patch_size": 16, "width": 32, "depth": 1, "heads": 2}
-    model, batch = _check({"name": "vision_encoder", "encoder": vit}, tiny_episodes, readout=2)
+    model, batch = _check(
+        {"name": "vision_encoder", "encoder": vit}, tiny_episodes, readout=2, use_instruction=False
+    )
     _tokens, mask = model.condition(batch)
     assert mask[0].tolist() == [False] * 8 + [True] * 8  # 4 tokens per image; t-1 of anchor 0 masked
 
