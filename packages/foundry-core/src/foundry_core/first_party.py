@@ -17,6 +17,7 @@ FIRST_PARTY: dict[str, KindNames] = {
         "model": ["vla"],
     },
     "foundry-eval": {
+        "callback": ["closed_loop_eval"],
         "task": ["pick_place_bin", "point_reach", "push_to_target", "put_on_plate", "reach_target", "stack_blocks"],
     },
     "foundry-vision": {
