@@ -38,13 +38,12 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def _check(backbone, tiny_episodes, readout=0, use_instruction=True):
+def _check(backbone, tiny_episodes, readout=0, **fields):
     registry = get_registry()
     torch.manual_seed(0)
     node = {
         "name": "vla",
         "backbone": backbone,
-        "use_instruction": use_instruction,
         "expert": {
             "name": "flow_matching",
             "preset": "debug",
@@ -58,6 +57,7 @@ def _check(backbone, tiny_episodes, readout=0, use_instruction=True):
             "future": 3,
             "image_offsets": [-1, 0],
         },
+        **fields,
     }
     model = registry.build("model", node, BuildContext(registry))
     source = registry.build("data_source", node["data"], BuildContext(registry))
