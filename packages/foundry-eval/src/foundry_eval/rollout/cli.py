@@ -44,6 +44,13 @@ def _split_tasks(values: tuple[str, ...]) -> list[str]:
     "--max-videos", type=click.IntRange(min=0), default=None, help="Record only the first K scenarios."
 )
 @click.option("--device", default="cpu", show_default=True, help="Torch device of an exported policy.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["foundry", "lbm"]),
+    default="foundry",
+    show_default=True,
+    help="Wire protocol of --server: Foundry's own, or LBM Eval's (any LBM-compatible policy server).",
+)
 def eval_run(
     policy: str | None,
     server: str | None,
@@ -62,6 +69,7 @@ def eval_run(
     video_format: str,
     max_videos: int | None,
     device: str,
+    protocol: str,
 ) -> None:
     """Roll out a policy in simulated tasks and write results.json files (LBM Eval layout)."""
     from foundry_eval.rollout.runner import run_rollouts, success_count
@@ -75,6 +83,7 @@ def eval_run(
         model_name,
         workers,
         server=server,
+        protocol=protocol,
         max_sample_size_per_model=max_sample_size,
         start_index=start_index,
         use_eval_seed=eval_seed,
@@ -111,6 +120,34 @@ def eval_run(
 @click.option(
     "--allow-extra-cameras", is_flag=True, help="Drop cameras the policy does not use (else an error)."
 )
+@click.option(
+    "--protocol",
+    type=click.Choice(["foundry", "lbm"]),
+    default="foundry",
+    show_default=True,
+    help="Foundry's own protocol, or LBM Eval's (lbm_policy_interface + grpc.health.v1).",
+)
+@click.option(
+    "--camera-map",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="lbm: YAML camera serial -> policy camera name (default: the map recorded in the export).",
+)
+@click.option("--batch-max-size", type=click.IntRange(min=1), default=1, show_default=True, help="lbm: clients per forward pass.")
+@click.option(
+    "--batch-timeout-s",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="lbm: longest wait for more clients to fill a batch.",
+)
+@click.option(
+    "--resize",
+    type=click.Choice(["center_crop", "stretch"]),
+    default="center_crop",
+    show_default=True,
+    help="lbm: how frames of another size are resized to the policy's.",
+)
 def serve(
     export_dir: str | None,
     builtin: str | None,
@@ -120,14 +157,48 @@ def serve(
     max_sessions: int,
     device: str,
     allow_extra_cameras: bool,
+    protocol: str,
+    camera_map: str | None,
+    batch_max_size: int,
+    batch_timeout_s: float,
+    resize: str,
 ) -> None:
-    """Serve a policy over gRPC (Reset / Step / GetPolicyMetadata, LBM Eval interface shape)."""
+    """Serve a policy over gRPC: Foundry's protocol, or LBM Eval's with ``--protocol lbm``."""
     from foundry_eval.rollout.policies import ExportedPolicyFactory, RandomPolicy
     from foundry_eval.serving.server import PolicyServer
     from foundry_eval.serving.session import PolicySessions
 
     if (export_dir is None) == (builtin is None):
         raise FoundryError("give exactly one of EXPORT_DIR or --policy random")
+    if protocol == "lbm":
+        import logging
+
+        from foundry_eval.serving.lbm_server import start_lbm_server
+
+        if not logging.getLogger().handlers:  # the server's log is its user interface (docs/lbm_eval.md)
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+        lbm_server = start_lbm_server(
+            export_dir or builtin,
+            host=host,
+            port=port,
+            device=device,
+            camera_map=camera_map,
+            replan_every=replan_every,
+            max_sessions=max_sessions,
+            batch_max_size=batch_max_size,
+            batch_timeout_s=batch_timeout_s,
+            resize=resize,
+        )
+        click.echo(f"serving {export_dir or builtin} (LBM Eval protocol) on {lbm_server.address} (Ctrl-C to stop)")
+        try:
+            lbm_server.wait()
+        except KeyboardInterrupt:
+            lbm_server.stop()
+        return
+    for name, value, default in (("--camera-map", camera_map, None), ("--batch-max-size", batch_max_size, 1)):
+        if value != default:
+            raise FoundryError(f"{name} applies to --protocol lbm only")
     factory = RandomPolicy if builtin == "random" else ExportedPolicyFactory(export_dir, device)
     sessions = PolicySessions(
         factory, replan_every=replan_every, max_sessions=max_sessions, allow_extra_cameras=allow_extra_cameras

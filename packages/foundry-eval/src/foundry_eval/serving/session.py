@@ -6,7 +6,10 @@ foundry-action's own executor for its policies, which observe every step).
 :class:`PolicySessions` maps client ids to sessions and recycles policy instances: the factory is
 called only when no idle instance exists, so a runner worker loads its policy once, and a server
 facing N parallel simulations holds N instances. Sessions are released by ``end(client_id)`` or,
-for clients that never call it (LBM Eval), evicted least-recently-used beyond ``max_sessions``.
+for clients that never call it (LBM Eval), evicted least-recently-used beyond ``max_sessions``; a
+Step of an evicted episode raises :class:`SessionEvicted` (not "Step before Reset"). Steps of one
+episode are serialized by a per-session lock. A ``planner`` (the server's cross-client batcher) is
+handed to foundry-action's executor, which then plans through it.
 
 :class:`InProcessClient` and :class:`foundry_eval.serving.client.GrpcPolicyClient` expose the same
 :class:`PolicyClient` interface, so the rollout runner has one code path for both.
@@ -28,7 +31,32 @@ from foundry_core.interfaces import Policy
 from foundry_eval.serving.codec import ARM_DIM, PolicyOutputError, canonical_action, normalize_metadata
 
 PolicyFactory = Callable[[], Policy]
+Planner = Callable[[Any], np.ndarray]
 DEFAULT_REPLAN_EVERY = 8
+#: evicted client ids remembered (for a precise error), oldest forgotten first
+EVICTED_MEMORY = 4096
+
+
+class UnknownSession(KeyError):
+    """A Step for a client id that no Reset created."""
+
+    def __str__(self) -> str:
+        return f"client {self.args[0]!r}: Step before Reset (call Reset first)"
+
+
+class SessionEvicted(UnknownSession):
+    """A Step for a client whose episode was evicted to make room for newer ones (``max_sessions``)."""
+
+    def __init__(self, client_id: str, max_sessions: int) -> None:
+        super().__init__(client_id)
+        self.max_sessions = max_sessions
+
+    def __str__(self) -> str:
+        return (
+            f"client {self.args[0]!r}: its episode was evicted because more than max_sessions="
+            f"{self.max_sessions} episodes were open at once (least recently used first); Reset it, or "
+            "restart the server with a larger --max-sessions"
+        )
 
 
 class PolicyClient(Protocol):
@@ -81,11 +109,12 @@ def seed_everything(seed: int) -> None:
 class ChunkExecutor:
     """Receding-horizon execution: run the first ``replan_every`` actions of a chunk, then re-plan."""
 
-    def __init__(self, policy: Policy, replan_every: int = DEFAULT_REPLAN_EVERY) -> None:
+    def __init__(self, policy: Policy, replan_every: int = DEFAULT_REPLAN_EVERY, canonicalize: bool = True) -> None:
         if replan_every < 1:
             raise ValueError(f"replan_every must be >= 1, got {replan_every}")
         self.policy = policy
         self.replan_every = replan_every
+        self.canonicalize = canonicalize
         self._queue: list[np.ndarray] = []
 
     def reset(self, seed: int) -> None:
@@ -100,36 +129,60 @@ class ChunkExecutor:
         if not self._queue:
             chunk = validate_chunk(self.policy.act(observation))
             self._queue = list(chunk[: self.replan_every])
-        return canonical_action(self._queue.pop(0))
+        action = self._queue.pop(0)
+        return canonical_action(action) if self.canonicalize else action
 
 
 class ActionPolicyExecutor:
     """foundry-action's executor for its ``Policy`` (which must observe every step for its history),
     with the same validation of every action as :class:`ChunkExecutor`."""
 
-    def __init__(self, policy: Any, replan_every: int = DEFAULT_REPLAN_EVERY) -> None:
+    def __init__(
+        self,
+        policy: Any,
+        replan_every: int = DEFAULT_REPLAN_EVERY,
+        planner: Planner | None = None,
+        canonicalize: bool = True,
+    ) -> None:
         from foundry_action.policy import ChunkExecutor as ActionChunkExecutor
 
         self.policy = policy
+        self.canonicalize = canonicalize
         horizon = int(policy.future) + 1
-        self._executor = ActionChunkExecutor(policy, execute_steps=min(replan_every, horizon))
+        self._executor = ActionChunkExecutor(policy, execute_steps=min(replan_every, horizon), planner=planner)
 
     def reset(self, seed: int) -> None:
         seed_everything(seed)
         self._executor.reset(seed)
 
     def step(self, observation: Mapping[str, Any]) -> np.ndarray:
-        return canonical_action(self._executor.step(observation))
+        action = self._executor.step(observation)
+        return canonical_action(action) if self.canonicalize else action
 
 
 def make_executor(
-    policy: Policy, replan_every: int = DEFAULT_REPLAN_EVERY
+    policy: Policy,
+    replan_every: int = DEFAULT_REPLAN_EVERY,
+    planner: Planner | None = None,
+    canonicalize: bool = True,
 ) -> ChunkExecutor | ActionPolicyExecutor:
     """foundry-action's executor for policies with an observation history (``observe``/``plan``),
-    the generic receding-horizon one for any other ``interfaces.Policy``."""
+    the generic receding-horizon one for any other ``interfaces.Policy`` (which cannot be batched).
+    ``canonicalize``: actions in Foundry's flat 10-per-arm format, rotation rows orthonormalized;
+    off for the LBM server, whose codec reads the policy's own action fields."""
     if all(hasattr(policy, name) for name in ("observe", "plan", "record_action", "future")):
-        return ActionPolicyExecutor(policy, replan_every)
-    return ChunkExecutor(policy, replan_every)
+        return ActionPolicyExecutor(policy, replan_every, planner, canonicalize)
+    return ChunkExecutor(policy, replan_every, canonicalize)
+
+
+class _Session:
+    def __init__(self, executor: ChunkExecutor | ActionPolicyExecutor) -> None:
+        self.executor = executor
+        self.lock = threading.Lock()
+
+    @property
+    def policy(self) -> Any:
+        return self.executor.policy
 
 
 class PolicySessions:
@@ -142,13 +195,18 @@ class PolicySessions:
         replan_every: int = DEFAULT_REPLAN_EVERY,
         max_sessions: int = 64,
         allow_extra_cameras: bool = False,
+        planner: Planner | None = None,
+        canonicalize: bool = True,
     ) -> None:
         self.policy_factory = policy_factory
+        self.canonicalize = canonicalize
         self.allow_extra_cameras = allow_extra_cameras
         self.replan_every = replan_every
         self.max_sessions = max_sessions
+        self.planner = planner
         self._lock = threading.Lock()
-        self._sessions: OrderedDict[str, ChunkExecutor | ActionPolicyExecutor] = OrderedDict()
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._evicted: OrderedDict[str, None] = OrderedDict()
         self._idle: list[Policy] = []
         self._metadata: dict[str, Any] | None = None
 
@@ -157,7 +215,10 @@ class PolicySessions:
         if self._idle:
             return self._idle.pop()
         if len(self._sessions) >= self.max_sessions:
-            _, oldest = self._sessions.popitem(last=False)
+            evicted_id, oldest = self._sessions.popitem(last=False)
+            self._evicted[evicted_id] = None
+            while len(self._evicted) > EVICTED_MEMORY:
+                self._evicted.popitem(last=False)
             return oldest.policy
         return self.policy_factory()
 
@@ -165,18 +226,25 @@ class PolicySessions:
         with self._lock:
             session = self._sessions.get(client_id)
             if session is None:
-                session = make_executor(self._take_policy(), self.replan_every)
+                policy = self._take_policy()
+                session = _Session(make_executor(policy, self.replan_every, self.planner, self.canonicalize))
                 self._sessions[client_id] = session
+                self._evicted.pop(client_id, None)
             self._sessions.move_to_end(client_id)
-        session.reset(seed)
+        with session.lock:
+            session.executor.reset(seed)
 
     def step(self, client_id: str, observation: Mapping[str, Any]) -> np.ndarray:
+        """One action; raises :class:`UnknownSession` / :class:`SessionEvicted` for unknown clients."""
         with self._lock:
             session = self._sessions.get(client_id)
             if session is None:
-                raise KeyError(client_id)
+                if client_id in self._evicted:
+                    raise SessionEvicted(client_id, self.max_sessions)
+                raise UnknownSession(client_id)
             self._sessions.move_to_end(client_id)
-        return session.step(observation)
+        with session.lock:
+            return session.executor.step(observation)
 
     def end(self, client_id: str) -> None:
         with self._lock:
@@ -212,8 +280,8 @@ class InProcessClient:
     def step(self, client_id: str, observation: Mapping[str, Any], time_s: float = 0.0) -> np.ndarray:
         try:
             return self.sessions.step(client_id, observation)
-        except KeyError:
-            raise RuntimeError(f"client_id {client_id!r}: step before reset") from None
+        except UnknownSession as exc:
+            raise RuntimeError(str(exc)) from None
 
     def end(self, client_id: str) -> None:
         self.sessions.end(client_id)
