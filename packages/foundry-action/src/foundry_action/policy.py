@@ -132,6 +132,9 @@ class Policy:
             "expert": self.spec.get("expert"),
             "is_language_conditioned": self.language,
             "relative_actions": self.relative,
+            "field_dims": {k: int(v) for k, v in self.spec["field_dims"].items()},
+            **({"camera_id_to_semantic_name": dict(self.spec["camera_id_to_semantic_name"])}
+               if self.spec.get("camera_id_to_semantic_name") else {}),
         }
 
     # ------------------------------------------------------------------ observations

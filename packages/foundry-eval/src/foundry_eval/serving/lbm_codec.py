@@ -147,7 +147,8 @@ class LbmLayout:
         if resize not in RESIZE_METHODS:
             raise ConfigError(f"resize: {resize!r} is not one of {list(RESIZE_METHODS)}")
         dims = {str(k): int(v) for k, v in dict(metadata.get("field_dims") or {}).items()}
-        proprio_dim = metadata.get("proprio_dim")
+        # a policy that declares no sizes gets both of LBM's arms, flat (10 values each)
+        proprio_dim = metadata.get("proprio_dim", ARM_DIM * len(arms or default_arms(2)))
         action_dim = metadata.get("action_dim", proprio_dim)
         proprio = [(f, dims[f]) for f in metadata.get("proprio_fields") or []] or (
             [("proprio", int(proprio_dim))] if proprio_dim is not None else []
