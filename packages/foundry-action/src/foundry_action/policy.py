@@ -353,8 +353,8 @@ class ChunkExecutor:
 
     def step(self, observation: Mapping[str, Any]) -> np.ndarray:
         """The absolute action float32 [A] to execute at this control step."""
+        self.policy.observe(observation)  # first: a rejected observation leaves the episode as it was
         self._t += 1
-        self.policy.observe(observation)
         if self.ensemble == "temporal":
             self._chunks.append((self._t, self.planner(self.policy)))
             self.plans += 1
