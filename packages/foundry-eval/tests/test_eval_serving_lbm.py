@@ -204,6 +204,14 @@ def test_camera_map_and_resize(vla_export, serve, tmp_path):
     client.close()
     with pytest.raises(ConfigError, match=r"camera\(s\) \['wrist'\] have no serial"):
         LbmLayout.from_metadata({"cameras": ["scene", "wrist"], "proprio_dim": 10}, parse_camera_map({"S": "scene"}, "m"))
+    # the map recorded in an export (from the store's camera_id_to_semantic_name) is used without --camera-map
+    from foundry_eval.serving.lbm_codec import decode_observation
+
+    recorded = LbmLayout.from_metadata(
+        {"cameras": ["scene"], "image_size": [16, 16], "proprio_dim": 10, "camera_id_to_semantic_name": {"S1": "scene"}}
+    )
+    obs = decode_observation(observation(0, size=(20, 24), cameras=("S1", "S2")), recorded)
+    assert list(obs["images"]) == ["scene"] and obs["images"]["scene"].shape == (16, 16, 3)
     with pytest.raises(ConfigError, match="did you mean 'cameras'"):
         parse_camera_map({"camera": {"S": "scene"}, "arms": ["right::panda"]}, "m.yaml")
 
