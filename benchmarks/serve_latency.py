@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
-CAMERAS = ("scene_right_0", "scene_left_0", "wrist_left_minus", "wrist_left_plus", "wrist_right_minus", "wrist_right_plus")
+CAMERAS = (
+    "scene_right_0",
+    "scene_left_0",
+    "wrist_left_minus",
+    "wrist_left_plus",
+    "wrist_right_minus",
+    "wrist_right_plus",
+)
 SIZE = 224
 CLIENTS = 8
 
@@ -48,13 +55,22 @@ def _export(tmp: Path, device: str) -> Any:
 
     store = tmp / "bench.zarr"
     rng = np.random.default_rng(0)
-    with EpisodeWriter(store, fps=10.0, fields={"action": (20,), "proprio": (20,)},
-                       cameras={c: (SIZE, SIZE) for c in CAMERAS}, mode="w") as writer:
-        episode = {"action": rng.normal(size=(12, 20)).astype(np.float32),
-                   "proprio": rng.normal(size=(12, 20)).astype(np.float32)}
+    with EpisodeWriter(
+        store,
+        fps=10.0,
+        fields={"action": (20,), "proprio": (20,)},
+        cameras={c: (SIZE, SIZE) for c in CAMERAS},
+        mode="w",
+    ) as writer:
+        episode = {
+            "action": rng.normal(size=(12, 20)).astype(np.float32),
+            "proprio": rng.normal(size=(12, 20)).astype(np.float32),
+        }
         for cam in CAMERAS:
             episode[f"camera/{cam}"] = rng.integers(0, 255, (12, SIZE, SIZE, 3), dtype=np.uint8)
-        writer.append_episode(episode, task="bench", instruction="put the box on the shelf", success=True, source="bench")
+        writer.append_episode(
+            episode, task="bench", instruction="put the box on the shelf", success=True, source="bench"
+        )
     NormStats.compute(open_store(store)).save(store / "stats")
     pm = make_plugin_manager(entry_points_enabled=False)
     pm.register(foundry_action.plugin, name="foundry-action")
@@ -75,8 +91,9 @@ def _observation(seed: int) -> Any:
     from foundry_eval.serving import lbm_policy_pb2 as lbm
 
     rng = np.random.default_rng(seed)
-    msg = lbm.MultiarmObservation(version=20241212, use_language_instruction=True,
-                                  language_instruction="put the box on the shelf")
+    msg = lbm.MultiarmObservation(
+        version=20241212, use_language_instruction=True, language_instruction="put the box on the shelf"
+    )
     for state in (msg.robot.actual, msg.robot.desired):
         for arm, y in (("right::panda", -0.2), ("left::panda", 0.2)):
             status = state.pose_status.add(robot_name=arm)
@@ -107,7 +124,9 @@ def _drive(address: str, clients: int, steps: int) -> dict[str, float]:
         step = lbm_grpc.PolicyStepServiceStub(channels[c])
         reset = lbm_grpc.PolicyResetServiceStub(channels[c])
         request = lbm.PolicyStepRequest(client_identifier=f"bench-{c}", observation=observations[c])
-        assert reset.PolicyReset(lbm.PolicyResetRequest(client_identifier=f"bench-{c}", seed=c), wait_for_ready=True).success
+        assert reset.PolicyReset(
+            lbm.PolicyResetRequest(client_identifier=f"bench-{c}", seed=c), wait_for_ready=True
+        ).success
         for _ in range(2):
             assert step.PolicyStep(request).success
         barrier.wait()
@@ -127,15 +146,26 @@ def _drive(address: str, clients: int, steps: int) -> dict[str, float]:
     for ch in channels:
         ch.close()
     lat = np.concatenate([np.asarray(x) for x in latencies])
-    return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "steps_per_s": clients * steps / wall, "steps": int(clients * steps)}
+    return {
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "steps_per_s": clients * steps / wall,
+        "steps": int(clients * steps),
+    }
 
 
 def _serve(factory: Any, clients: int, batch: int, steps: int, device: str) -> dict[str, float]:
     from foundry_eval.serving.lbm_server import start_lbm_server
 
-    server = start_lbm_server("bench", port=0, policy_factory=factory, device=device, replan_every=1,
-                              batch_max_size=batch, batch_timeout_s=0.05)
+    server = start_lbm_server(
+        "bench",
+        port=0,
+        policy_factory=factory,
+        device=device,
+        replan_every=1,
+        batch_max_size=batch,
+        batch_timeout_s=0.05,
+    )
     try:
         result = _drive(server.address, clients, steps)
         result["mean_batch"] = server.batcher.mean_batch_size
@@ -180,10 +210,15 @@ def main() -> None:
     r = run(args.quick, args.device, args.threads)
     print(f"LBM PolicyStep, 6 cameras x {SIZE}x{SIZE}, tiny VLA on {r['device']}")
     print(f"{'setup':<28}{'p50 ms':>9}{'p99 ms':>9}{'Steps/s':>10}{'mean batch':>12}")
-    for label, key in (("1 client, batch 1", "single_client"), (f"{CLIENTS} clients, batch 1", "unbatched"),
-                       (f"{CLIENTS} clients, batch {CLIENTS}", "batched")):
+    for label, key in (
+        ("1 client, batch 1", "single_client"),
+        (f"{CLIENTS} clients, batch 1", "unbatched"),
+        (f"{CLIENTS} clients, batch {CLIENTS}", "batched"),
+    ):
         m = r[key]
-        print(f"{label:<28}{m['p50_ms']:>9.1f}{m['p99_ms']:>9.1f}{m['steps_per_s']:>10.1f}{m['mean_batch']:>12.2f}")
+        print(
+            f"{label:<28}{m['p50_ms']:>9.1f}{m['p99_ms']:>9.1f}{m['steps_per_s']:>10.1f}{m['mean_batch']:>12.2f}"
+        )
     print(f"throughput ratio batch {CLIENTS} / batch 1 ({CLIENTS} clients): {r['ratio']:.2f}")
 
 

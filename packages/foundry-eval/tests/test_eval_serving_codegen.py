@@ -41,10 +41,14 @@ def test_gencode_matches_runtime_versions():
     assert "from . import policy_pb2 as policy__pb2" in grpc_file and "\nimport policy_pb2" not in grpc_file
     lbm_grpc = (codegen.SERVING_DIR / "lbm_policy_pb2_grpc.py").read_text()
     assert "from . import lbm_policy_pb2 as lbm__policy__pb2" in lbm_grpc
-    assert pb2.split("Protobuf Python Version")[1][:12] in (codegen.SERVING_DIR / "lbm_policy_pb2.py").read_text()
+    assert (
+        pb2.split("Protobuf Python Version")[1][:12]
+        in (codegen.SERVING_DIR / "lbm_policy_pb2.py").read_text()
+    )
 
 
 # LBM_EVAL.md, "Messages": message -> {field number: (name, type)}; "msg:X" / "enum:X" name the type.
+# fmt: off
 D, F, I32, U32, S, B, BY = "double", "float", "int32", "uint32", "string", "bool", "bytes"
 LBM_MESSAGES = {
     "Time": {1: ("sec", I32), 2: ("nanosec", U32)},
@@ -84,6 +88,7 @@ REPEATED = {("CameraInfo", "k"), ("RigidTransform", "translation"), ("RigidTrans
             ("PosesAndGrippers", "gripper_status"), ("PolicyMetadata", "runtime_information")} | {
     ("RobotPoseStatus", n) for n in ("wrench", "external_wrench", "joint_position", "joint_velocity",
                                      "joint_torque", "joint_torque_external")}
+# fmt: on
 
 
 def _type_name(fd) -> str:
@@ -93,8 +98,15 @@ def _type_name(fd) -> str:
         return f"msg:{fd.message_type.name}"
     if fd.type == FD.TYPE_ENUM:
         return f"enum:{fd.enum_type.name}"
-    return {FD.TYPE_DOUBLE: D, FD.TYPE_FLOAT: F, FD.TYPE_INT32: I32, FD.TYPE_UINT32: U32, FD.TYPE_STRING: S,
-            FD.TYPE_BOOL: B, FD.TYPE_BYTES: BY}[fd.type]
+    return {
+        FD.TYPE_DOUBLE: D,
+        FD.TYPE_FLOAT: F,
+        FD.TYPE_INT32: I32,
+        FD.TYPE_UINT32: U32,
+        FD.TYPE_STRING: S,
+        FD.TYPE_BOOL: B,
+        FD.TYPE_BYTES: BY,
+    }[fd.type]
 
 
 def test_lbm_proto_matches_the_documented_wire_facts():
@@ -112,9 +124,16 @@ def test_lbm_proto_matches_the_documented_wire_facts():
     entry = file.message_types_by_name["PolicyMetadata"].fields_by_name["runtime_information"].message_type
     assert entry.GetOptions().map_entry and [f.type for f in entry.fields] == [9, 9]  # map<string, string>
     assert {e.name: e.number for e in file.enum_types_by_name["ImageDtype"].values} == {
-        "DTYPE_UINT8": 0, "DTYPE_INT8": 1, "DTYPE_UINT16": 2, "DTYPE_INT16": 3}
+        "DTYPE_UINT8": 0,
+        "DTYPE_INT8": 1,
+        "DTYPE_UINT16": 2,
+        "DTYPE_INT16": 3,
+    }
     assert {e.name: e.number for e in file.enum_types_by_name["ImageCompression"].values} == {
-        "NONE": 0, "JPG": 1, "PNG": 2}
+        "NONE": 0,
+        "JPG": 1,
+        "PNG": 2,
+    }
     services = {
         s.name: {m.name: (m.input_type.name, m.output_type.name) for m in s.methods}
         for s in file.services_by_name.values()
@@ -122,5 +141,7 @@ def test_lbm_proto_matches_the_documented_wire_facts():
     assert services == {
         "PolicyStepService": {"PolicyStep": ("PolicyStepRequest", "PolicyStepResponse")},
         "PolicyResetService": {"PolicyReset": ("PolicyResetRequest", "PolicyResetResponse")},
-        "GetPolicyMetadataService": {"GetPolicyMetadata": ("GetPolicyMetadataRequest", "GetPolicyMetadataResponse")},
+        "GetPolicyMetadataService": {
+            "GetPolicyMetadata": ("GetPolicyMetadataRequest", "GetPolicyMetadataResponse")
+        },
     }

@@ -20,7 +20,8 @@ from foundry_eval.rollout.fake_env import ConstantPolicy, CrashingPolicy, NaNPol
 from foundry_eval.serving import lbm_policy_pb2 as lbm
 from foundry_eval.serving import lbm_policy_pb2_grpc as lbm_grpc
 from foundry_eval.serving.codec import resize_frame
-from foundry_eval.serving.lbm_codec import LbmLayout, parse_camera_map
+from foundry_eval.serving.lbm_camera_map import parse_camera_map
+from foundry_eval.serving.lbm_codec import LbmLayout
 from foundry_eval.serving.lbm_server import SERVICES, start_lbm_server
 from foundry_eval.serving.server import PolicyServer
 from foundry_eval.serving.session import PolicySessions
@@ -58,7 +59,13 @@ def vla_export(tmp_path_factory):
         "name": "vla",
         "backbone": {"name": "tiny_test", "width": 16},
         "expert": {"name": "flow_matching", "preset": "debug", "inference_steps": 2},
-        "data": {"name": "zarr_episodes", "path": str(store), "past": 1, "future": 3, "image_offsets": [-1, 0]},
+        "data": {
+            "name": "zarr_episodes",
+            "path": str(store),
+            "past": 1,
+            "future": 3,
+            "image_offsets": [-1, 0],
+        },
     }
     torch.manual_seed(0)
     out = export_model(registry.build("model", node, BuildContext(registry)), node, tmp / "export")
@@ -90,10 +97,14 @@ class LbmTestClient:
         self.meta_stub = lbm_grpc.GetPolicyMetadataServiceStub(self.channel)
 
     def reset(self, client: str, seed: int) -> bool:
-        return self.reset_stub.PolicyReset(lbm.PolicyResetRequest(client_identifier=client, seed=seed)).success
+        return self.reset_stub.PolicyReset(
+            lbm.PolicyResetRequest(client_identifier=client, seed=seed)
+        ).success
 
     def step(self, client: str, observation: lbm.MultiarmObservation) -> lbm.PolicyStepResponse:
-        return self.step_stub.PolicyStep(lbm.PolicyStepRequest(client_identifier=client, observation=observation))
+        return self.step_stub.PolicyStep(
+            lbm.PolicyStepRequest(client_identifier=client, observation=observation)
+        )
 
     def close(self) -> None:
         self.channel.close()
@@ -104,10 +115,14 @@ def _pose(status, xyz, rot=np.eye(3)):
     status.pose.rotation.extend(np.asarray(rot, dtype=float).reshape(-1).tolist())
 
 
-def observation(step: int, client: int = 0, *, size=(32, 32), cameras=("scene", "wrist")) -> lbm.MultiarmObservation:
+def observation(
+    step: int, client: int = 0, *, size=(32, 32), cameras=("scene", "wrist")
+) -> lbm.MultiarmObservation:
     """A deterministic observation of ``client`` at ``step``: both arms, grippers, cameras by serial."""
     rng = np.random.default_rng(1000 * client + step)
-    msg = lbm.MultiarmObservation(version=20241212, use_language_instruction=True, language_instruction="do thing number 0")
+    msg = lbm.MultiarmObservation(
+        version=20241212, use_language_instruction=True, language_instruction="do thing number 0"
+    )
     for state in (msg.robot.actual, msg.robot.desired):
         for arm, offset in ((ARM, 0.0), ("left::panda", 0.3)):
             _pose(state.pose_status.add(robot_name=arm), [0.1 * client + 0.01 * step, offset, 0.2])
@@ -115,7 +130,9 @@ def observation(step: int, client: int = 0, *, size=(32, 32), cameras=("scene", 
     for serial in cameras:
         image = rng.integers(0, 255, size=(*size, 3), dtype=np.uint8)
         cam = msg.visuo.add(camera_serial=serial, has_rgb=True)
-        cam.camera_rgb.image.CopyFrom(lbm.Image(height=size[0], width=size[1], channels=3, data=image.tobytes()))
+        cam.camera_rgb.image.CopyFrom(
+            lbm.Image(height=size[0], width=size[1], channels=3, data=image.tobytes())
+        )
     return msg
 
 
@@ -203,12 +220,19 @@ def test_camera_map_and_resize(vla_export, serve, tmp_path):
     assert "missing camera(s) wrist (serial 'SER_WRIST')" in info.value.details()
     client.close()
     with pytest.raises(ConfigError, match=r"camera\(s\) \['wrist'\] have no serial"):
-        LbmLayout.from_metadata({"cameras": ["scene", "wrist"], "proprio_dim": 10}, parse_camera_map({"S": "scene"}, "m"))
+        LbmLayout.from_metadata(
+            {"cameras": ["scene", "wrist"], "proprio_dim": 10}, parse_camera_map({"S": "scene"}, "m")
+        )
     # the map recorded in an export (from the store's camera_id_to_semantic_name) is used without --camera-map
     from foundry_eval.serving.lbm_codec import decode_observation
 
     recorded = LbmLayout.from_metadata(
-        {"cameras": ["scene"], "image_size": [16, 16], "proprio_dim": 10, "camera_id_to_semantic_name": {"S1": "scene"}}
+        {
+            "cameras": ["scene"],
+            "image_size": [16, 16],
+            "proprio_dim": 10,
+            "camera_id_to_semantic_name": {"S1": "scene"},
+        }
     )
     obs = decode_observation(observation(0, size=(20, 24), cameras=("S1", "S2")), recorded)
     assert list(obs["images"]) == ["scene"] and obs["images"]["scene"].shape == (16, 16, 3)
@@ -224,9 +248,21 @@ def _set(path: str, value):
     "client_id, mutate, field",
     [
         ("", lambda m: None, "client_identifier"),
-        ("c", _set("visuo[0].camera_rgb.image.data", b"\0" * 5), "observation.visuo['scene'].camera_rgb.image.data"),
-        ("c", _set("visuo[0].camera_rgb.image.dtype", lbm.DTYPE_UINT16), "observation.visuo['scene'].camera_rgb.image.dtype"),
-        ("c", _set("visuo[1].camera_serial", "SER_123"), "observation.visuo[1].camera_serial: unknown camera 'SER_123'"),
+        (
+            "c",
+            _set("visuo[0].camera_rgb.image.data", b"\0" * 5),
+            "observation.visuo['scene'].camera_rgb.image.data",
+        ),
+        (
+            "c",
+            _set("visuo[0].camera_rgb.image.dtype", lbm.DTYPE_UINT16),
+            "observation.visuo['scene'].camera_rgb.image.dtype",
+        ),
+        (
+            "c",
+            _set("visuo[1].camera_serial", "SER_123"),
+            "observation.visuo[1].camera_serial: unknown camera 'SER_123'",
+        ),
         ("c", lambda m: m.visuo.pop(), "observation.visuo: missing camera(s) wrist"),
         (
             "c",
@@ -238,9 +274,17 @@ def _set(path: str, value):
             _set("robot.desired.pose_status[1].pose.rotation[4]", float("inf")),
             "observation.robot.desired.pose_status['left::panda'].pose.rotation",
         ),
-        ("c", lambda m: m.robot.actual.pose_status.pop(0), "observation.robot.actual.pose_status: no robot named 'right::panda'"),
+        (
+            "c",
+            lambda m: m.robot.actual.pose_status.pop(0),
+            "observation.robot.actual.pose_status: no robot named 'right::panda'",
+        ),
         ("c", lambda m: m.robot.actual.gripper_status.pop(0), "no gripper named 'right::panda_hand'"),
-        ("c", lambda m: m.robot.actual.pose_status[0].pose.rotation.pop(), "pose.rotation: expected 9 values"),
+        (
+            "c",
+            lambda m: m.robot.actual.pose_status[0].pose.rotation.pop(),
+            "pose.rotation: expected 9 values",
+        ),
         ("c", _set("use_language_instruction", False), "observation.language_instruction"),
     ],
 )
@@ -306,7 +350,9 @@ def test_cli_serve_lbm_random_through_our_lbm_client():
     from foundry_eval.serving.lbm_client import LbmPolicyClient
 
     code = "from foundry_core.cli.main import main; main(['serve', '--protocol', 'lbm', '--policy', 'random', '--port', '0'])"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("serving random (LBM Eval protocol) on 127.0.0.1:"), line + proc.stderr.read()
@@ -331,9 +377,13 @@ def test_runner_as_lbm_client_equals_in_process(vla_export, serve, tmp_path):
     tasks = [{"name": "point_reach", "time_limit_s": 1.0}]
     kw = {"progress": False, "timestamp": "2026-01-01T00-00-00", "replan_every": 2}
     (local,) = run_rollouts(factory, tasks, 2, tmp_path / "local", "vla", **kw)
-    (remote,) = run_rollouts(None, tasks, 2, tmp_path / "lbm", "vla", server=server.address, protocol="lbm", **kw)
+    (remote,) = run_rollouts(
+        None, tasks, 2, tmp_path / "lbm", "vla", server=server.address, protocol="lbm", **kw
+    )
     a, b = (json.loads(p.read_text()) for p in (local, remote))
     assert a["num_crashed"] == 0 == b["num_crashed"], b["evaluations"][0]["failure_message"]
-    assert all(e["failure_message"] is None and e["total_time"] == pytest.approx(1.0) for e in b["evaluations"])
+    assert all(
+        e["failure_message"] is None and e["total_time"] == pytest.approx(1.0) for e in b["evaluations"]
+    )
     strip = lambda doc: [{k: v for k, v in e.items() if k != "wall_time"} for e in doc["evaluations"]]  # noqa: E731
     assert strip(a) == strip(b)

@@ -99,6 +99,11 @@ def eval_run(
         click.echo(f"{task}: {ok}/{n} successes -> {path}")
 
 
+def _lbm_option(name: str, kind: click.ParamType, default: object, text: str):  # noqa: ANN202 (a decorator)
+    """An option of ``foundry serve --protocol lbm`` only."""
+    return click.option(name, type=kind, default=default, show_default=True, help=f"lbm: {text}")
+
+
 @click.command("serve")
 @click.argument("export_dir", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -133,20 +138,15 @@ def eval_run(
     default=None,
     help="lbm: YAML camera serial -> policy camera name (default: the map recorded in the export).",
 )
-@click.option("--batch-max-size", type=click.IntRange(min=1), default=1, show_default=True, help="lbm: clients per forward pass.")
-@click.option(
-    "--batch-timeout-s",
-    type=click.FloatRange(min=0),
-    default=0.5,
-    show_default=True,
-    help="lbm: longest wait for more clients to fill a batch.",
+@_lbm_option("--batch-max-size", click.IntRange(min=1), 1, "clients per forward pass.")
+@_lbm_option(
+    "--batch-timeout-s", click.FloatRange(min=0), 0.5, "longest wait for more clients to fill a batch."
 )
-@click.option(
+@_lbm_option(
     "--resize",
-    type=click.Choice(["center_crop", "stretch"]),
-    default="center_crop",
-    show_default=True,
-    help="lbm: how frames of another size are resized to the policy's.",
+    click.Choice(["center_crop", "stretch"]),
+    "center_crop",
+    "how frames of another size are resized.",
 )
 def serve(
     export_dir: str | None,
@@ -190,7 +190,9 @@ def serve(
             batch_timeout_s=batch_timeout_s,
             resize=resize,
         )
-        click.echo(f"serving {export_dir or builtin} (LBM Eval protocol) on {lbm_server.address} (Ctrl-C to stop)")
+        click.echo(
+            f"serving {export_dir or builtin} (LBM Eval protocol) on {lbm_server.address} (Ctrl-C to stop)"
+        )
         try:
             lbm_server.wait()
         except KeyboardInterrupt:

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from foundry_core.errors import ConfigError, did_you_mean
+from foundry_core.errors import ConfigError
 from foundry_eval.serving import lbm_policy_pb2 as lbm
 from foundry_eval.serving.codec import (
     ARM_DIM,
@@ -36,6 +35,7 @@ from foundry_eval.serving.codec import (
     resize_frame,
     rot6d_to_matrix,
 )
+from foundry_eval.serving.lbm_camera_map import CameraMap, parse_camera_map
 
 SCHEMA_VERSION = 20241212.0
 RIGHT_ARM, LEFT_ARM = "right::panda", "left::panda"
@@ -53,7 +53,6 @@ _JOINT_KINDS = (
     "wrench",
 )
 _JOINT_FIELD = re.compile(rf"^robot__(actual|desired)__({'|'.join(_JOINT_KINDS)})__(.+)$")
-CAMERA_MAP_KEYS = ("cameras", "camera_id_to_semantic_name", "arms")
 
 
 def gripper_of(arm: str) -> str:
@@ -63,59 +62,6 @@ def gripper_of(arm: str) -> str:
 def default_arms(n_arms: int) -> list[str]:
     """Robot names of a flat vector with ``n_arms`` arms: LBM's, right first; ``arm_{i}`` beyond two."""
     return list(LBM_ARMS[:n_arms]) if n_arms <= len(LBM_ARMS) else [f"arm_{i}" for i in range(n_arms)]
-
-
-# ----------------------------------------------------------------------------- camera map
-
-
-@dataclass
-class CameraMap:
-    """Camera serial -> policy camera name, plus the arm order of flat vectors (optional)."""
-
-    serials: dict[str, str] = field(default_factory=dict)
-    arms: list[str] | None = None
-    source: str = ""
-
-
-def parse_camera_map(doc: Any, where: str) -> CameraMap:
-    """A camera-map document (already loaded) -> :class:`CameraMap`; no I/O.
-
-    Accepted: ``{cameras: {serial: name}, arms: [...]}``, LBM's episode ``metadata.yaml``
-    (``camera_id_to_semantic_name``), or a plain ``{serial: name}`` mapping.
-    """
-    if not isinstance(doc, Mapping) or not doc:
-        raise ConfigError(f"{where}: expected a mapping of camera serial -> camera name")
-    structured = [k for k in doc if k in CAMERA_MAP_KEYS]
-    if structured:
-        unknown = [k for k in doc if k not in CAMERA_MAP_KEYS and k != "camera_id_to_semantic_name"]
-        # LBM's metadata.yaml carries other keys beside the map; a Foundry map file does not.
-        if unknown and "camera_id_to_semantic_name" not in doc:
-            raise ConfigError(f"{where}: unknown key {unknown[0]!r}{did_you_mean(str(unknown[0]), CAMERA_MAP_KEYS)}")
-        serials = doc.get("cameras", doc.get("camera_id_to_semantic_name")) or {}
-        arms = doc.get("arms")
-    else:
-        serials, arms = doc, None
-    if not isinstance(serials, Mapping):
-        raise ConfigError(f"{where}: cameras must map camera serial -> camera name")
-    out: dict[str, str] = {}
-    for serial, name in serials.items():
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"{where}: camera {serial!r} maps to {name!r}; expected a camera name")
-        out[str(serial)] = name
-    if arms is not None and (not isinstance(arms, list) or not all(isinstance(a, str) and a for a in arms)):
-        raise ConfigError(f"{where}: arms must be a list of robot names (e.g. [{RIGHT_ARM}, {LEFT_ARM}])")
-    return CameraMap(out, list(arms) if arms is not None else None, where)
-
-
-def load_camera_map(path: str | Path) -> CameraMap:
-    import yaml
-
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the camera map: {exc}") from None
-    return parse_camera_map(doc, str(path))
 
 
 # ----------------------------------------------------------------------------- layout
@@ -190,8 +136,12 @@ class LbmLayout:
                     f"arms {self.arms} (set `arms:` in the camera map)"
                 )
         for name, _ in self.action_fields:
-            if _is_named(name) and not (name.startswith("robot__desired__poses__") or _GRIPPER_FIELD.match(name)):
-                raise ConfigError(f"policy action field {name!r}: only desired poses and grippers can be commanded")
+            if _is_named(name) and not (
+                name.startswith("robot__desired__poses__") or _GRIPPER_FIELD.match(name)
+            ):
+                raise ConfigError(
+                    f"policy action field {name!r}: only desired poses and grippers can be commanded"
+                )
         if self.camera_map is not None and self.cameras:
             targets = set(self.camera_map.serials.values())
             missing = [c for c in self.cameras if c not in targets]
@@ -216,9 +166,12 @@ class LbmLayout:
             "lbm_action_fields": ", ".join(f"{n}({d})" for n, d in self.action_fields),
             "lbm_arms": ", ".join(self.controlled_arms()),
             "lbm_cameras": ", ".join(
-                f"{serial}->{name}" for serial, name in sorted((self.camera_map.serials if self.camera_map else {}).items())
+                f"{serial}->{name}"
+                for serial, name in sorted((self.camera_map.serials if self.camera_map else {}).items())
                 if not self.cameras or name in self.cameras
-            ) or ", ".join(self.cameras or []) or "none",
+            )
+            or ", ".join(self.cameras or [])
+            or "none",
             "lbm_image_size": "x".join(map(str, self.image_hw)) if self.image_hw and self.cameras else "any",
         }
 
@@ -240,7 +193,7 @@ def _field_arms(name: str, arms: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------- observations
 
 
-class _Robot:
+class RobotState:
     """One ``PosesAndGrippers`` indexed by name, validated on access (errors name the field)."""
 
     def __init__(self, msg: lbm.PosesAndGrippers, where: str) -> None:
@@ -250,21 +203,29 @@ class _Robot:
         self._transforms: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for i, status in enumerate(msg.pose_status):
             if not status.robot_name or status.robot_name in self.poses:
-                raise RequestError(f"{where}.pose_status[{i}].robot_name", f"empty or duplicate {status.robot_name!r}")
+                raise RequestError(
+                    f"{where}.pose_status[{i}].robot_name", f"empty or duplicate {status.robot_name!r}"
+                )
             self.poses[status.robot_name] = status
             # every pose is checked, used or not: a NaN anywhere means the simulator state is broken
             pose_where = f"{where}.pose_status[{status.robot_name!r}].pose"
             self._transforms[status.robot_name] = decode_transform(status.pose, pose_where)
         for i, grip in enumerate(msg.gripper_status):
             if not grip.gripper_name or grip.gripper_name in self.grippers:
-                raise RequestError(f"{where}.gripper_status[{i}].gripper_name", f"empty or duplicate {grip.gripper_name!r}")
+                raise RequestError(
+                    f"{where}.gripper_status[{i}].gripper_name", f"empty or duplicate {grip.gripper_name!r}"
+                )
             if not np.isfinite(grip.gripper_position):
-                raise RequestError(f"{where}.gripper_status[{grip.gripper_name!r}].gripper_position", "is not finite")
+                raise RequestError(
+                    f"{where}.gripper_status[{grip.gripper_name!r}].gripper_position", "is not finite"
+                )
             self.grippers[grip.gripper_name] = float(grip.gripper_position)
 
     def arm(self, name: str) -> lbm.RobotPoseStatus:
         if name not in self.poses:
-            raise RequestError(f"{self.where}.pose_status", f"no robot named {name!r} (given: {sorted(self.poses)})")
+            raise RequestError(
+                f"{self.where}.pose_status", f"no robot named {name!r} (given: {sorted(self.poses)})"
+            )
         return self.poses[name]
 
     def pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -273,14 +234,18 @@ class _Robot:
 
     def gripper(self, name: str) -> float:
         if name not in self.grippers:
-            raise RequestError(f"{self.where}.gripper_status", f"no gripper named {name!r} (given: {sorted(self.grippers)})")
+            raise RequestError(
+                f"{self.where}.gripper_status", f"no gripper named {name!r} (given: {sorted(self.grippers)})"
+            )
         return self.grippers[name]
 
     def series(self, arm: str, kind: str, dims: int) -> np.ndarray:
         values = np.asarray(getattr(self.arm(arm), kind), dtype=np.float64)
         where = f"{self.where}.pose_status[{arm!r}].{kind}"
         if values.shape != (dims,):
-            raise RequestError(where, f"expected {dims} values (the policy was trained on them), got {values.size}")
+            raise RequestError(
+                where, f"expected {dims} values (the policy was trained on them), got {values.size}"
+            )
         if not np.isfinite(values).all():
             raise RequestError(where, "contains non-finite values (NaN/inf)")
         return values
@@ -308,7 +273,7 @@ def decode_transform(msg: lbm.RigidTransform, where: str) -> tuple[np.ndarray, n
     return xyz, rot
 
 
-def _read_field(name: str, dims: int, robots: dict[str, _Robot], arms: list[str]) -> np.ndarray:
+def _read_field(name: str, dims: int, robots: dict[str, RobotState], arms: list[str]) -> np.ndarray:
     if m := _POSE_FIELD.match(name):
         xyz, rot = robots[m.group(1)].pose(m.group(2))
         return xyz if m.group(3) == "xyz" else np.concatenate([rot[0], rot[1]])
@@ -323,7 +288,9 @@ def decode_rgb(msg: lbm.CameraImage, where: str) -> np.ndarray:
     """An RGB ``CameraImage`` -> uint8 [H, W, 3] (raw, or JPG/PNG decoded); errors name ``where``."""
     image = msg.image
     if image.dtype != lbm.DTYPE_UINT8:
-        raise RequestError(f"{where}.image.dtype", f"expected DTYPE_UINT8 for RGB, got {lbm.ImageDtype.Name(image.dtype)}")
+        raise RequestError(
+            f"{where}.image.dtype", f"expected DTYPE_UINT8 for RGB, got {lbm.ImageDtype.Name(image.dtype)}"
+        )
     if image.height <= 0 or image.width <= 0:
         raise RequestError(f"{where}.image", f"empty image ({image.height}x{image.width})")
     if image.channels != 3:
@@ -348,9 +315,14 @@ def _decode_compressed(image: lbm.Image, where: str) -> np.ndarray:
         with Image.open(io.BytesIO(image.data)) as img:
             out = np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
-        raise RequestError(f"{where}.image.data", f"cannot decode the {lbm.ImageCompression.Name(image.compression)}: {exc}") from None
+        raise RequestError(
+            f"{where}.image.data", f"cannot decode the {lbm.ImageCompression.Name(image.compression)}: {exc}"
+        ) from None
     if out.shape[:2] != (image.height, image.width):
-        raise RequestError(f"{where}.image", f"decoded {out.shape[0]}x{out.shape[1]}, header says {image.height}x{image.width}")
+        raise RequestError(
+            f"{where}.image",
+            f"decoded {out.shape[0]}x{out.shape[1]}, header says {image.height}x{image.width}",
+        )
     return out
 
 
@@ -359,8 +331,8 @@ def decode_observation(msg: lbm.MultiarmObservation, layout: LbmLayout) -> dict[
     if not msg.HasField("robot"):
         raise RequestError("observation.robot", "missing")
     robots = {
-        "actual": _Robot(msg.robot.actual, "observation.robot.actual"),
-        "desired": _Robot(msg.robot.desired, "observation.robot.desired"),
+        "actual": RobotState(msg.robot.actual, "observation.robot.actual"),
+        "desired": RobotState(msg.robot.desired, "observation.robot.desired"),
     }
     parts = [_read_field(name, dims, robots, layout.arms) for name, dims in layout.proprio_fields]
     proprio = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
@@ -400,7 +372,9 @@ def _decode_cameras(visuo: Sequence[lbm.CameraImageSet], layout: LbmLayout) -> d
         if not (cam.has_rgb and cam.HasField("camera_rgb")):
             raise RequestError(f"{where}.camera_rgb", f"missing (camera {name!r} needs RGB)")
         frame = decode_rgb(cam.camera_rgb, f"{where}.camera_rgb")
-        images[name] = resize_frame(frame, layout.image_hw, layout.resize) if layout.image_hw else frame.copy()
+        images[name] = (
+            resize_frame(frame, layout.image_hw, layout.resize) if layout.image_hw else frame.copy()
+        )
     missing = [c for c in layout.cameras if c not in images]
     if missing:
         mapped = {n: s for s, n in serials.items()} if serials else {}
@@ -412,7 +386,9 @@ def _decode_cameras(visuo: Sequence[lbm.CameraImageSet], layout: LbmLayout) -> d
 # ----------------------------------------------------------------------------- actions
 
 
-def encode_action(action: np.ndarray, layout: LbmLayout, hold: lbm.PosesAndGrippers | None = None) -> lbm.PosesAndGrippers:
+def encode_action(
+    action: np.ndarray, layout: LbmLayout, hold: lbm.PosesAndGrippers | None = None
+) -> lbm.PosesAndGrippers:
     """Absolute action float [A] -> ``PosesAndGrippers`` (an absolute pose + opening per arm).
 
     Arms in ``hold`` (the observation's desired state) that the policy does not command keep their
@@ -423,7 +399,9 @@ def encode_action(action: np.ndarray, layout: LbmLayout, hold: lbm.PosesAndGripp
     action = np.asarray(action, dtype=np.float64)
     total = sum(d for _, d in layout.action_fields)
     if action.shape != (total,):
-        raise PolicyOutputError(f"action has shape {list(action.shape)}; the policy's action fields add up to {total}")
+        raise PolicyOutputError(
+            f"action has shape {list(action.shape)}; the policy's action fields add up to {total}"
+        )
     if not np.isfinite(action).all():
         raise PolicyOutputError(f"action contains non-finite values (NaN/inf): {action.tolist()}")
     xyz: dict[str, np.ndarray] = {}
@@ -445,60 +423,26 @@ def encode_action(action: np.ndarray, layout: LbmLayout, hold: lbm.PosesAndGripp
                 block = part[i * ARM_DIM : (i + 1) * ARM_DIM]
                 xyz[arm], rot[arm], grip[arm] = block[:3], rot6d_to_matrix(block[3:9]), float(block[9])
     out = lbm.PosesAndGrippers()
-    held = _Robot(hold, "observation.robot.desired") if hold is not None else None
-    arms = layout.controlled_arms() + [a for a in (held.poses if held else {}) if a not in layout.controlled_arms()]
+    held = RobotState(hold, "observation.robot.desired") if hold is not None else None
+    arms = layout.controlled_arms() + [
+        a for a in (held.poses if held else {}) if a not in layout.controlled_arms()
+    ]
     for arm in arms:
         if arm in xyz and arm in rot:
             t, r = xyz[arm], rot[arm]
         elif held is not None and arm in held.poses:
             t, r = held.pose(arm)
         else:
-            raise PolicyOutputError(f"the policy commands only part of {arm!r}'s pose and the observation has no desired pose")
+            raise PolicyOutputError(
+                f"the policy commands only part of {arm!r}'s pose and the observation has no desired pose"
+            )
         status = out.pose_status.add(robot_name=arm)
         status.pose.translation.extend(np.asarray(t, dtype=np.float64).tolist())
         status.pose.rotation.extend(np.asarray(r, dtype=np.float64).reshape(-1).tolist())
         if arm in grip:
             out.gripper_status.add(gripper_name=gripper_of(arm), gripper_position=grip[arm])
         elif held is not None and gripper_of(arm) in held.grippers:
-            out.gripper_status.add(gripper_name=gripper_of(arm), gripper_position=held.grippers[gripper_of(arm)])
+            out.gripper_status.add(
+                gripper_name=gripper_of(arm), gripper_position=held.grippers[gripper_of(arm)]
+            )
     return out
-
-
-def decode_action(msg: lbm.PosesAndGrippers, arms: Sequence[str]) -> np.ndarray:
-    """``PosesAndGrippers`` -> Foundry's flat action float32 [10 * arms] (xyz, first two rows, opening)."""
-    robot = _Robot(msg, "action")
-    parts = []
-    for arm in arms:
-        t, r = robot.pose(arm)
-        parts.append(np.concatenate([t, rot6d_to_matrix(np.concatenate([r[0], r[1]]))[:2].reshape(-1), [robot.gripper(gripper_of(arm))]]))
-    return np.concatenate(parts).astype(np.float32)
-
-
-def encode_observation(observation: Mapping[str, Any], arms: Sequence[str]) -> lbm.MultiarmObservation:
-    """Foundry observation (flat 10-per-arm proprio) -> ``MultiarmObservation`` (our runner as an LBM client).
-
-    The proprio pose is both the actual and the desired state (our tasks do not report the command);
-    cameras are sent under their names as serials.
-    """
-    proprio = np.asarray(observation["proprio"], dtype=np.float64).reshape(-1)
-    if proprio.shape[0] != ARM_DIM * len(arms):
-        raise ValueError(f"proprio has {proprio.shape[0]} values; {ARM_DIM} per arm expected for arms {list(arms)}")
-    msg = lbm.MultiarmObservation(version=SCHEMA_VERSION)
-    msg.robot.version = SCHEMA_VERSION
-    for state in (msg.robot.actual, msg.robot.desired):
-        for i, arm in enumerate(arms):
-            block = proprio[i * ARM_DIM : (i + 1) * ARM_DIM]
-            status = state.pose_status.add(robot_name=arm)
-            status.pose.translation.extend(block[:3].tolist())
-            status.pose.rotation.extend(rot6d_to_matrix(block[3:9]).reshape(-1).tolist())
-            state.gripper_status.add(gripper_name=gripper_of(arm), gripper_position=float(block[9]))
-    for name, image in observation.get("images", {}).items():
-        image = np.ascontiguousarray(image, dtype=np.uint8)
-        cam = msg.visuo.add(camera_serial=str(name), has_rgb=True)
-        h, w = image.shape[:2]
-        cam.camera_rgb.image.CopyFrom(lbm.Image(height=h, width=w, channels=3, data=image.tobytes()))
-        cam.camera_rgb.info.height, cam.camera_rgb.info.width = h, w
-    instruction = str(observation.get("instruction") or "")
-    msg.use_language_instruction = bool(instruction)
-    msg.language_instruction = instruction
-    return msg

@@ -50,7 +50,9 @@ LOG_EVERY = 500
 
 def _client(request: Any, context: grpc.ServicerContext) -> str:
     if not request.client_identifier:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "client_identifier: must not be empty (one UUID per client)")
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, "client_identifier: must not be empty (one UUID per client)"
+        )
     return str(request.client_identifier)
 
 
@@ -113,19 +115,25 @@ class _Stats:
         self.since = time.monotonic()
 
 
-class LbmServicer(lbm_grpc.PolicyStepServiceServicer, lbm_grpc.PolicyResetServiceServicer,
-                  lbm_grpc.GetPolicyMetadataServiceServicer):
+class LbmServicer(
+    lbm_grpc.PolicyStepServiceServicer,
+    lbm_grpc.PolicyResetServiceServicer,
+    lbm_grpc.GetPolicyMetadataServiceServicer,
+):
     """The three LBM services over :class:`PolicySessions` and an :class:`LbmLayout`."""
 
-    def __init__(self, sessions: PolicySessions, layout: LbmLayout, metadata: lbm.PolicyMetadata,
-                 batcher: Any = None) -> None:
+    def __init__(
+        self, sessions: PolicySessions, layout: LbmLayout, metadata: lbm.PolicyMetadata, batcher: Any = None
+    ) -> None:
         self.sessions = sessions
         self.layout = layout
         self.metadata = metadata
         self.batcher = batcher
         self.stats = _Stats()
 
-    def PolicyReset(self, request: lbm.PolicyResetRequest, context: grpc.ServicerContext) -> lbm.PolicyResetResponse:  # noqa: N802
+    def PolicyReset(
+        self, request: lbm.PolicyResetRequest, context: grpc.ServicerContext
+    ) -> lbm.PolicyResetResponse:  # noqa: N802
         client = _client(request, context)
         try:
             self.sessions.reset(client, int(request.seed))
@@ -135,7 +143,9 @@ class LbmServicer(lbm_grpc.PolicyStepServiceServicer, lbm_grpc.PolicyResetServic
         log.info("reset client %s (seed %d); %d episode(s) open", client, request.seed, len(self.sessions))
         return lbm.PolicyResetResponse(success=True)
 
-    def PolicyStep(self, request: lbm.PolicyStepRequest, context: grpc.ServicerContext) -> lbm.PolicyStepResponse:  # noqa: N802
+    def PolicyStep(
+        self, request: lbm.PolicyStepRequest, context: grpc.ServicerContext
+    ) -> lbm.PolicyStepResponse:  # noqa: N802
         client = _client(request, context)
         start = time.perf_counter()
         if not request.HasField("observation"):
@@ -176,8 +186,13 @@ class LbmServicer(lbm_grpc.PolicyStepServiceServicer, lbm_grpc.PolicyResetServic
             batch = f", mean batch {self.batcher.mean_batch_size:.2f}" if self.batcher is not None else ""
             log.info(
                 "%d steps from %d client(s) in %.1f s (%.1f steps/s), step latency p50 %.1f ms p99 %.1f ms%s",
-                LOG_EVERY, len(stats.clients), elapsed, LOG_EVERY / max(elapsed, 1e-9),
-                lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))], batch,
+                LOG_EVERY,
+                len(stats.clients),
+                elapsed,
+                LOG_EVERY / max(elapsed, 1e-9),
+                lat[len(lat) // 2],
+                lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+                batch,
             )
             stats.clients, stats.latency_ms, stats.since = set(), [], time.monotonic()
 
@@ -200,16 +215,21 @@ class LbmPolicyServer:
         self.layout = layout
         self.batcher = batcher
         self.host = host
-        self.metadata = policy_metadata(sessions.metadata(), {
-            **runtime_information(device),
-            **layout.describe(),
-            "batch_max_size": str(batcher.max_size if batcher is not None else 1),
-            "batch_timeout_s": str(batcher.timeout_s if batcher is not None else 0.0),
-            "replan_every": str(sessions.replan_every),
-            "max_sessions": str(sessions.max_sessions),
-        })
+        self.metadata = policy_metadata(
+            sessions.metadata(),
+            {
+                **runtime_information(device),
+                **layout.describe(),
+                "batch_max_size": str(batcher.max_size if batcher is not None else 1),
+                "batch_timeout_s": str(batcher.timeout_s if batcher is not None else 0.0),
+                "replan_every": str(sessions.replan_every),
+                "max_sessions": str(sessions.max_sessions),
+            },
+        )
         self.servicer = LbmServicer(sessions, layout, self.metadata, batcher)
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=SERVER_OPTIONS)
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers), options=SERVER_OPTIONS
+        )
         lbm_grpc.add_PolicyStepServiceServicer_to_server(self.servicer, self._server)
         lbm_grpc.add_PolicyResetServiceServicer_to_server(self.servicer, self._server)
         lbm_grpc.add_GetPolicyMetadataServiceServicer_to_server(self.servicer, self._server)
@@ -227,7 +247,12 @@ class LbmPolicyServer:
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         md = self.metadata
-        log.info("LBM policy server for %s (%s) listening on %s", md.name, md.checkpoint_path or "built-in", self.address)
+        log.info(
+            "LBM policy server for %s (%s) listening on %s",
+            md.name,
+            md.checkpoint_path or "built-in",
+            self.address,
+        )
         for key, value in sorted(md.runtime_information.items()):
             if key.startswith(("lbm_", "batch_", "device", "torch", "cuda", "replan", "max_sessions")):
                 log.info("  %s: %s", key, value)
@@ -267,14 +292,18 @@ def lbm_sessions(
     pool = [first]
     if callable(getattr(first, "clone", None)) and hasattr(first, "model"):
         factory: Callable[[], Any] = lambda: pool.pop() if pool else first.clone()  # noqa: E731
-        sessions = PolicySessions(factory, replan_every=replan_every, max_sessions=max_sessions, canonicalize=False)
+        sessions = PolicySessions(
+            factory, replan_every=replan_every, max_sessions=max_sessions, canonicalize=False
+        )
         batcher = PlanBatcher(batch_max_size, batch_timeout_s, live=lambda: len(sessions))
         sessions.planner = batcher.plan
         return sessions, batcher
     if batch_max_size > 1:
         log.warning("%s cannot be batched across clients (not a foundry-action policy)", type(first).__name__)
     factory = lambda: pool.pop() if pool else policy_factory()  # noqa: E731
-    return PolicySessions(factory, replan_every=replan_every, max_sessions=max_sessions, canonicalize=False), None
+    return PolicySessions(
+        factory, replan_every=replan_every, max_sessions=max_sessions, canonicalize=False
+    ), None
 
 
 def start_lbm_server(
@@ -299,7 +328,8 @@ def start_lbm_server(
     import functools
 
     from foundry_eval.rollout.policies import RandomPolicy, load_exported_policy
-    from foundry_eval.serving.lbm_codec import default_arms, load_camera_map
+    from foundry_eval.serving.lbm_camera_map import load_camera_map
+    from foundry_eval.serving.lbm_codec import default_arms
 
     cmap = load_camera_map(camera_map) if camera_map else None
     if policy_factory is None:

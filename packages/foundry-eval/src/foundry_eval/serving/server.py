@@ -144,7 +144,9 @@ class PolicyServer:
     ) -> None:
         self.sessions = sessions
         self.host = host
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=SERVER_OPTIONS)
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers), options=SERVER_OPTIONS
+        )
         pb_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(sessions), self._server)
         self.port = bind(self._server, host, port)
 

@@ -109,7 +109,9 @@ def seed_everything(seed: int) -> None:
 class ChunkExecutor:
     """Receding-horizon execution: run the first ``replan_every`` actions of a chunk, then re-plan."""
 
-    def __init__(self, policy: Policy, replan_every: int = DEFAULT_REPLAN_EVERY, canonicalize: bool = True) -> None:
+    def __init__(
+        self, policy: Policy, replan_every: int = DEFAULT_REPLAN_EVERY, canonicalize: bool = True
+    ) -> None:
         if replan_every < 1:
             raise ValueError(f"replan_every must be >= 1, got {replan_every}")
         self.policy = policy
@@ -149,7 +151,9 @@ class ActionPolicyExecutor:
         self.policy = policy
         self.canonicalize = canonicalize
         horizon = int(policy.future) + 1
-        self._executor = ActionChunkExecutor(policy, execute_steps=min(replan_every, horizon), planner=planner)
+        self._executor = ActionChunkExecutor(
+            policy, execute_steps=min(replan_every, horizon), planner=planner
+        )
 
     def reset(self, seed: int) -> None:
         seed_everything(seed)
