@@ -387,3 +387,88 @@ def test_runner_as_lbm_client_equals_in_process(vla_export, serve, tmp_path):
     )
     strip = lambda doc: [{k: v for k, v in e.items() if k != "wall_time"} for e in doc["evaluations"]]  # noqa: E731
     assert strip(a) == strip(b)
+
+
+def test_temporal_ensembling_served_equals_in_process(vla_export, serve):
+    from foundry_action.policy import ChunkExecutor
+    from foundry_eval.serving.codec import rot6d_to_matrix
+    from foundry_eval.serving.lbm_codec import decode_observation
+
+    _, factory = vla_export
+    server = serve(factory, ensemble="temporal", batch_max_size=2, batch_timeout_s=0.5)
+    assert server.metadata.runtime_information["ensemble"] == "temporal"
+    client = LbmTestClient(server.address)
+    local = ChunkExecutor(factory(), ensemble="temporal")
+    local.reset(seed=7)
+    assert client.reset("t", 7)
+    for step in range(6):
+        msg = observation(step, 2)
+        expected = local.step(decode_observation(msg, server.layout))
+        got = _action(client.step("t", msg))
+        np.testing.assert_allclose(got[:3], expected[:3], atol=1e-5)
+        np.testing.assert_allclose(got[3:12], rot6d_to_matrix(expected[3:9]).reshape(-1), atol=1e-5)
+        np.testing.assert_allclose(got[12], expected[9], atol=1e-6)
+    assert local.plans == 6  # temporal ensembling plans every step
+    client.close()
+
+
+def test_lbm_named_fields_read_joints_and_command_both_arms():
+    """A policy trained on LBM's own field names (the reference shards): every field read from the robot
+    it names (joint states included), actions written to each arm's pose and gripper."""
+    from foundry_eval.serving.codec import PolicyOutputError, RequestError
+    from foundry_eval.serving.lbm_codec import decode_observation, encode_action
+
+    arms = ("left::panda", "right::panda")
+    proprio = [(f"robot__actual__poses__{a}__xyz", 3) for a in arms] + [
+        (f"robot__actual__poses__{a}__rot_6d", 6) for a in arms
+    ]
+    proprio += [(f"robot__actual__grippers__{a}_hand", 1) for a in arms]
+    proprio += [
+        ("robot__actual__joint_position__left::panda", 7),
+        ("robot__desired__poses__right::panda__xyz", 3),
+    ]
+    action = [(f"robot__desired__poses__{a}__xyz", 3) for a in arms]
+    action += [(f"robot__desired__poses__{a}__rot_6d", 6) for a in arms]
+    action += [(f"robot__desired__grippers__{a}_hand", 1) for a in arms]
+    dims = dict(proprio + action)
+    layout = LbmLayout.from_metadata(
+        {
+            "proprio_fields": [n for n, _ in proprio],
+            "action_fields": [n for n, _ in action],
+            "field_dims": dims,
+        }
+    )
+    assert layout.controlled_arms() == ["left::panda", "right::panda"]
+    msg = observation(3, 1, cameras=())
+    msg.robot.actual.pose_status[1].joint_position.extend(np.arange(7.0).tolist())  # left::panda
+    msg.robot.desired.pose_status[0].pose.translation[2] = 0.9  # right::panda's commanded z
+    obs = decode_observation(msg, layout)
+    p = obs["proprio"]
+    assert p.shape == (3 + 3 + 6 + 6 + 1 + 1 + 7 + 3,) and obs["images"] == {}
+    np.testing.assert_allclose(p[:6], [0.13, 0.3, 0.2, 0.13, 0.0, 0.2], atol=1e-6)  # left xyz, right xyz
+    np.testing.assert_allclose(p[6:12], [1, 0, 0, 0, 1, 0])  # left rot6d = the first two rows of I
+    np.testing.assert_allclose(p[20:27], np.arange(7.0))
+    np.testing.assert_allclose(p[27:], [0.13, 0.0, 0.9], atol=1e-6)  # the desired pose, not the actual one
+    del msg.robot.actual.pose_status[1].joint_position[:]
+    with pytest.raises(RequestError, match=r"pose_status\['left::panda'\].joint_position: expected 7 values"):
+        decode_observation(msg, layout)
+    vec = np.concatenate(
+        [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0, 1, 0, -1, 0, 0], [1, 0, 0, 0, 1, 0], [0.01, 0.07]]
+    )
+    out = encode_action(vec.astype(np.float32), layout)
+    poses = {s.robot_name: s.pose for s in out.pose_status}
+    grippers = {g.gripper_name: g.gripper_position for g in out.gripper_status}
+    np.testing.assert_allclose(poses["left::panda"].translation, [0.1, 0.2, 0.3], atol=1e-6)
+    np.testing.assert_allclose(poses["left::panda"].rotation, [0, 1, 0, -1, 0, 0, 0, 0, 1], atol=1e-6)
+    np.testing.assert_allclose(poses["right::panda"].translation, [0.4, 0.5, 0.6], atol=1e-6)
+    assert grippers == pytest.approx({"left::panda_hand": 0.01, "right::panda_hand": 0.07})
+    with pytest.raises(PolicyOutputError, match="non-finite"):
+        encode_action(np.full(20, np.nan, np.float32), layout)
+    with pytest.raises(ConfigError, match="only desired poses and grippers can be commanded"):
+        LbmLayout.from_metadata(
+            {
+                "proprio_fields": ["proprio"],
+                "action_fields": ["robot__actual__joint_position__left::panda"],
+                "field_dims": {"proprio": 20, "robot__actual__joint_position__left::panda": 7},
+            }
+        )

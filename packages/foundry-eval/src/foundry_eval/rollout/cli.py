@@ -121,6 +121,13 @@ def _lbm_option(name: str, kind: click.ParamType, default: object, text: str):  
 )
 @click.option("--replan-every", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--max-sessions", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--ensemble",
+    type=click.Choice(["none", "temporal"]),
+    default="none",
+    show_default=True,
+    help="temporal: plan every step and average overlapping chunks (ACT), instead of --replan-every.",
+)
 @click.option("--device", default="cpu", show_default=True, help="Torch device of the exported policy.")
 @click.option(
     "--allow-extra-cameras", is_flag=True, help="Drop cameras the policy does not use (else an error)."
@@ -155,6 +162,7 @@ def serve(
     port: int,
     replan_every: int,
     max_sessions: int,
+    ensemble: str,
     device: str,
     allow_extra_cameras: bool,
     protocol: str,
@@ -186,6 +194,7 @@ def serve(
             camera_map=camera_map,
             replan_every=replan_every,
             max_sessions=max_sessions,
+            ensemble=ensemble,
             batch_max_size=batch_max_size,
             batch_timeout_s=batch_timeout_s,
             resize=resize,
@@ -203,7 +212,11 @@ def serve(
             raise FoundryError(f"{name} applies to --protocol lbm only")
     factory = RandomPolicy if builtin == "random" else ExportedPolicyFactory(export_dir, device)
     sessions = PolicySessions(
-        factory, replan_every=replan_every, max_sessions=max_sessions, allow_extra_cameras=allow_extra_cameras
+        factory,
+        replan_every=replan_every,
+        max_sessions=max_sessions,
+        allow_extra_cameras=allow_extra_cameras,
+        ensemble=ensemble,
     )
     sessions.metadata()  # load the policy now: errors show before the server starts
     server = PolicyServer(sessions, host=host, port=port).start()

@@ -31,6 +31,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from foundry_core.errors import FoundryError
 from foundry_eval.serving import lbm_policy_pb2 as lbm
 from foundry_eval.serving import lbm_policy_pb2_grpc as lbm_grpc
 from foundry_eval.serving.batching import PlanBatcher
@@ -223,6 +224,7 @@ class LbmPolicyServer:
                 "batch_max_size": str(batcher.max_size if batcher is not None else 1),
                 "batch_timeout_s": str(batcher.timeout_s if batcher is not None else 0.0),
                 "replan_every": str(sessions.replan_every),
+                "ensemble": sessions.ensemble,
                 "max_sessions": str(sessions.max_sessions),
             },
         )
@@ -281,6 +283,7 @@ def lbm_sessions(
     max_sessions: int,
     batch_max_size: int = 1,
     batch_timeout_s: float = 0.5,
+    ensemble: str = "none",
 ) -> tuple[PolicySessions, PlanBatcher | None]:
     """Episode sessions for the LBM server; the policy is loaded once, now.
 
@@ -288,12 +291,18 @@ def lbm_sessions(
     copy of the weights per client), planning through one :class:`PlanBatcher`; any other
     ``interfaces.Policy`` gets one instance per open episode and is not batched.
     """
+    if ensemble not in ("none", "temporal"):
+        raise FoundryError(f"ensemble: {ensemble!r} is not 'none' or 'temporal'")
     first = policy_factory()
     pool = [first]
     if callable(getattr(first, "clone", None)) and hasattr(first, "model"):
         factory: Callable[[], Any] = lambda: pool.pop() if pool else first.clone()  # noqa: E731
         sessions = PolicySessions(
-            factory, replan_every=replan_every, max_sessions=max_sessions, canonicalize=False
+            factory,
+            replan_every=replan_every,
+            max_sessions=max_sessions,
+            canonicalize=False,
+            ensemble=ensemble,
         )
         batcher = PlanBatcher(batch_max_size, batch_timeout_s, live=lambda: len(sessions))
         sessions.planner = batcher.plan
@@ -302,7 +311,7 @@ def lbm_sessions(
         log.warning("%s cannot be batched across clients (not a foundry-action policy)", type(first).__name__)
     factory = lambda: pool.pop() if pool else policy_factory()  # noqa: E731
     return PolicySessions(
-        factory, replan_every=replan_every, max_sessions=max_sessions, canonicalize=False
+        factory, replan_every=replan_every, max_sessions=max_sessions, canonicalize=False, ensemble=ensemble
     ), None
 
 
@@ -318,6 +327,7 @@ def start_lbm_server(
     batch_max_size: int = 1,
     batch_timeout_s: float = 0.5,
     resize: str = "center_crop",
+    ensemble: str = "none",
     policy_factory: Callable[[], Any] | None = None,
 ) -> LbmPolicyServer:
     """Load ``policy`` (an export folder, or ``random``), check its layout, bind and start serving.
@@ -344,6 +354,7 @@ def start_lbm_server(
         max_sessions=max_sessions,
         batch_max_size=batch_max_size,
         batch_timeout_s=batch_timeout_s,
+        ensemble=ensemble,
     )
     try:
         layout = LbmLayout.from_metadata(sessions.metadata(), cmap, resize=resize)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from foundry_core.errors import FoundryError
 from foundry_core.interfaces import Policy
 from foundry_eval.serving.codec import ARM_DIM, PolicyOutputError, canonical_action, normalize_metadata
 
@@ -145,6 +146,7 @@ class ActionPolicyExecutor:
         replan_every: int = DEFAULT_REPLAN_EVERY,
         planner: Planner | None = None,
         canonicalize: bool = True,
+        ensemble: str = "none",
     ) -> None:
         from foundry_action.policy import ChunkExecutor as ActionChunkExecutor
 
@@ -152,7 +154,7 @@ class ActionPolicyExecutor:
         self.canonicalize = canonicalize
         horizon = int(policy.future) + 1
         self._executor = ActionChunkExecutor(
-            policy, execute_steps=min(replan_every, horizon), planner=planner
+            policy, execute_steps=min(replan_every, horizon), planner=planner, ensemble=ensemble
         )
 
     def reset(self, seed: int) -> None:
@@ -169,13 +171,17 @@ def make_executor(
     replan_every: int = DEFAULT_REPLAN_EVERY,
     planner: Planner | None = None,
     canonicalize: bool = True,
+    ensemble: str = "none",
 ) -> ChunkExecutor | ActionPolicyExecutor:
     """foundry-action's executor for policies with an observation history (``observe``/``plan``),
     the generic receding-horizon one for any other ``interfaces.Policy`` (which cannot be batched).
     ``canonicalize``: actions in Foundry's flat 10-per-arm format, rotation rows orthonormalized;
-    off for the LBM server, whose codec reads the policy's own action fields."""
+    off for the LBM server, whose codec reads the policy's own action fields. ``ensemble``:
+    ``"temporal"`` plans every step and averages overlapping chunks (foundry-action policies only)."""
     if all(hasattr(policy, name) for name in ("observe", "plan", "record_action", "future")):
-        return ActionPolicyExecutor(policy, replan_every, planner, canonicalize)
+        return ActionPolicyExecutor(policy, replan_every, planner, canonicalize, ensemble)
+    if ensemble != "none":
+        raise FoundryError(f"ensemble {ensemble!r}: {type(policy).__name__} is not a foundry-action policy")
     return ChunkExecutor(policy, replan_every, canonicalize)
 
 
@@ -201,9 +207,11 @@ class PolicySessions:
         allow_extra_cameras: bool = False,
         planner: Planner | None = None,
         canonicalize: bool = True,
+        ensemble: str = "none",
     ) -> None:
         self.policy_factory = policy_factory
         self.canonicalize = canonicalize
+        self.ensemble = ensemble
         self.allow_extra_cameras = allow_extra_cameras
         self.replan_every = replan_every
         self.max_sessions = max_sessions
@@ -231,7 +239,9 @@ class PolicySessions:
             session = self._sessions.get(client_id)
             if session is None:
                 policy = self._take_policy()
-                session = _Session(make_executor(policy, self.replan_every, self.planner, self.canonicalize))
+                session = _Session(
+                    make_executor(policy, self.replan_every, self.planner, self.canonicalize, self.ensemble)
+                )
                 self._sessions[client_id] = session
                 self._evicted.pop(client_id, None)
             self._sessions.move_to_end(client_id)
