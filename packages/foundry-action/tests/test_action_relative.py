@@ -175,5 +175,9 @@ def test_camera_serials_of_the_store_reach_the_policy_metadata(tmp_path):
     cfg = {"path": str(store), "past": 1, "future": 2, "cameras": ["scene"]}
     meta = ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, cfg)).metadata()
     assert meta["cameras"] == ["scene"] and meta["camera_id_to_semantic_name"] == {"SER_S": "scene"}
+    with EpisodeWriter(store, mode="a") as w:  # the spartan converter's {name: camera id}
+        w.update_attrs({"camera_id_to_semantic_name": {}, "spartan_cameras": {"scene": "6CD146030E99"}})
+    meta = ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, cfg)).metadata()
+    assert meta["camera_id_to_semantic_name"] == {"6CD146030E99": "scene"}
     plain = make_tiny_store(tmp_path / "p.zarr", lengths=(12,))
     assert "camera_id_to_semantic_name" not in ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, {**cfg, "path": str(plain)})).metadata()

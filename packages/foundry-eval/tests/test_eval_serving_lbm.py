@@ -472,3 +472,47 @@ def test_lbm_named_fields_read_joints_and_command_both_arms():
                 "field_dims": {"proprio": 20, "robot__actual__joint_position__left::panda": 7},
             }
         )
+
+
+def test_spartan_action_layout_poses_then_grippers(tmp_path):
+    """LBM's 20-D action (right xyz, right rot6d, left xyz, left rot6d, right opening, left opening), as the
+    spartan converter stores it in one field, is recognised from its semantics (or the map's flat_layout)."""
+    from foundry_action.testing import TINY_SEMANTICS
+    from foundry_eval.serving.lbm_camera_map import load_camera_map
+    from foundry_eval.serving.lbm_codec import decode_observation, encode_action
+
+    spartan = (
+        "LBM absolute action: right xyz(3) [m], right rot6d(6), left xyz(3) [m], left rot6d(6), right gripper, "
+        "left gripper opening [m] (rot6d as in the source data)"
+    )
+    md = {
+        "proprio_fields": ["proprio"],
+        "action_fields": ["action"],
+        "field_dims": {"proprio": 20, "action": 20},
+    }
+    layout = LbmLayout.from_metadata(
+        {**md, "semantics": {"action": spartan, "proprio": TINY_SEMANTICS["proprio"]}}
+    )
+    assert layout.flat_layouts == {"proprio": "per_arm", "action": "poses_then_grippers"}
+    rot_r, rot_l = [0, 1, 0, -1, 0, 0], [1, 0, 0, 0, 0, 1]
+    vec = np.array([0.1, 0.2, 0.3, *rot_r, 0.4, 0.5, 0.6, *rot_l, 0.01, 0.07], np.float32)
+    out = encode_action(vec, layout)
+    poses = {s.robot_name: s.pose for s in out.pose_status}
+    grippers = {g.gripper_name: g.gripper_position for g in out.gripper_status}
+    np.testing.assert_allclose(poses["right::panda"].translation, [0.1, 0.2, 0.3], atol=1e-6)
+    np.testing.assert_allclose(poses["right::panda"].rotation, [0, 1, 0, -1, 0, 0, 0, 0, 1], atol=1e-6)
+    np.testing.assert_allclose(poses["left::panda"].translation, [0.4, 0.5, 0.6], atol=1e-6)
+    np.testing.assert_allclose(poses["left::panda"].rotation, [1, 0, 0, 0, 0, 1, 0, -1, 0], atol=1e-6)
+    assert grippers == pytest.approx({"right::panda_hand": 0.01, "left::panda_hand": 0.07})
+    # Foundry's per-arm proprio: right arm's 10 values, then the left's
+    p = decode_observation(observation(0, 1, cameras=()), layout)["proprio"]
+    np.testing.assert_allclose(p[[0, 9, 10, 19]], [0.1, 0.04, 0.1, 0.04], atol=1e-6)
+    cmap = tmp_path / "map.yaml"
+    cmap.write_text("cameras: {}\nflat_layout: poses_then_grippers\n")
+    forced = LbmLayout.from_metadata(md, load_camera_map(cmap))
+    assert forced.flat_layouts == {"proprio": "poses_then_grippers", "action": "poses_then_grippers"}
+    p = decode_observation(observation(0, 1, cameras=()), forced)["proprio"]
+    np.testing.assert_allclose(p[[0, 9, 18, 19]], [0.1, 0.1, 0.04, 0.04], atol=1e-6)
+    cmap.write_text("cameras: {}\nflat_layout: lbm\n")
+    with pytest.raises(ConfigError, match="flat_layout 'lbm' is not one of"):
+        load_camera_map(cmap)

@@ -148,7 +148,9 @@ class ZarrEpisodes:
         self._semantics = {f: store.semantics[f] for f in self._dims}
         # camera serial -> name, when the converter kept it (LBM's metadata.yaml): a policy server maps
         # the serials a simulator sends to the names this policy was trained on (docs/lbm_eval.md)
-        serials = store.attrs.get("camera_id_to_semantic_name") or {}
+        serials = store.attrs.get("camera_id_to_semantic_name") or {  # the spartan converter keeps name -> id
+            str(cam_id): name for name, cam_id in dict(store.attrs.get("spartan_cameras") or {}).items()
+        }
         self._camera_serials = {str(k): str(v) for k, v in dict(serials).items() if v in self.sampler.cameras}
         self.position = 0  # global sample position of the next batch (over all ranks)
         self._perms: dict[int, np.ndarray] = {}

@@ -12,23 +12,27 @@ from typing import Any
 
 from foundry_core.errors import ConfigError, did_you_mean
 
-CAMERA_MAP_KEYS = ("cameras", "camera_id_to_semantic_name", "arms")
+CAMERA_MAP_KEYS = ("cameras", "camera_id_to_semantic_name", "arms", "flat_layout")
+#: how a flat vector orders its arms' values: Foundry's ``per_arm`` (xyz, rot6d, gripper per arm) or
+#: LBM's ``poses_then_grippers`` (xyz, rot6d of every arm, then every gripper: the 20-D spartan action)
+FLAT_LAYOUTS = ("per_arm", "poses_then_grippers")
 EXAMPLE_ARMS = "[right::panda, left::panda]"
 
 
 @dataclass
 class CameraMap:
-    """Camera serial -> policy camera name, plus the arm order of flat vectors (optional)."""
+    """Camera serial -> policy camera name, plus the arm order and layout of flat vectors (optional)."""
 
     serials: dict[str, str] = field(default_factory=dict)
     arms: list[str] | None = None
     source: str = ""
+    flat_layout: str | None = None
 
 
 def parse_camera_map(doc: Any, where: str) -> CameraMap:
     """A camera-map document (already loaded) -> :class:`CameraMap`; no I/O.
 
-    Accepted: ``{cameras: {serial: name}, arms: [...]}``, LBM's episode ``metadata.yaml``
+    Accepted: ``{cameras: {serial: name}, arms: [...], flat_layout: ...}``, LBM's episode ``metadata.yaml``
     (``camera_id_to_semantic_name``), or a plain ``{serial: name}`` mapping.
     """
     if not isinstance(doc, Mapping) or not doc:
@@ -42,9 +46,11 @@ def parse_camera_map(doc: Any, where: str) -> CameraMap:
                 f"{where}: unknown key {unknown[0]!r}{did_you_mean(str(unknown[0]), CAMERA_MAP_KEYS)}"
             )
         serials = doc.get("cameras", doc.get("camera_id_to_semantic_name")) or {}
-        arms = doc.get("arms")
+        arms, flat_layout = doc.get("arms"), doc.get("flat_layout")
     else:
-        serials, arms = doc, None
+        serials, arms, flat_layout = doc, None, None
+    if flat_layout is not None and flat_layout not in FLAT_LAYOUTS:
+        raise ConfigError(f"{where}: flat_layout {flat_layout!r} is not one of {list(FLAT_LAYOUTS)}")
     if not isinstance(serials, Mapping):
         raise ConfigError(f"{where}: cameras must map camera serial -> camera name")
     out: dict[str, str] = {}
@@ -54,7 +60,7 @@ def parse_camera_map(doc: Any, where: str) -> CameraMap:
         out[str(serial)] = name
     if arms is not None and (not isinstance(arms, list) or not all(isinstance(a, str) and a for a in arms)):
         raise ConfigError(f"{where}: arms must be a list of robot names (e.g. {EXAMPLE_ARMS})")
-    return CameraMap(out, list(arms) if arms is not None else None, where)
+    return CameraMap(out, list(arms) if arms is not None else None, where, flat_layout)
 
 
 def load_camera_map(path: str | Path) -> CameraMap:

@@ -5,9 +5,12 @@ A :class:`LbmLayout` says how a policy's vectors map to LBM's named robots, grip
 * proprio/action *fields* named as in LBM's data (``robot__actual__poses__left::panda__xyz`` (3),
   ``..__rot_6d`` (6, the first two rows of R), ``robot__actual__grippers__left::panda_hand`` (1),
   ``robot__actual__joint_position__left::panda`` (n), ``robot__desired__...``) are read from / written
-  to the robot of that name; any other field is *flat*: 10 values per arm (xyz, first two rows of R,
-  gripper opening), arms in ``arms`` order (Foundry's own stores: ``proprio`` / ``action``; by default
-  right before left, as LBM's tools flatten; ``arms:`` in the camera map overrides it);
+  to the robot of that name; any other field is *flat*: 10 values per arm, arms in ``arms`` order (by
+  default right before left, as LBM's tools flatten; ``arms:`` in the camera map overrides it), either
+  ``per_arm`` (xyz, first two rows of R, opening: Foundry's own ``proprio`` / ``action``) or
+  ``poses_then_grippers`` (every arm's xyz + rot6d, then every opening: LBM's 20-D spartan action),
+  chosen by ``flat_layout`` in the camera map or else from the field's semantics in the export (a
+  description listing two poses before the grippers, as the spartan converter writes);
 * cameras arrive by serial: a camera map (``--camera-map`` YAML, or the one recorded in the export)
   renames them to the policy's camera names; without a map, a serial must *be* a camera name;
 * RGB frames of another size are resized to the policy's (center crop to its aspect, then bilinear).
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -79,6 +82,7 @@ class LbmLayout:
     arms: list[str]
     is_language_conditioned: bool = False
     resize: str = "center_crop"
+    flat_layouts: dict[str, str] = field(default_factory=dict)  # flat field -> one of FLAT_LAYOUTS
 
     @classmethod
     def from_metadata(
@@ -114,6 +118,16 @@ class LbmLayout:
         hw = None
         if size is not None:
             hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        semantics = dict(metadata.get("semantics") or {})
+        flat_layouts = {
+            name: (
+                camera_map.flat_layout
+                if camera_map and camera_map.flat_layout
+                else _guess_layout(semantics.get(name, ""))
+            )
+            for name, _ in proprio + action
+            if not _is_named(name)
+        }
         layout = cls(
             proprio_fields=proprio,
             action_fields=action,
@@ -123,6 +137,7 @@ class LbmLayout:
             arms=chosen,
             is_language_conditioned=bool(metadata.get("is_language_conditioned", False)),
             resize=resize,
+            flat_layouts=flat_layouts,
         )
         layout.check()
         return layout
@@ -165,6 +180,7 @@ class LbmLayout:
             "lbm_proprio_fields": ", ".join(f"{n}({d})" for n, d in self.proprio_fields),
             "lbm_action_fields": ", ".join(f"{n}({d})" for n, d in self.action_fields),
             "lbm_arms": ", ".join(self.controlled_arms()),
+            "lbm_flat_layouts": ", ".join(f"{n}: {v}" for n, v in self.flat_layouts.items()) or "none",
             "lbm_cameras": ", ".join(
                 f"{serial}->{name}"
                 for serial, name in sorted((self.camera_map.serials if self.camera_map else {}).items())
@@ -174,6 +190,30 @@ class LbmLayout:
             or "none",
             "lbm_image_size": "x".join(map(str, self.image_hw)) if self.image_hw and self.cameras else "any",
         }
+
+
+_POSES_FIRST = re.compile(r"xyz.*rot.?6d.*xyz.*rot.?6d.*gripper", re.IGNORECASE | re.DOTALL)
+
+
+def _guess_layout(semantics: str) -> str:
+    """``poses_then_grippers`` when a field's description lists two poses before any gripper."""
+    head = semantics.split("gripper", 1)[0]
+    return "poses_then_grippers" if _POSES_FIRST.search(semantics) and head.count("xyz") >= 2 else "per_arm"
+
+
+def split_flat(vector: np.ndarray, n_arms: int, layout: str) -> list[np.ndarray]:
+    """A flat vector -> per arm [xyz(3), rot6d(6), opening(1)] (see the module docstring)."""
+    if layout == "per_arm":
+        return [vector[i * ARM_DIM : (i + 1) * ARM_DIM] for i in range(n_arms)]
+    poses, grippers = vector[: 9 * n_arms], vector[9 * n_arms :]
+    return [np.concatenate([poses[i * 9 : (i + 1) * 9], grippers[i : i + 1]]) for i in range(n_arms)]
+
+
+def join_flat(per_arm: list[np.ndarray], layout: str) -> np.ndarray:
+    """Inverse of :func:`split_flat`."""
+    if layout == "per_arm":
+        return np.concatenate(per_arm)
+    return np.concatenate([a[:9] for a in per_arm] + [a[9:10] for a in per_arm])
 
 
 def _is_named(name: str) -> bool:
@@ -250,12 +290,12 @@ class RobotState:
             raise RequestError(where, "contains non-finite values (NaN/inf)")
         return values
 
-    def flat(self, arms: list[str]) -> np.ndarray:
+    def flat(self, arms: list[str], layout: str = "per_arm") -> np.ndarray:
         parts = []
         for arm in arms:
             xyz, rot = self.pose(arm)
             parts.append(np.concatenate([xyz, rot[0], rot[1], [self.gripper(gripper_of(arm))]]))
-        return np.concatenate(parts)
+        return join_flat(parts, layout)
 
 
 def decode_transform(msg: lbm.RigidTransform, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -273,7 +313,7 @@ def decode_transform(msg: lbm.RigidTransform, where: str) -> tuple[np.ndarray, n
     return xyz, rot
 
 
-def _read_field(name: str, dims: int, robots: dict[str, RobotState], arms: list[str]) -> np.ndarray:
+def _read_field(name: str, dims: int, robots: dict[str, RobotState], layout: LbmLayout) -> np.ndarray:
     if m := _POSE_FIELD.match(name):
         xyz, rot = robots[m.group(1)].pose(m.group(2))
         return xyz if m.group(3) == "xyz" else np.concatenate([rot[0], rot[1]])
@@ -281,7 +321,7 @@ def _read_field(name: str, dims: int, robots: dict[str, RobotState], arms: list[
         return np.array([robots[m.group(1)].gripper(m.group(2))])
     if m := _JOINT_FIELD.match(name):
         return robots[m.group(1)].series(m.group(3), m.group(2), dims)
-    return robots["actual"].flat(arms)
+    return robots["actual"].flat(layout.arms, layout.flat_layouts.get(name, "per_arm"))
 
 
 def decode_rgb(msg: lbm.CameraImage, where: str) -> np.ndarray:
@@ -334,7 +374,7 @@ def decode_observation(msg: lbm.MultiarmObservation, layout: LbmLayout) -> dict[
         "actual": RobotState(msg.robot.actual, "observation.robot.actual"),
         "desired": RobotState(msg.robot.desired, "observation.robot.desired"),
     }
-    parts = [_read_field(name, dims, robots, layout.arms) for name, dims in layout.proprio_fields]
+    parts = [_read_field(name, dims, robots, layout) for name, dims in layout.proprio_fields]
     proprio = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
     images = _decode_cameras(msg.visuo, layout) if layout.cameras else {}
     instruction = msg.language_instruction if msg.use_language_instruction else ""
@@ -419,8 +459,8 @@ def encode_action(
         elif m := _GRIPPER_FIELD.match(name):
             grip[m.group(2).removesuffix(GRIPPER_SUFFIX)] = float(part[0])
         else:
-            for i, arm in enumerate(layout.arms):
-                block = part[i * ARM_DIM : (i + 1) * ARM_DIM]
+            blocks = split_flat(part, len(layout.arms), layout.flat_layouts.get(name, "per_arm"))
+            for arm, block in zip(layout.arms, blocks):
                 xyz[arm], rot[arm], grip[arm] = block[:3], rot6d_to_matrix(block[3:9]), float(block[9])
     out = lbm.PosesAndGrippers()
     held = RobotState(hold, "observation.robot.desired") if hold is not None else None
