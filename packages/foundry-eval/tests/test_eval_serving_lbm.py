@@ -347,6 +347,7 @@ def test_port_in_use_is_refused_for_both_protocols(serve):
 
 @pytest.mark.timeout(120)
 def test_cli_serve_lbm_random_through_our_lbm_client():
+    from foundry_core.export import code_version
     from foundry_eval.serving.lbm_client import LbmPolicyClient
 
     code = "from foundry_core.cli.main import main; main(['serve', '--protocol', 'lbm', '--policy', 'random', '--port', '0'])"
@@ -358,7 +359,9 @@ def test_cli_serve_lbm_random_through_our_lbm_client():
         assert line.startswith("serving random (LBM Eval protocol) on 127.0.0.1:"), line + proc.stderr.read()
         address = line.split(" on ")[1].split()[0]
         with LbmPolicyClient(address, connect_timeout_s=30) as client:
-            assert client.metadata()["name"] == "random"
+            md = client.metadata()
+            assert md["name"] == "random" and md["config_yaml"].startswith("action_dim: 20")
+            assert md["git_sha"] == code_version().get("git_sha", "")  # the serving code's commit
             client.reset("e", 5)
             proprio = np.tile(np.array([0.1, 0, 0.2, 1, 0, 0, 0, 1, 0, 0.04], np.float32), 2)
             action = client.step("e", {"images": {}, "proprio": proprio, "instruction": ""})
@@ -516,3 +519,16 @@ def test_spartan_action_layout_poses_then_grippers(tmp_path):
     cmap.write_text("cameras: {}\nflat_layout: lbm\n")
     with pytest.raises(ConfigError, match="flat_layout 'lbm' is not one of"):
         load_camera_map(cmap)
+
+
+def test_cli_eval_run_protocol_lbm(serve, tmp_path, cli_runner):
+    from foundry_core.cli.main import build_cli
+
+    server = serve(functools.partial(ConstantPolicy, offset=(0.05, 0.0)))
+    args = ["eval", "run", "--server", server.address, "--protocol", "lbm", "--tasks", "point_reach"]
+    result = cli_runner.invoke(build_cli(), [*args, "--episodes", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "PointReach: " in result.output and "/2 successes" in result.output
+    doc = json.loads(next(tmp_path.glob("served/PointReach/rollouts/*/results.json")).read_text())
+    assert doc["num_crashed"] == 0 and all(e["failure_message"] is None for e in doc["evaluations"])
+    assert len(server.sessions) == 2  # one LBM episode per scenario (LBM has no end-of-episode call)

@@ -73,7 +73,8 @@ def runtime_information(device: str) -> dict[str, str]:
 
 
 def policy_metadata(metadata: Mapping[str, Any], runtime: Mapping[str, str]) -> lbm.PolicyMetadata:
-    """``PolicyMetadata`` from a policy's ``metadata()`` and, for an export, its folder's files."""
+    """``PolicyMetadata`` from a policy's ``metadata()`` and, for an export, its folder's files (the git
+    commit is the one recorded when the export was written; for a built-in policy, the serving code's)."""
     import yaml
 
     checkpoint = str(metadata.get("checkpoint") or metadata.get("checkpoint_path") or "")
@@ -81,6 +82,10 @@ def policy_metadata(metadata: Mapping[str, Any], runtime: Mapping[str, str]) -> 
     meta: dict[str, Any] = {}
     if export is not None and (export / "foundry_export.json").is_file():
         meta = json.loads((export / "foundry_export.json").read_text(encoding="utf-8"))
+    elif export is None:  # a built-in policy: the serving code's own commit
+        from foundry_core.export import code_version
+
+        meta = code_version()
     if export is not None and (export / "config.yaml").is_file():
         config = (export / "config.yaml").read_text(encoding="utf-8")
     else:
