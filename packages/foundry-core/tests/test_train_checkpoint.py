@@ -247,7 +247,11 @@ def test_code_version_strips_credentials_and_survives_no_git(monkeypatch):
 
     from foundry_core import export
 
-    answers = {"rev-parse": "a" * 40, "remote": "https://user:token@example.com/org/foundry.git", "status": ""}
+    answers = {
+        "rev-parse": "a" * 40,
+        "remote": "https://user:token@example.com/org/foundry.git",
+        "status": "",
+    }
 
     def fake_run(cmd, **kw):
         return subprocess.CompletedProcess(cmd, 0, stdout=answers[cmd[3]] + "\n", stderr="")
