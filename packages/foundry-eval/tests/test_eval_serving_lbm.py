@@ -532,3 +532,36 @@ def test_cli_eval_run_protocol_lbm(serve, tmp_path, cli_runner):
     doc = json.loads(next(tmp_path.glob("served/PointReach/rollouts/*/results.json")).read_text())
     assert doc["num_crashed"] == 0 and all(e["failure_message"] is None for e in doc["evaluations"])
     assert len(server.sessions) == 2  # one LBM episode per scenario (LBM has no end-of-episode call)
+
+
+def test_batcher_closes_full_batches_early_and_survives_errors(monkeypatch):
+    import time
+
+    import foundry_action.policy
+    from foundry_eval.serving.batching import PlanBatcher
+
+    calls = []
+
+    def fake_plan_batch(policies):
+        calls.append(list(policies))
+        if "bad" in policies:
+            raise ValueError("model failed")
+        return [np.full(2, p) for p in policies]
+
+    monkeypatch.setattr(foundry_action.policy, "plan_batch", fake_plan_batch)
+    batcher = PlanBatcher(max_size=8, timeout_s=30.0, live=lambda: 2)
+    results = {}
+    start = time.monotonic()
+    threads = [threading.Thread(target=lambda p=p: results.update({p: batcher.plan(p)})) for p in (1.0, 2.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert time.monotonic() - start < 10  # both live episodes were waiting: no 30 s timeout
+    assert calls == [[1.0, 2.0]] or sorted(map(len, calls)) == [1, 1]
+    assert results[1.0].tolist() == [1.0, 1.0] and results[2.0].tolist() == [2.0, 2.0]
+    batcher.live = lambda: 1
+    with pytest.raises(ValueError, match="model failed"):
+        batcher.plan("bad")
+    assert batcher.plan(3.0).tolist() == [3.0, 3.0]  # the worker keeps serving
+    batcher.close()

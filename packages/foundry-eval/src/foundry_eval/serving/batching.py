@@ -2,7 +2,8 @@
 
 Each gRPC handler thread calls :meth:`PlanBatcher.plan` for its episode's policy (a clone sharing
 the served model) and blocks. One worker thread takes the first waiting request, collects more for
-up to ``timeout_s`` or until ``max_size`` are waiting (or every live episode is: ``live()``), runs foundry-action's ``plan_batch`` once and
+up to ``timeout_s`` or until ``max_size`` are waiting (or as many as ``live()``, the recently active
+episodes: no point waiting for clients that are gone), runs foundry-action's ``plan_batch`` once and
 hands every thread its own chunk. Seeded episodes draw noise from their own generators, so a
 client's actions do not depend on which other clients shared its batch. ``max_size = 1`` runs each
 request as soon as it arrives (no waiting). The single worker also serializes model calls, so the
@@ -37,7 +38,7 @@ class PlanBatcher:
             raise ValueError(f"batch timeout must be >= 0 s, got {timeout_s}")
         self.max_size = max_size
         self.timeout_s = timeout_s
-        self.live = live  # number of open episodes: a batch holding all of them need not wait
+        self.live = live  # recently active episodes: a batch holding all of them need not wait
         self._queue: queue.Queue[tuple[Any, Future] | None] = queue.Queue()
         self.batches = 0
         self.planned = 0

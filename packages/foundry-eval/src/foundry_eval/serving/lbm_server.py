@@ -47,6 +47,8 @@ SERVICES = (
     "lbm_policy_interface.GetPolicyMetadataService",
 )
 LOG_EVERY = 500
+#: a client that stepped this recently is expected to step again: a batch waits for it (up to the timeout)
+ACTIVE_WITHIN_S = 10.0
 
 
 def _client(request: Any, context: grpc.ServicerContext) -> str:
@@ -309,7 +311,7 @@ def lbm_sessions(
             canonicalize=False,
             ensemble=ensemble,
         )
-        batcher = PlanBatcher(batch_max_size, batch_timeout_s, live=lambda: len(sessions))
+        batcher = PlanBatcher(batch_max_size, batch_timeout_s, live=lambda: sessions.active(ACTIVE_WITHIN_S))
         sessions.planner = batcher.plan
         return sessions, batcher
     if batch_max_size > 1:

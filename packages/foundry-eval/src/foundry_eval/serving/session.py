@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -189,6 +190,7 @@ class _Session:
     def __init__(self, executor: ChunkExecutor | ActionPolicyExecutor) -> None:
         self.executor = executor
         self.lock = threading.Lock()
+        self.last_used = time.monotonic()
 
     @property
     def policy(self) -> Any:
@@ -245,6 +247,7 @@ class PolicySessions:
                 self._sessions[client_id] = session
                 self._evicted.pop(client_id, None)
             self._sessions.move_to_end(client_id)
+            session.last_used = time.monotonic()
         with session.lock:
             session.executor.reset(seed)
 
@@ -257,6 +260,7 @@ class PolicySessions:
                     raise SessionEvicted(client_id, self.max_sessions)
                 raise UnknownSession(client_id)
             self._sessions.move_to_end(client_id)
+            session.last_used = time.monotonic()
         with session.lock:
             return session.executor.step(observation)
 
@@ -280,6 +284,12 @@ class PolicySessions:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def active(self, within_s: float) -> int:
+        """Sessions reset or stepped in the last ``within_s`` seconds (LBM clients never end theirs)."""
+        since = time.monotonic() - within_s
+        with self._lock:
+            return sum(1 for s in self._sessions.values() if s.last_used >= since)
 
 
 class InProcessClient:
