@@ -160,3 +160,19 @@ def test_batcher_closes_full_batches_early_and_survives_errors(monkeypatch):
         batcher.plan("bad")
     assert batcher.plan(3.0).tolist() == [3.0, 3.0]  # the worker keeps serving
     batcher.close()
+
+
+def test_instruction_from_the_step_or_the_server_default():
+    from foundry_eval.serving.codec import RequestError
+    from foundry_eval.serving.lbm_codec import decode_observation
+
+    layout = LbmLayout.from_metadata({"proprio_dim": 20, "is_language_conditioned": True})
+    msg = observation()
+    with pytest.raises(RequestError, match=r"observation.language_instruction: .*--instruction TEXT"):
+        decode_observation(msg, layout)
+    layout.default_instruction = "put the mug on the saucer"
+    assert decode_observation(msg, layout)["instruction"] == "put the mug on the saucer"
+    msg.use_language_instruction, msg.language_instruction = True, "stack the blocks"
+    assert decode_observation(msg, layout)["instruction"] == "stack the blocks"  # the Step's own wins
+    msg.use_language_instruction = False  # present but not to be used
+    assert decode_observation(msg, layout)["instruction"] == "put the mug on the saucer"

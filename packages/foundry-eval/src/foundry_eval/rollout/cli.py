@@ -149,6 +149,11 @@ def _lbm_option(name: str, kind: click.ParamType, default: object, text: str):  
 @_lbm_option(
     "--batch-timeout-s", click.FloatRange(min=0), 0.5, "longest wait for more clients to fill a batch."
 )
+@click.option(
+    "--instruction",
+    default="",
+    help="lbm: the instruction for Steps that carry none (a language-conditioned policy needs one).",
+)
 @_lbm_option(
     "--resize",
     click.Choice(["center_crop", "stretch"]),
@@ -169,6 +174,7 @@ def serve(
     camera_map: str | None,
     batch_max_size: int,
     batch_timeout_s: float,
+    instruction: str,
     resize: str,
 ) -> None:
     """Serve a policy over gRPC: Foundry's protocol, or LBM Eval's with ``--protocol lbm``."""
@@ -198,6 +204,7 @@ def serve(
             batch_max_size=batch_max_size,
             batch_timeout_s=batch_timeout_s,
             resize=resize,
+            instruction=instruction,
         )
         click.echo(
             f"serving {export_dir or builtin} (LBM Eval protocol) on {lbm_server.address} (Ctrl-C to stop)"
@@ -207,7 +214,12 @@ def serve(
         except KeyboardInterrupt:
             lbm_server.stop()
         return
-    for name, value, default in (("--camera-map", camera_map, None), ("--batch-max-size", batch_max_size, 1)):
+    lbm_only = (
+        ("--camera-map", camera_map, None),
+        ("--batch-max-size", batch_max_size, 1),
+        ("--instruction", instruction, ""),
+    )
+    for name, value, default in lbm_only:
         if value != default:
             raise FoundryError(f"{name} applies to --protocol lbm only")
     factory = RandomPolicy if builtin == "random" else ExportedPolicyFactory(export_dir, device)

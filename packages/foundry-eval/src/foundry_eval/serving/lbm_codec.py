@@ -82,6 +82,8 @@ class LbmLayout:
     arms: list[str]
     is_language_conditioned: bool = False
     resize: str = "center_crop"
+    #: used when a Step carries no instruction (``foundry serve --instruction``); "" = none
+    default_instruction: str = ""
     flat_layouts: dict[str, str] = field(default_factory=dict)  # flat field -> one of FLAT_LAYOUTS
 
     @classmethod
@@ -378,10 +380,12 @@ def decode_observation(msg: lbm.MultiarmObservation, layout: LbmLayout) -> dict[
     proprio = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
     images = _decode_cameras(msg.visuo, layout) if layout.cameras else {}
     instruction = msg.language_instruction if msg.use_language_instruction else ""
+    instruction = instruction if instruction.strip() else layout.default_instruction
     if layout.is_language_conditioned and not instruction.strip():
         raise RequestError(
             "observation.language_instruction",
-            "the policy is language-conditioned: set use_language_instruction and a non-empty instruction",
+            "the policy is language-conditioned: set use_language_instruction and a non-empty instruction "
+            "(or start the server with --instruction TEXT)",
         )
     return {"images": images, "proprio": proprio, "instruction": instruction}
 

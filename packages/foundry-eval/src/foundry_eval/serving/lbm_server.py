@@ -335,6 +335,7 @@ def start_lbm_server(
     batch_timeout_s: float = 0.5,
     resize: str = "center_crop",
     ensemble: str = "none",
+    instruction: str = "",
     policy_factory: Callable[[], Any] | None = None,
 ) -> LbmPolicyServer:
     """Load ``policy`` (an export folder, or ``random``), check its layout, bind and start serving.
@@ -365,6 +366,7 @@ def start_lbm_server(
     )
     try:
         layout = LbmLayout.from_metadata(sessions.metadata(), cmap, resize=resize)
+        layout.default_instruction = instruction
         server = LbmPolicyServer(sessions, layout, host=host, port=port, batcher=batcher, device=device)
     except BaseException:
         if batcher is not None:
