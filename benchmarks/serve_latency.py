@@ -4,7 +4,7 @@ cross-client batching buys with 8 concurrent clients.
 A tiny VLA (foundry_action.tiny_backbone, flow matching ``debug`` expert, 4 Euler steps; 6 cameras x
 224x224, 20-D proprio/actions) is served by ``foundry serve --protocol lbm``'s server on 127.0.0.1;
 clients built from our ``lbm_policy.proto`` send full observations (6 raw RGB frames = 903 kB per
-request) with ``replan_every 1``, so every Step runs a forward pass. Three setups, same process:
+request) with ``execute_steps 1``, so every Step runs a forward pass. Three setups, same process:
 
 * one client, ``batch_max_size 1``: the latency of one Step;
 * 8 concurrent clients, ``batch_max_size 1`` (**baseline**): every Step its own forward pass;
@@ -162,7 +162,7 @@ def _serve(factory: Any, clients: int, batch: int, steps: int, device: str) -> d
         port=0,
         policy_factory=factory,
         device=device,
-        replan_every=1,
+        execute_steps=1,
         batch_max_size=batch,
         batch_timeout_s=0.05,
     )

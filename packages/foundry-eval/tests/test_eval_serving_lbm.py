@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from foundry_core.errors import ConfigError, FoundryError
-from foundry_eval.rollout.fake_env import ConstantPolicy, CrashingPolicy, NaNPolicy
+from foundry_eval.rollout.fake_task import ConstantPolicy, CrashingPolicy, NaNPolicy
 from foundry_eval.serving import lbm_policy_pb2 as lbm
 from foundry_eval.serving import lbm_policy_pb2_grpc as lbm_grpc
 from foundry_eval.serving.codec import resize_frame
@@ -168,7 +168,7 @@ def _episodes(address: str, clients: int, steps: int) -> dict[int, np.ndarray]:
 
 def test_health_metadata_reset_and_batched_steps_equal_unbatched(vla_export, serve):
     export_dir, factory = vla_export
-    server = serve(factory, replan_every=1)
+    server = serve(factory, execute_steps=1)
     client = LbmTestClient(server.address)
     for service in ("", *SERVICES):
         status = client.health.Check(health_pb2.HealthCheckRequest(service=service), wait_for_ready=True)
@@ -186,7 +186,7 @@ def test_health_metadata_reset_and_batched_steps_equal_unbatched(vla_export, ser
     client.close()
 
     alone = _episodes(server.address, clients=3, steps=20)
-    batched_server = serve(factory, replan_every=1, batch_max_size=3, batch_timeout_s=2.0)
+    batched_server = serve(factory, execute_steps=1, batch_max_size=3, batch_timeout_s=2.0)
     together = _episodes(batched_server.address, clients=3, steps=20)
     assert batched_server.batcher.mean_batch_size > 1.5  # the steps really were batched
     assert server.batcher.mean_batch_size == 1.0
@@ -200,7 +200,7 @@ def test_camera_map_and_resize(vla_export, serve, tmp_path):
     _, factory = vla_export
     cmap = tmp_path / "cameras.yaml"
     cmap.write_text("cameras:\n  SER_SCENE: scene\n  SER_WRIST: wrist\n  SER_OTHER: scene_left_0\n")
-    server = serve(factory, camera_map=str(cmap), replan_every=1)
+    server = serve(factory, camera_map=str(cmap), execute_steps=1)
     client = LbmTestClient(server.address)
     big = observation(0, size=(48, 64), cameras=("SER_SCENE", "SER_WRIST", "SER_OTHER"))
     assert client.reset("a", 5)
@@ -320,7 +320,7 @@ def test_evicted_unknown_crashing_and_nan(serve):
     assert list(response.action.pose_status[1].pose.translation) == [0.0, 0.3, 0.2]
     client.close()
 
-    nan_client = LbmTestClient(serve(NaNPolicy, replan_every=1).address)
+    nan_client = LbmTestClient(serve(NaNPolicy, execute_steps=1).address)
     assert nan_client.reset("n", 0)
     assert nan_client.step("n", obs).success
     assert not nan_client.step("n", obs).success  # an unusable action: success false, not a crash
@@ -376,9 +376,9 @@ def test_runner_as_lbm_client_equals_in_process(vla_export, serve, tmp_path):
     from foundry_eval.rollout.runner import run_rollouts
 
     _, factory = vla_export
-    server = serve(factory, replan_every=2)
+    server = serve(factory, execute_steps=2)
     tasks = [{"name": "point_reach", "time_limit_s": 1.0}]
-    kw = {"progress": False, "timestamp": "2026-01-01T00-00-00", "replan_every": 2}
+    kw = {"progress": False, "timestamp": "2026-01-01T00-00-00", "execute_steps": 2}
     (local,) = run_rollouts(factory, tasks, 2, tmp_path / "local", "vla", **kw)
     (remote,) = run_rollouts(
         None, tasks, 2, tmp_path / "lbm", "vla", server=server.address, protocol="lbm", **kw
@@ -393,7 +393,7 @@ def test_runner_as_lbm_client_equals_in_process(vla_export, serve, tmp_path):
 
 
 def test_temporal_ensembling_served_equals_in_process(vla_export, serve):
-    from foundry_action.policy import ChunkExecutor
+    from foundry_action.executor import ChunkExecutor
     from foundry_eval.serving.codec import rot6d_to_matrix
     from foundry_eval.serving.lbm_codec import decode_observation
 

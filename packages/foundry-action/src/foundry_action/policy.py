@@ -15,18 +15,16 @@
 * ``record_action(a)`` tells the policy which action was executed, so later plans get it as pinned
   past-action context (without it, past actions are sampled like at an episode start).
 
-``ChunkExecutor`` turns chunks into one action per step: receding horizon (execute ``k`` of the
-chunk's steps, then replan) or temporal ensembling (replan every step, average all predictions for
-the step with weights ``exp(-decay * age_rank)``, oldest first, as in ACT).
+``foundry_action.executor.ChunkExecutor`` turns the chunks into one action per control step.
 Test: ``uv run pytest packages/foundry-action/tests/test_action_policy.py``.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -315,62 +313,6 @@ def plan_batch(policies: list[Policy]) -> list[np.ndarray]:
                 merged[key] = value
     out = first.model.predict(merged, **first.sample_kw)
     return [p.chunk_from_prediction(out[i]) for i, p in enumerate(policies)]
-
-
-class ChunkExecutor:
-    """One action per control step from a :class:`Policy` (receding horizon or temporal ensembling)."""
-
-    def __init__(
-        self,
-        policy: Policy,
-        *,
-        execute_steps: int | None = None,
-        ensemble: Literal["none", "temporal"] = "none",
-        ensemble_decay: float = 0.01,
-        record_actions: bool = True,
-        planner: Callable[[Policy], np.ndarray] | None = None,
-    ) -> None:
-        horizon = policy.future + 1
-        self.execute_steps = horizon if execute_steps is None else int(execute_steps)
-        if not 1 <= self.execute_steps <= horizon:
-            raise ValueError(f"execute_steps must be in [1, {horizon}] (the chunk length), got {execute_steps}")
-        if ensemble not in ("none", "temporal"):
-            raise ValueError(f"ensemble must be 'none' or 'temporal', got {ensemble!r}")
-        self.policy = policy
-        self.ensemble = ensemble
-        self.decay = float(ensemble_decay)
-        self.record_actions = record_actions
-        #: how a chunk is computed: ``policy.plan()`` by default; a server passes its batcher
-        self.planner = planner or (lambda policy: policy.plan())
-        self.plans = 0
-        self.reset()
-
-    def reset(self, seed: int | None = None) -> None:
-        self.policy.reset(seed)
-        self._queue: deque[np.ndarray] = deque()
-        self._chunks: list[tuple[int, np.ndarray]] = []  # (start step, chunk), oldest first
-        self._t = -1
-
-    def step(self, observation: Mapping[str, Any]) -> np.ndarray:
-        """The absolute action float32 [A] to execute at this control step."""
-        self.policy.observe(observation)  # first: a rejected observation leaves the episode as it was
-        self._t += 1
-        if self.ensemble == "temporal":
-            self._chunks.append((self._t, self.planner(self.policy)))
-            self.plans += 1
-            self._chunks = [(s, c) for s, c in self._chunks if s + len(c) > self._t]
-            preds = np.stack([c[self._t - s] for s, c in self._chunks])
-            w = np.exp(-self.decay * np.arange(len(preds)))
-            action = (w[:, None] * preds).sum(0) / w.sum()
-        else:
-            if not self._queue:
-                self._queue.extend(self.planner(self.policy)[: self.execute_steps])
-                self.plans += 1
-            action = self._queue.popleft()
-        action = np.asarray(action, dtype=np.float32)
-        if self.record_actions:
-            self.policy.record_action(action)
-        return action
 
 
 def chunk_latency_ms(policy: Policy, observation: Mapping[str, Any], repeats: int) -> list[float]:

@@ -230,7 +230,7 @@ class LbmPolicyServer:
                 **layout.describe(),
                 "batch_max_size": str(batcher.max_size if batcher is not None else 1),
                 "batch_timeout_s": str(batcher.timeout_s if batcher is not None else 0.0),
-                "replan_every": str(sessions.replan_every),
+                "execute_steps": str(sessions.execute_steps),
                 "ensemble": sessions.ensemble,
                 "max_sessions": str(sessions.max_sessions),
             },
@@ -263,7 +263,7 @@ class LbmPolicyServer:
             self.address,
         )
         for key, value in sorted(md.runtime_information.items()):
-            if key.startswith(("lbm_", "batch_", "device", "torch", "cuda", "replan", "max_sessions")):
+            if key.startswith(("lbm_", "batch_", "device", "torch", "cuda", "execute", "ensemble", "max_sessions")):
                 log.info("  %s: %s", key, value)
         return self
 
@@ -286,7 +286,7 @@ class LbmPolicyServer:
 def lbm_sessions(
     policy_factory: Callable[[], Any],
     *,
-    replan_every: int,
+    execute_steps: int,
     max_sessions: int,
     batch_max_size: int = 1,
     batch_timeout_s: float = 0.5,
@@ -306,9 +306,9 @@ def lbm_sessions(
         factory: Callable[[], Any] = lambda: pool.pop() if pool else first.clone()  # noqa: E731
         sessions = PolicySessions(
             factory,
-            replan_every=replan_every,
+            execute_steps=execute_steps,
             max_sessions=max_sessions,
-            canonicalize=False,
+            pose_actions=False,
             ensemble=ensemble,
         )
         batcher = PlanBatcher(batch_max_size, batch_timeout_s, live=lambda: sessions.active(ACTIVE_WITHIN_S))
@@ -318,7 +318,7 @@ def lbm_sessions(
         log.warning("%s cannot be batched across clients (not a foundry-action policy)", type(first).__name__)
     factory = lambda: pool.pop() if pool else policy_factory()  # noqa: E731
     return PolicySessions(
-        factory, replan_every=replan_every, max_sessions=max_sessions, canonicalize=False, ensemble=ensemble
+        factory, execute_steps=execute_steps, max_sessions=max_sessions, pose_actions=False, ensemble=ensemble
     ), None
 
 
@@ -329,7 +329,7 @@ def start_lbm_server(
     port: int = 50051,
     device: str = "cpu",
     camera_map: str | None = None,
-    replan_every: int = 8,
+    execute_steps: int = 8,
     max_sessions: int = 64,
     batch_max_size: int = 1,
     batch_timeout_s: float = 0.5,
@@ -358,7 +358,7 @@ def start_lbm_server(
             policy_factory = functools.partial(load_exported_policy, policy, device)
     sessions, batcher = lbm_sessions(
         policy_factory,
-        replan_every=replan_every,
+        execute_steps=execute_steps,
         max_sessions=max_sessions,
         batch_max_size=batch_max_size,
         batch_timeout_s=batch_timeout_s,

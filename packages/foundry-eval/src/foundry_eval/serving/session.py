@@ -1,15 +1,15 @@
 """Per-episode policy state, shared by the gRPC server and the in-process adapter.
 
-A *session* is one simulated episode (one client id): a policy instance plus a receding-horizon
-chunk executor (run ``replan_every`` actions of each predicted chunk, then ask the policy again;
-foundry-action's own executor for its policies, which observe every step).
+A *session* is one simulated episode (one client id): a policy instance plus foundry-action's
+``ChunkExecutor`` (run ``execute_steps`` actions of each predicted chunk, then ask the policy again),
+the same executor the policy runtime uses, with the server's checks of every chunk and action.
 :class:`PolicySessions` maps client ids to sessions and recycles policy instances: the factory is
 called only when no idle instance exists, so a runner worker loads its policy once, and a server
 facing N parallel simulations holds N instances. Sessions are released by ``end(client_id)`` or,
 for clients that never call it (LBM Eval), evicted least-recently-used beyond ``max_sessions``; a
 Step of an evicted episode raises :class:`SessionEvicted` (not "Step before Reset"). Steps of one
-episode are serialized by a per-session lock. A ``planner`` (the server's cross-client batcher) is
-handed to foundry-action's executor, which then plans through it.
+episode are serialized by a per-session lock. A ``planner`` (the LBM server's cross-client batcher)
+is handed to the executor, which then plans through it.
 
 :class:`InProcessClient` and :class:`foundry_eval.serving.client.GrpcPolicyClient` expose the same
 :class:`PolicyClient` interface, so the rollout runner has one code path for both.
@@ -18,6 +18,7 @@ Tested by ``tests/test_eval_serving.py``.
 
 from __future__ import annotations
 
+import functools
 import random
 import sys
 import threading
@@ -28,13 +29,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from foundry_core.errors import FoundryError
 from foundry_core.interfaces import Policy
 from foundry_eval.serving.codec import ARM_DIM, PolicyOutputError, canonical_action, normalize_metadata
 
 PolicyFactory = Callable[[], Policy]
 Planner = Callable[[Any], np.ndarray]
-DEFAULT_REPLAN_EVERY = 8
+DEFAULT_EXECUTE_STEPS = 8
 #: evicted client ids remembered (for a precise error), oldest forgotten first
 EVICTED_MEMORY = 4096
 
@@ -77,8 +77,11 @@ class PolicyClient(Protocol):
     def close(self) -> None: ...
 
 
-def validate_chunk(chunk: Any) -> np.ndarray:
-    """A policy's output -> float32 [H, A]; raises PolicyOutputError for wrong shapes, dtypes or NaN."""
+def validate_chunk(chunk: Any, pose_actions: bool = True) -> np.ndarray:
+    """A policy's output -> float32 [H, A]; raises PolicyOutputError for wrong shapes, dtypes or NaN.
+
+    ``pose_actions``: A must be 10 per arm (xyz, rot6d, gripper); off for tasks with their own action
+    vectors (e.g. Meta-World's 4-D displacement commands)."""
     if hasattr(chunk, "detach"):  # a torch tensor, possibly on an accelerator
         chunk = chunk.detach().float().cpu().numpy()
     try:
@@ -87,7 +90,7 @@ def validate_chunk(chunk: Any) -> np.ndarray:
         raise PolicyOutputError(f"policy returned {type(chunk).__name__}, not an array: {exc}") from None
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise PolicyOutputError(f"policy returned an action chunk of dtype {arr.dtype}; expected float32")
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[1] % ARM_DIM:
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0 or (pose_actions and arr.shape[1] % ARM_DIM):
         raise PolicyOutputError(
             f"policy returned an action chunk of shape {list(arr.shape)}; expected [H, A] with H >= 1 and "
             f"A a multiple of {ARM_DIM} (xyz, rot6d, gripper per arm)"
@@ -108,93 +111,42 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-class ChunkExecutor:
-    """Receding-horizon execution: run the first ``replan_every`` actions of a chunk, then re-plan."""
-
-    def __init__(
-        self, policy: Policy, replan_every: int = DEFAULT_REPLAN_EVERY, canonicalize: bool = True
-    ) -> None:
-        if replan_every < 1:
-            raise ValueError(f"replan_every must be >= 1, got {replan_every}")
-        self.policy = policy
-        self.replan_every = replan_every
-        self.canonicalize = canonicalize
-        self._queue: list[np.ndarray] = []
-
-    def reset(self, seed: int) -> None:
-        self._queue = []
-        self.policy.reset()
-        seed_everything(seed)
-        seeder = getattr(self.policy, "seed", None)
-        if callable(seeder):
-            seeder(seed)
-
-    def step(self, observation: Mapping[str, Any]) -> np.ndarray:
-        if not self._queue:
-            chunk = validate_chunk(self.policy.act(observation))
-            self._queue = list(chunk[: self.replan_every])
-        action = self._queue.pop(0)
-        return canonical_action(action) if self.canonicalize else action
-
-
-class ActionPolicyExecutor:
-    """foundry-action's executor for its ``Policy`` (which must observe every step for its history),
-    with the same validation of every action as :class:`ChunkExecutor`."""
+class Session:
+    """One episode of one client: the policy, foundry-action's chunk executor with the server's output
+    checks (every chunk validated, every action canonical), and the episode seed spread to every RNG."""
 
     def __init__(
         self,
-        policy: Any,
-        replan_every: int = DEFAULT_REPLAN_EVERY,
+        policy: Policy,
+        execute_steps: int = DEFAULT_EXECUTE_STEPS,
+        pose_actions: bool = True,
+        *,
         planner: Planner | None = None,
-        canonicalize: bool = True,
         ensemble: str = "none",
     ) -> None:
-        from foundry_action.policy import ChunkExecutor as ActionChunkExecutor
+        from foundry_action.executor import ChunkExecutor
 
+        if execute_steps < 1:
+            raise ValueError(f"execute_steps must be >= 1, got {execute_steps}")
+        future = getattr(policy, "future", None)
+        if future is not None:  # a chunk length the executor checks: ask for at most that many steps
+            execute_steps = min(execute_steps, int(future) + 1)
         self.policy = policy
-        self.canonicalize = canonicalize
-        horizon = int(policy.future) + 1
-        self._executor = ActionChunkExecutor(
-            policy, execute_steps=min(replan_every, horizon), planner=planner, ensemble=ensemble
+        self.pose_actions = pose_actions
+        check = functools.partial(validate_chunk, pose_actions=pose_actions)
+        self.executor = ChunkExecutor(
+            policy, execute_steps=execute_steps, check_chunk=check, planner=planner, ensemble=ensemble
         )
-
-    def reset(self, seed: int) -> None:
-        seed_everything(seed)
-        self._executor.reset(seed)
-
-    def step(self, observation: Mapping[str, Any]) -> np.ndarray:
-        action = self._executor.step(observation)
-        return canonical_action(action) if self.canonicalize else action
-
-
-def make_executor(
-    policy: Policy,
-    replan_every: int = DEFAULT_REPLAN_EVERY,
-    planner: Planner | None = None,
-    canonicalize: bool = True,
-    ensemble: str = "none",
-) -> ChunkExecutor | ActionPolicyExecutor:
-    """foundry-action's executor for policies with an observation history (``observe``/``plan``),
-    the generic receding-horizon one for any other ``interfaces.Policy`` (which cannot be batched).
-    ``canonicalize``: actions in Foundry's flat 10-per-arm format, rotation rows orthonormalized;
-    off for the LBM server, whose codec reads the policy's own action fields. ``ensemble``:
-    ``"temporal"`` plans every step and averages overlapping chunks (foundry-action policies only)."""
-    if all(hasattr(policy, name) for name in ("observe", "plan", "record_action", "future")):
-        return ActionPolicyExecutor(policy, replan_every, planner, canonicalize, ensemble)
-    if ensemble != "none":
-        raise FoundryError(f"ensemble {ensemble!r}: {type(policy).__name__} is not a foundry-action policy")
-    return ChunkExecutor(policy, replan_every, canonicalize)
-
-
-class _Session:
-    def __init__(self, executor: ChunkExecutor | ActionPolicyExecutor) -> None:
-        self.executor = executor
         self.lock = threading.Lock()
         self.last_used = time.monotonic()
 
-    @property
-    def policy(self) -> Any:
-        return self.executor.policy
+    def reset(self, seed: int) -> None:
+        seed_everything(seed)
+        self.executor.reset(seed)
+
+    def step(self, observation: Mapping[str, Any]) -> np.ndarray:
+        action = self.executor.step(observation)
+        return canonical_action(action) if self.pose_actions else action
 
 
 class PolicySessions:
@@ -204,22 +156,22 @@ class PolicySessions:
         self,
         policy_factory: PolicyFactory,
         *,
-        replan_every: int = DEFAULT_REPLAN_EVERY,
+        execute_steps: int = DEFAULT_EXECUTE_STEPS,
         max_sessions: int = 64,
         allow_extra_cameras: bool = False,
+        pose_actions: bool = True,
         planner: Planner | None = None,
-        canonicalize: bool = True,
         ensemble: str = "none",
     ) -> None:
         self.policy_factory = policy_factory
-        self.canonicalize = canonicalize
+        self.pose_actions = pose_actions
+        self.planner = planner
         self.ensemble = ensemble
         self.allow_extra_cameras = allow_extra_cameras
-        self.replan_every = replan_every
+        self.execute_steps = execute_steps
         self.max_sessions = max_sessions
-        self.planner = planner
         self._lock = threading.Lock()
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._evicted: OrderedDict[str, None] = OrderedDict()
         self._idle: list[Policy] = []
         self._metadata: dict[str, Any] | None = None
@@ -241,15 +193,15 @@ class PolicySessions:
             session = self._sessions.get(client_id)
             if session is None:
                 policy = self._take_policy()
-                session = _Session(
-                    make_executor(policy, self.replan_every, self.planner, self.canonicalize, self.ensemble)
+                session = Session(
+                    policy, self.execute_steps, self.pose_actions, planner=self.planner, ensemble=self.ensemble
                 )
                 self._sessions[client_id] = session
                 self._evicted.pop(client_id, None)
             self._sessions.move_to_end(client_id)
             session.last_used = time.monotonic()
         with session.lock:
-            session.executor.reset(seed)
+            session.reset(seed)
 
     def step(self, client_id: str, observation: Mapping[str, Any]) -> np.ndarray:
         """One action; raises :class:`UnknownSession` / :class:`SessionEvicted` for unknown clients."""
@@ -262,7 +214,7 @@ class PolicySessions:
             self._sessions.move_to_end(client_id)
             session.last_used = time.monotonic()
         with session.lock:
-            return session.executor.step(observation)
+            return session.step(observation)
 
     def end(self, client_id: str) -> None:
         with self._lock:

@@ -71,7 +71,6 @@ def rollout_expert(env: Any, seed: int) -> dict[str, Any]:
         "arrays": arrays,
         "success": bool(env.is_success()),
         "instruction": env.instruction,
-        "task": env.task_name,
         "seed": int(seed),
         "duration_s": float(env.time),
     }
@@ -82,9 +81,9 @@ _WORKER_ENV: Any = None
 
 def _worker_init(node: Mapping[str, Any]) -> None:
     global _WORKER_ENV
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
 
-    _WORKER_ENV = get_registry().build("env", dict(node))
+    _WORKER_ENV = get_registry().build("task", dict(node))
 
 
 def _worker_episode(seed: int) -> dict[str, Any]:
@@ -110,16 +109,17 @@ def generate_demos(
     called after every attempt (for a progress bar).
     """
     from foundry_action.store import EpisodeWriter
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
 
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     max_attempts = max_attempts if max_attempts is not None else (episodes if keep_failures else 3 * episodes)
-    env = get_registry().build("env", dict(node), where=f"env {node.get('name')!r}")
+    env = get_registry().build("task", dict(node), where=f"task {node.get('name')!r}")
     cameras = {cam: (env.cfg.image_size, env.cfg.image_size) for cam in env.camera_names}
     task_name = env.task_name
+    registry_name = str(node["name"])
     start = time.perf_counter()
     attempted = stored = successes = steps = 0
     writer = EpisodeWriter(
@@ -127,8 +127,11 @@ def generate_demos(
         fps=1.0 / env.control_dt,
         fields={"action": (env.action_dim,), "proprio": (env.proprio_dim,)},
         cameras=cameras,
-        semantics=SEMANTICS,
-        attrs={"source": "foundry-eval drake expert", "env": str(node.get("name"))},
+        semantics=getattr(env, "field_semantics", SEMANTICS),
+        attrs={
+            "source": getattr(env, "demo_source", "foundry-eval drake expert"),
+            "task": str(node.get("name")),
+        },
         mode="a" if append else "w",
     )
 
@@ -140,10 +143,10 @@ def generate_demos(
         if (result["success"] or keep_failures) and stored < episodes:
             writer.append_episode(
                 result["arrays"],
-                task=result["task"],
+                task=registry_name,  # configs (task_weights, tasks) name a task one way: its registry name
                 instruction=result["instruction"],
                 success=result["success"],
-                source="drake-expert",
+                source=getattr(env, "demo_source", "drake-expert"),
                 extra={"seed": result["seed"], "duration_s": result["duration_s"]},
             )
             stored += 1
