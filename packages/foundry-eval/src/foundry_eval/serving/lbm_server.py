@@ -263,7 +263,9 @@ class LbmPolicyServer:
             self.address,
         )
         for key, value in sorted(md.runtime_information.items()):
-            if key.startswith(("lbm_", "batch_", "device", "torch", "cuda", "execute", "ensemble", "max_sessions")):
+            if key.startswith(
+                ("lbm_", "batch_", "device", "torch", "cuda", "execute", "ensemble", "max_sessions")
+            ):
                 log.info("  %s: %s", key, value)
         return self
 

@@ -194,7 +194,11 @@ class PolicySessions:
             if session is None:
                 policy = self._take_policy()
                 session = Session(
-                    policy, self.execute_steps, self.pose_actions, planner=self.planner, ensemble=self.ensemble
+                    policy,
+                    self.execute_steps,
+                    self.pose_actions,
+                    planner=self.planner,
+                    ensemble=self.ensemble,
                 )
                 self._sessions[client_id] = session
                 self._evicted.pop(client_id, None)
