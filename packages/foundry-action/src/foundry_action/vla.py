@@ -197,10 +197,46 @@ class VLA(nn.Module):
         return [str(s) for s in batch.get("instruction") or [""] * n]
 
     def condition(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backbone tokens and mask of a robot batch (run once, shared by every noise sample)."""
-        tokens, mask = self.backbone.encode(batch["images"], self.prompts(batch))
+        """Backbone tokens and mask of a robot batch (run once, shared by every noise sample).
+
+        Image validity (``image_mask``, false = no real frame: before the episode start, or a step the
+        source has no image for) is honoured for every backbone: an invalid image reaches the backbone
+        as an all-black frame (so its pixels cannot matter), and where the backbone says where its image
+        tokens are (``image_token_span``) those of invalid images are masked out of the conditioning
+        (mask false, values zero), which the experts' attention and image read-out respect.
+        """
+        images, valid = batch["images"], batch.get("image_mask")
+        if valid is not None:
+            valid = valid.to(device=images.device, dtype=torch.bool)
+            if tuple(valid.shape) != tuple(images.shape[:2]):
+                raise DataError(f"vla: image_mask has shape {tuple(valid.shape)}, images {tuple(images.shape[:2])}")
+            if bool(valid.all()):
+                valid = None
+            else:
+                images = images.masked_fill(~valid[:, :, None, None, None], 0)
+        tokens, mask = self.backbone.encode(images, self.prompts(batch))
+        if valid is not None:
+            span = self._image_span(valid.shape[1])
+            if span is not None:
+                first, count = span
+                per_image = count // valid.shape[1]
+                keep = torch.ones_like(mask, dtype=torch.bool)
+                keep[:, first : first + count] = valid.repeat_interleave(per_image, dim=1)
+                mask = mask.bool() & keep
+                tokens = tokens * keep[..., None].to(tokens.dtype)
         self._cond_tokens = int(tokens.shape[1])  # for flops_per_sample
         return tokens, mask
+
+    def _image_span(self, num_images: int) -> tuple[int, int] | None:
+        """(first, count) of the backbone's image tokens, or None where it keeps no fixed image tokens."""
+        span_of = getattr(self.backbone, "image_token_span", None)
+        if span_of is None:
+            return None
+        try:
+            first, count = span_of(num_images)
+        except ConfigError:  # e.g. ``tokens: last``: the image tokens are not kept
+            return None
+        return (int(first), int(count)) if count % num_images == 0 else None
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         modality = batch.get("modality")

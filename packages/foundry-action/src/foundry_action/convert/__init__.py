@@ -62,6 +62,10 @@ class ConvertOptions:
     fps: float | None = None
     task: str | None = None
     instruction: str | None = None
+    #: Cameras to keep, by name (converters listing "cameras" in their OPTIONS, e.g. lbm_spartan); None = all.
+    cameras: list[str] | None = None
+    #: wds (OPTIONS "keep_windows"): one episode per window even when the metadata places it in its episode.
+    keep_windows: bool = False
 
 
 @dataclass
@@ -190,13 +194,17 @@ def convert(
     src, dst = Path(src), Path(dst)
     fmt = fmt or detect_format(src, registry)
     module = _module(fmt, registry)
+    options = options or ConvertOptions()
+    for name in ("cameras", "keep_windows"):  # options only some converters read (their OPTIONS)
+        if getattr(options, name) and name not in getattr(module, "OPTIONS", ()):
+            raise DataError(f"option {name} does not apply to {fmt} sources")
     if dst.exists():
         if not overwrite:
             raise DataError(f"{dst} already exists (use --overwrite to replace it)")
     partial = dst.with_name(dst.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
-    plan: Plan = module.plan(src, options or ConvertOptions())
+    plan: Plan = module.plan(src, options)
     if not plan.units:
         raise DataError(f"{src}: no {plan.unit_label} to convert")
     attrs = {"source_format": fmt, "source_path": str(src), **plan.attrs}
