@@ -73,7 +73,9 @@ def test_round_trip_export_load_act(registry, exported, tiny_episodes):
     assert chunk.shape == (4, 10) and chunk.dtype == np.float32 and np.isfinite(chunk).all()
     policy.reset(seed=3)
     np.testing.assert_allclose(policy.act(obs), chunk)  # reproducible from the seed
-    # the chunk is the unnormalized model output from the anchor on
+    # the chunk is the unnormalized model output from the anchor on (unseeded: the global RNG)
+    policy.reset()
+    policy.observe(obs)
     torch.manual_seed(5)
     norm = model.predict(policy.batch())[0].numpy()
     torch.manual_seed(5)
@@ -204,3 +206,37 @@ def test_vision_only_policy_needs_no_instruction(registry, tiny_episodes, tmp_pa
     obs, _ = observation(tiny_episodes, 0, 0)
     del obs["instruction"]
     assert policy.act(obs).shape == (4, 10)
+
+
+@pytest.mark.parametrize("expert", ["flow_matching", "diffusion"])
+def test_plan_batch_gives_each_episode_its_own_chunk(registry, tiny_episodes, tmp_path, expert):
+    from foundry_action.policy import plan_batch
+    from foundry_core.export import export_model
+
+    torch.manual_seed(0)
+    n = node(tiny_episodes, expert)
+    if expert == "diffusion":
+        n["expert"]["eta"] = 1.0  # noise at every denoising step too
+    out = export_model(registry.build("model", n, BuildContext(registry)), n, tmp_path / "export")
+    base = Policy.from_pretrained(out, registry=registry)
+    episodes = [base.clone() for _ in range(3)]
+    assert all(p.model is base.model for p in episodes)
+    observations = [observation(tiny_episodes, e, 3)[0] for e in range(3)]
+
+    def run(batched: bool) -> list[np.ndarray]:
+        for seed, (policy, obs) in enumerate(zip(episodes, observations)):
+            policy.reset(seed=seed)
+            policy.observe(obs)
+        return plan_batch(episodes) if batched else [p.plan() for p in episodes]
+
+    alone, together = run(False), run(True)
+    if expert == "flow_matching":  # (the untrained diffusion head's chunks barely vary)
+        assert not np.allclose(alone[0], alone[1])  # different episodes, different chunks: the check has teeth
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    torch.manual_seed(123)  # the global RNG plays no part once episodes are seeded
+    np.testing.assert_array_equal(run(True)[2], together[2])
+    episodes[1].reset()
+    episodes[1].observe(observations[1])
+    with pytest.raises(ValueError, match="seed every policy"):
+        plan_batch(episodes)

@@ -164,3 +164,20 @@ def test_task_weights_mix_tasks_within_batches(tiny_episodes):
         ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, {**node, "task_weights": {"pick": 1.0}}))
     with pytest.raises(ConfigError, match="task_weights must be >= 0 with at least one > 0"):
         parse_dataclass(ZarrEpisodes.Config, {**node, "task_weights": {"task_0": -1.0, "task_1": 1.0}})
+
+
+def test_camera_serials_of_the_store_reach_the_policy_metadata(tmp_path):
+    """A store that kept LBM's camera_id_to_semantic_name passes it (for the cameras used) into the spec
+    that exports record, so `foundry serve --protocol lbm` can map serials without a --camera-map."""
+    store = make_tiny_store(tmp_path / "s.zarr", lengths=(12,))
+    with EpisodeWriter(store, mode="a") as w:
+        w.update_attrs({"camera_id_to_semantic_name": {"SER_S": "scene", "SER_W": "wrist", "SER_X": "unused"}})
+    cfg = {"path": str(store), "past": 1, "future": 2, "cameras": ["scene"]}
+    meta = ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, cfg)).metadata()
+    assert meta["cameras"] == ["scene"] and meta["camera_id_to_semantic_name"] == {"SER_S": "scene"}
+    with EpisodeWriter(store, mode="a") as w:  # the spartan converter's {name: camera id}
+        w.update_attrs({"camera_id_to_semantic_name": {}, "spartan_cameras": {"scene": "6CD146030E99"}})
+    meta = ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, cfg)).metadata()
+    assert meta["camera_id_to_semantic_name"] == {"6CD146030E99": "scene"}
+    plain = make_tiny_store(tmp_path / "p.zarr", lengths=(12,))
+    assert "camera_id_to_semantic_name" not in ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, {**cfg, "path": str(plain)})).metadata()

@@ -165,6 +165,9 @@ def test_export_load_pretrained_round_trip(tmp_path, foundry_pm, ema):
     assert node["stats"] == "stats.json" and node["name"] == "stats_toy"
     meta = json.loads((export / "foundry_export.json").read_text())
     assert meta["format_version"] == 1 and meta["step"] == 4 and meta["ema"] is ema
+    from foundry_core.export import code_version
+
+    assert meta.get("git_sha") == code_version().get("git_sha")  # the code that wrote it (absent outside git)
     loaded = load_pretrained(export, registry=registry)
     assert loaded.scale == 3.0 and loaded.tied.weight is loaded.inp.weight
     x = torch.randn(5, 16)
@@ -237,3 +240,27 @@ def test_every_samples_and_ema_switched_on_at_resume(tmp_path, foundry_pm):
     meta = json.loads((tmp_path / "run" / "export" / "foundry_export.json").read_text())
     assert meta["step"] == 6 and meta["ema"] is True
     assert json.loads((root / "step_00000006" / "meta.json").read_text())["ema"] is True
+
+
+def test_code_version_strips_credentials_and_survives_no_git(monkeypatch):
+    import subprocess
+
+    from foundry_core import export
+
+    answers = {
+        "rev-parse": "a" * 40,
+        "remote": "https://user:token@example.com/org/foundry.git",
+        "status": "",
+    }
+
+    def fake_run(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 0, stdout=answers[cmd[3]] + "\n", stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert export.code_version() == {"git_sha": "a" * 40, "git_repo": "https://example.com/org/foundry.git"}
+
+    def no_git(cmd, **kw):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    assert export.code_version() == {}

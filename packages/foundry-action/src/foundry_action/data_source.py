@@ -149,6 +149,12 @@ class ZarrEpisodes:
         self._dims = {f: int(np.prod(store.fields[f])) for f in self.action_fields + self.proprio_fields}
         self._fps = store.fps
         self._semantics = {f: store.semantics[f] for f in self._dims}
+        # camera serial -> name, when the converter kept it (LBM's metadata.yaml): a policy server maps
+        # the serials a simulator sends to the names this policy was trained on (docs/lbm_eval.md)
+        serials = store.attrs.get("camera_id_to_semantic_name") or {  # the spartan converter keeps name -> id
+            str(cam_id): name for name, cam_id in dict(store.attrs.get("spartan_cameras") or {}).items()
+        }
+        self._camera_serials = {str(k): str(v) for k, v in dict(serials).items() if v in self.sampler.cameras}
         self.position = 0  # global sample position of the next batch (over all ranks)
         self._perms: dict[int, np.ndarray] = {}
         self._window_p = self._window_probabilities(cfg.task_weights) if cfg.task_weights else None
@@ -195,6 +201,7 @@ class ZarrEpisodes:
             "normalization": self.stats.method,
             "relative_actions": self.cfg.relative_actions,
             "per_timestep_stats": self.per_timestep,
+            **({"camera_id_to_semantic_name": dict(self._camera_serials)} if self._camera_serials else {}),
         }
 
     # ------------------------------------------------------------------ batches

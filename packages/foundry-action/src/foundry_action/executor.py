@@ -35,6 +35,7 @@ class ChunkExecutor:
         ensemble_decay: float = 0.01,
         record_actions: bool = True,
         check_chunk: Callable[[Any], np.ndarray] | None = None,
+        planner: Callable[[Any], np.ndarray] | None = None,
     ) -> None:
         self.observes = all(hasattr(policy, n) for n in ("observe", "plan", "record_action", "future"))
         horizon = policy.future + 1 if self.observes else None
@@ -52,6 +53,8 @@ class ChunkExecutor:
         self.decay = float(ensemble_decay)
         self.record_actions = record_actions and self.observes
         self.check_chunk = check_chunk
+        #: how an observing policy's chunk is computed: ``policy.plan()``, or a server's cross-client batcher
+        self.planner = planner
         self.plans = 0
         self._queue: deque[np.ndarray] = deque()
         self._chunks: list[tuple[int, np.ndarray]] = []  # (start step, chunk), oldest first
@@ -71,15 +74,18 @@ class ChunkExecutor:
         self._t = -1
 
     def _new_chunk(self, observation: Mapping[str, Any]) -> np.ndarray:
-        chunk = self.policy.plan() if self.observes else self.policy.act(observation)
+        if self.observes:
+            chunk = self.planner(self.policy) if self.planner is not None else self.policy.plan()
+        else:
+            chunk = self.policy.act(observation)
         self.plans += 1
         return self.check_chunk(chunk) if self.check_chunk is not None else np.asarray(chunk, dtype=np.float32)
 
     def step(self, observation: Mapping[str, Any]) -> np.ndarray:
         """The absolute action float32 [A] to execute at this control step."""
-        self._t += 1
         if self.observes:
-            self.policy.observe(observation)
+            self.policy.observe(observation)  # first: a rejected observation leaves the episode as it was
+        self._t += 1
         if self.ensemble == "temporal":
             self._chunks.append((self._t, self._new_chunk(observation)))
             self._chunks = [(s, c) for s, c in self._chunks if s + len(c) > self._t]

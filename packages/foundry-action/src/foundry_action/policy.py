@@ -10,6 +10,8 @@
 * ``plan()`` runs the model on the history and returns the absolute (unnormalized) chunk float32
   ``[1 + future, A]`` from the anchor on (a policy trained on ``relative_actions`` predicts in the
   frame of the current proprio pose; the chunk is composed back onto it); ``act(obs)`` = ``observe`` + ``plan``;
+* ``plan_batch(policies)`` plans for several episodes (clones sharing one model) in one forward
+  pass; seeded episodes draw noise from their own generators, so batching does not change their chunks;
 * ``record_action(a)`` tells the policy which action was executed, so later plans get it as pinned
   past-action context (without it, past actions are sampled like at an episode start).
 
@@ -92,14 +94,21 @@ class Policy:
 
     # ------------------------------------------------------------------ state
     def reset(self, seed: int | None = None) -> None:
-        """Forget the history (new episode); ``seed`` makes the sampling noise reproducible."""
+        """Forget the history (new episode); ``seed`` makes the sampling noise reproducible
+        (without one, noise comes from torch's global RNG)."""
         self._frames: deque[dict[str, np.ndarray]] = deque(maxlen=self._history)
         self._proprio: deque[np.ndarray] = deque(maxlen=self._history)
         self._actions: dict[int, np.ndarray] = {}
         self._instruction = ""
         self._step = -1
-        if seed is not None:
-            torch.manual_seed(seed)
+        # Each policy instance draws its sampling noise from its own generator, so episodes served
+        # side by side (and batched into one forward pass) do not disturb each other's randomness.
+        self._generator = None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+
+    def clone(self) -> Policy:
+        """A new policy with the same model (weights shared, not copied) and an empty history."""
+        return Policy(self.model, checkpoint=self.checkpoint, name=self.name, device=self.device,
+                      resize_images=self.resize_images, sample_kw=self.sample_kw)
 
     def metadata(self) -> dict[str, Any]:
         """What a server reports (GetPolicyMetadata) and a client needs to build observations."""
@@ -121,6 +130,9 @@ class Policy:
             "expert": self.spec.get("expert"),
             "is_language_conditioned": self.language,
             "relative_actions": self.relative,
+            "field_dims": {k: int(v) for k, v in self.spec["field_dims"].items()},
+            **({"camera_id_to_semantic_name": dict(self.spec["camera_id_to_semantic_name"])}
+               if self.spec.get("camera_id_to_semantic_name") else {}),
         }
 
     # ------------------------------------------------------------------ observations
@@ -247,19 +259,60 @@ class Policy:
             "task": [""],
         }
 
-    @torch.no_grad()
-    def plan(self) -> np.ndarray:
-        """Absolute action chunk float32 [1 + future, A] for the current step (anchor first)."""
-        out = self.model.predict(self.batch(), **self.sample_kw)[0].float().cpu().numpy()
-        chunk = self._unnormalize(out)[self.past :]
+    def model_batch(self) -> dict[str, Any]:
+        """``batch()`` plus this episode's noise generator (when seeded): what ``plan`` feeds the model."""
+        batch = self.batch()
+        if self._generator is not None:
+            batch["noise_generators"] = [self._generator]
+        return batch
+
+    def chunk_from_prediction(self, prediction: torch.Tensor) -> np.ndarray:
+        """The model's normalized output [T, A] for this policy -> absolute chunk float32 [1 + future, A]."""
+        chunk = self._unnormalize(prediction.float().cpu().numpy())[self.past :]
         if self.relative:
             chunk = relative_to_absolute(chunk, self._proprio[-1])
         return chunk
+
+    @torch.no_grad()
+    def plan(self) -> np.ndarray:
+        """Absolute action chunk float32 [1 + future, A] for the current step (anchor first)."""
+        return self.chunk_from_prediction(self.model.predict(self.model_batch(), **self.sample_kw)[0])
 
     def act(self, observation: Mapping[str, Any]) -> np.ndarray:
         """Observe one step and return the absolute chunk float32 [1 + future, A]."""
         self.observe(observation)
         return self.plan()
+
+
+@torch.no_grad()
+def plan_batch(policies: list[Policy]) -> list[np.ndarray]:
+    """``[p.plan() for p in policies]`` in one forward pass (policies sharing one model, e.g. clones).
+
+    Rows are concatenated along the batch dimension; seeded policies bring their own noise
+    generators, so every policy gets the chunk it would get alone (up to float rounding of batched
+    kernels). Unseeded policies draw from the global RNG, which batching cannot make per-policy.
+    """
+    if not policies:
+        return []
+    first = policies[0]
+    if any(p.model is not first.model or p.sample_kw != first.sample_kw for p in policies):
+        raise ValueError("plan_batch: every policy must share one model and one set of sampling options")
+    batches = [p.model_batch() for p in policies]
+    if len(batches) == 1:
+        merged = batches[0]
+    else:
+        if any(("noise_generators" in b) != ("noise_generators" in batches[0]) for b in batches):
+            raise ValueError("plan_batch: seed every policy (reset(seed)) or none of them")
+        merged = {}
+        for key, value in batches[0].items():
+            if isinstance(value, torch.Tensor):
+                merged[key] = torch.cat([b[key] for b in batches])
+            elif isinstance(value, list):
+                merged[key] = [item for b in batches for item in b[key]]
+            else:
+                merged[key] = value
+    out = first.model.predict(merged, **first.sample_kw)
+    return [p.chunk_from_prediction(out[i]) for i, p in enumerate(policies)]
 
 
 def chunk_latency_ms(policy: Policy, observation: Mapping[str, Any], repeats: int) -> list[float]:

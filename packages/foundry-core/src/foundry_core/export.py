@@ -56,6 +56,7 @@ def export_model(
     meta = {
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **code_version(),
         **(extra_meta or {}),
     }
     (tmp / "foundry_export.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -67,6 +68,34 @@ def export_model(
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(out)
+    return out
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit (and remote, credentials stripped) of the Foundry code writing an export, so a
+    policy server can report which code trained it; ``{}`` outside a git checkout (an installed wheel)."""
+    import re
+    import subprocess
+
+    here = str(Path(__file__).resolve().parent)
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    sha = git("rev-parse", "HEAD")
+    if not sha:
+        return {}
+    out: dict[str, Any] = {"git_sha": sha}
+    remote = git("remote", "get-url", "origin")
+    if remote:
+        out["git_repo"] = re.sub(r"://[^/@]+@", "://", remote)
+    status = git("status", "--porcelain", "--untracked-files=no")
+    if status:
+        out["git_dirty"] = True
     return out
 
 

@@ -300,6 +300,23 @@ def context_and_target(batch: dict[str, Any], dims: ExpertDims, cond: torch.Tens
     return actions, context, future
 
 
+def sampling_noise(like: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    """Standard normal noise shaped like ``like`` [B, ...] for sampling.
+
+    With ``batch["noise_generators"]`` (one ``torch.Generator`` per row, on ``like``'s device) each row
+    draws from its own generator, so a row's sample does not depend on which other rows share the
+    batch: a policy server that batches several clients gives each the actions it would get alone.
+    Without it, the global RNG (``torch.randn_like``).
+    """
+    generators = batch.get("noise_generators")
+    if generators is None:
+        return torch.randn_like(like)
+    if len(generators) != like.shape[0]:
+        raise ValueError(f"noise_generators: {len(generators)} generators for a batch of {like.shape[0]}")
+    rows = [torch.randn(like.shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in generators]
+    return torch.stack(rows)
+
+
 def masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of per-element ``err`` [B, T, A] over steps where ``mask`` [B, T] is true."""
     m = mask[..., None].to(err.dtype)

@@ -27,6 +27,7 @@ from foundry_action.experts.base import (
     context_and_target,
     masked_mean,
     repeat_batch,
+    sampling_noise,
 )
 from foundry_core.errors import ConfigError
 
@@ -114,7 +115,7 @@ class DiffusionExpert(ExpertBase):
         actions, context, _ = context_and_target(batch, self.dims, cond)
         proprio = self._proprio(batch, device)
         abars = self.alpha_bars.to(device)
-        x = torch.where(context[..., None], actions, torch.randn_like(actions))
+        x = torch.where(context[..., None], actions, sampling_noise(actions, batch))
         ks = self.timesteps(sampler, steps or self.cfg.inference_steps)
         for i, k in enumerate(ks):
             abar = abars[k]
@@ -131,6 +132,6 @@ class DiffusionExpert(ExpertBase):
             sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).clamp_min(0).sqrt()
             x = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).clamp_min(0).sqrt() * eps
             if i + 1 < len(ks):
-                x = x + sigma * torch.randn_like(x)
+                x = x + sigma * sampling_noise(x, batch)
             x = torch.where(context[..., None], actions, x)
         return x

@@ -22,6 +22,7 @@ from foundry_action.experts.base import (
     context_and_target,
     masked_mean,
     repeat_batch,
+    sampling_noise,
 )
 from foundry_core.errors import ConfigError
 
@@ -59,7 +60,7 @@ class FlowMatchingExpert(ExpertBase):
         device = cond.device
         actions, context, _ = context_and_target(batch, self.dims, cond)
         proprio = self._proprio(batch, device)
-        x = torch.where(context[..., None], actions, torch.randn_like(actions))
+        x = torch.where(context[..., None], actions, sampling_noise(actions, batch))
         dt = 1.0 / steps
         for i in range(steps):
             t = torch.full((x.shape[0],), 1.0 - i * dt, device=device)

@@ -59,6 +59,13 @@ def _split_tasks(values: tuple[str, ...]) -> list[str]:
     show_default=True,
     help="Exit 1 when a larger share of all episodes crashed (simulator or policy exception).",
 )
+@click.option(
+    "--protocol",
+    type=click.Choice(["foundry", "lbm"]),
+    default="foundry",
+    show_default=True,
+    help="Wire protocol of --server: Foundry's own, or LBM Eval's (any LBM-compatible policy server).",
+)
 def eval_run(
     policy: str | None,
     server: str | None,
@@ -78,6 +85,7 @@ def eval_run(
     max_videos: int | None,
     device: str,
     max_crash_rate: float,
+    protocol: str,
 ) -> None:
     """Roll out a policy in simulated tasks and write results.json files (LBM Eval layout).
 
@@ -95,6 +103,7 @@ def eval_run(
         model_name,
         workers,
         server=server,
+        protocol=protocol,
         max_sample_size_per_model=max_sample_size,
         start_index=start_index,
         use_eval_seed=eval_seed,
@@ -123,6 +132,11 @@ def eval_run(
         )
 
 
+def _lbm_option(name: str, kind: click.ParamType, default: object, text: str):  # noqa: ANN202 (a decorator)
+    """An option of ``foundry serve --protocol lbm`` only."""
+    return click.option(name, type=kind, default=default, show_default=True, help=f"lbm: {text}")
+
+
 @click.command("serve")
 @click.argument("export_dir", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -140,9 +154,44 @@ def eval_run(
 )
 @click.option("--execute-steps", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--max-sessions", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--ensemble",
+    type=click.Choice(["none", "temporal"]),
+    default="none",
+    show_default=True,
+    help="temporal: plan every step and average overlapping chunks (ACT), instead of --execute-steps.",
+)
 @click.option("--device", default="cpu", show_default=True, help="Torch device of the exported policy.")
 @click.option(
     "--allow-extra-cameras", is_flag=True, help="Drop cameras the policy does not use (else an error)."
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["foundry", "lbm"]),
+    default="foundry",
+    show_default=True,
+    help="Foundry's own protocol, or LBM Eval's (lbm_policy_interface + grpc.health.v1).",
+)
+@click.option(
+    "--camera-map",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="lbm: YAML camera serial -> policy camera name (default: the map recorded in the export).",
+)
+@_lbm_option("--batch-max-size", click.IntRange(min=1), 1, "clients per forward pass.")
+@_lbm_option(
+    "--batch-timeout-s", click.FloatRange(min=0), 0.5, "longest wait for more clients to fill a batch."
+)
+@click.option(
+    "--instruction",
+    default="",
+    help="lbm: the instruction for Steps that carry none (a language-conditioned policy needs one).",
+)
+@_lbm_option(
+    "--resize",
+    click.Choice(["center_crop", "stretch"]),
+    "center_crop",
+    "how frames of another size are resized.",
 )
 def serve(
     export_dir: str | None,
@@ -151,19 +200,68 @@ def serve(
     port: int,
     execute_steps: int,
     max_sessions: int,
+    ensemble: str,
     device: str,
     allow_extra_cameras: bool,
+    protocol: str,
+    camera_map: str | None,
+    batch_max_size: int,
+    batch_timeout_s: float,
+    instruction: str,
+    resize: str,
 ) -> None:
-    """Serve a policy over gRPC (Reset / Step / GetPolicyMetadata, LBM Eval interface shape)."""
+    """Serve a policy over gRPC: Foundry's protocol, or LBM Eval's with ``--protocol lbm``."""
     from foundry_eval.rollout.policies import ExportedPolicyFactory, RandomPolicy
     from foundry_eval.serving.server import PolicyServer
     from foundry_eval.serving.session import PolicySessions
 
     if (export_dir is None) == (builtin is None):
         raise FoundryError("give exactly one of EXPORT_DIR or --policy random")
+    if protocol == "lbm":
+        import logging
+
+        from foundry_eval.serving.lbm_server import start_lbm_server
+
+        if not logging.getLogger().handlers:  # the server's log is its user interface (docs/lbm_eval.md)
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+        lbm_server = start_lbm_server(
+            export_dir or builtin,
+            host=host,
+            port=port,
+            device=device,
+            camera_map=camera_map,
+            execute_steps=execute_steps,
+            max_sessions=max_sessions,
+            ensemble=ensemble,
+            batch_max_size=batch_max_size,
+            batch_timeout_s=batch_timeout_s,
+            resize=resize,
+            instruction=instruction,
+        )
+        click.echo(
+            f"serving {export_dir or builtin} (LBM Eval protocol) on {lbm_server.address} (Ctrl-C to stop)"
+        )
+        try:
+            lbm_server.wait()
+        except KeyboardInterrupt:
+            lbm_server.stop()
+        return
+    lbm_only = (
+        ("--camera-map", camera_map, None),
+        ("--batch-max-size", batch_max_size, 1),
+        ("--instruction", instruction, ""),
+    )
+    for name, value, default in lbm_only:
+        if value != default:
+            raise FoundryError(f"{name} applies to --protocol lbm only")
     factory = RandomPolicy if builtin == "random" else ExportedPolicyFactory(export_dir, device)
     sessions = PolicySessions(
-        factory, execute_steps=execute_steps, max_sessions=max_sessions, allow_extra_cameras=allow_extra_cameras
+        factory,
+        execute_steps=execute_steps,
+        max_sessions=max_sessions,
+        allow_extra_cameras=allow_extra_cameras,
+        ensemble=ensemble,
     )
     sessions.metadata()  # load the policy now: errors show before the server starts
     server = PolicyServer(sessions, host=host, port=port).start()

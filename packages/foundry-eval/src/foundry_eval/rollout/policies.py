@@ -62,7 +62,10 @@ class RandomPolicy:
         return chunk.astype(np.float32)
 
     def metadata(self) -> dict[str, Any]:
-        return {"name": "random", "horizon": self.horizon, "noise": self.noise}
+        md: dict[str, Any] = {"name": "random", "horizon": self.horizon, "noise": self.noise}
+        if self.action_dim is not None:  # fixed size: what a server builds observations for
+            md["proprio_dim"] = md["action_dim"] = self.action_dim
+        return md
 
 
 class ExpertPolicy:

@@ -8,7 +8,7 @@ shape: ``failure_message`` says which); crashed (an exception in the simulator o
 ``is_success: false``, ``total_time: 0``, the traceback in ``failure_message``, counted in ``num_crashed``).
 
 The policy is reached through a :class:`~foundry_eval.serving.session.PolicyClient`: in-process sessions
-or the gRPC client (``server="host:port"``), one code path for both. Workers use the spawn start
+or a gRPC client (``server="host:port"``; ``protocol="lbm"`` speaks LBM Eval's protocol), one code path. Workers use the spawn start
 method; each builds its envs once and loads its policy once. Tested by ``tests/test_eval_rollout.py``.
 """
 
@@ -59,6 +59,7 @@ class RunSpec:
     video_format: str = "mp4"
     video_indices: range | None = None  # scenarios to record (None: all)
     device: str = "cpu"  # where an export folder's policy runs
+    protocol: str = "foundry"  # wire protocol of `server`: "foundry" or "lbm"
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -205,6 +206,10 @@ def match_policy_inputs(node: dict[str, Any], metadata: Mapping[str, Any], regis
 
 def make_client(spec: RunSpec, env: Task | None) -> PolicyClient:
     """The policy client of a worker: gRPC for a server address, in-process sessions otherwise."""
+    if spec.server is not None and spec.protocol == "lbm":
+        from foundry_eval.serving.lbm_client import LbmPolicyClient
+
+        return LbmPolicyClient(spec.server)
     if spec.server is not None:
         from foundry_eval.serving.client import GrpcPolicyClient
 
@@ -316,6 +321,7 @@ def run_rollouts(
     workers: int = 1,
     *,
     server: str | None = None,
+    protocol: str = "foundry",
     max_sample_size_per_model: int | None = None,
     start_index: int = 0,
     use_eval_seed: bool = True,
@@ -339,6 +345,8 @@ def run_rollouts(
         max_sample_size_per_model: the pre-committed budget per task (default ``episodes``); runs
             that would exceed it, counting earlier runs in the same rollouts folder, are refused.
         server: ``host:port`` of a policy server to evaluate through gRPC.
+        protocol: the server's wire protocol: ``"foundry"`` (``foundry serve``) or ``"lbm"`` (LBM
+            Eval's: ``foundry serve --protocol lbm`` or any LBM-compatible policy server).
         execute_steps: receding horizon: actions executed from each chunk before re-planning.
         video: record episodes (``video_format`` ``mp4`` or ``gif``); ``max_videos`` limits it to the
             first that many scenarios of each task.
@@ -354,6 +362,8 @@ def run_rollouts(
         raise FoundryError(
             "give exactly one of a policy (export folder, 'random', 'expert', factory) or a server"
         )
+    if protocol not in ("foundry", "lbm"):
+        raise FoundryError(f"protocol must be 'foundry' or 'lbm', got {protocol!r}")
     if video_format not in ("mp4", "gif"):
         raise FoundryError(f"video_format must be 'mp4' or 'gif', got {video_format!r}")
     if workers > 1 and callable(policy):
@@ -388,6 +398,7 @@ def run_rollouts(
         video_format=video_format,
         video_indices=None if max_videos is None else range(start_index, start_index + max_videos),
         device=device,
+        protocol=protocol,
     )
     jobs = [(spec, t, i) for t in range(len(nodes)) for i in indices]
     results: list[list[dict[str, Any]]] = [[] for _ in nodes]

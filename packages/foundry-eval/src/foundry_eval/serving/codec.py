@@ -29,6 +29,7 @@ MAX_MESSAGE_BYTES = 30 * 1024 * 1024
 #: Metadata keys carried in their own message fields; every other key goes to ``runtime_info``.
 METADATA_FIELDS = ("name", "skill_type", "checkpoint_path", "git_repo", "git_sha", "config_yaml")
 _DTYPES = {"uint8": np.uint8, "uint16": np.uint16}
+RESIZE_METHODS = ("center_crop", "stretch")
 
 
 class RequestError(FoundryError):
@@ -142,6 +143,25 @@ def decode_image(msg: pb.Image, field: str, dtype: str, channels: int | None) ->
     # a writable copy: policies may preprocess in place
     image = np.frombuffer(msg.data, dtype=_DTYPES[dtype]).reshape(msg.height, msg.width, msg.channels).copy()
     return image[..., 0] if channels == 1 else image
+
+
+def resize_frame(image: np.ndarray, hw: tuple[int, int], method: str = "center_crop") -> np.ndarray:
+    """uint8 [H, W, 3] -> uint8 [h, w, 3]: ``center_crop`` to the target aspect (as LBM's preprocessing)
+    then bilinear (antialiased); ``stretch`` resizes directly."""
+    if image.shape[:2] == hw:
+        return image
+    import torch
+    import torch.nn.functional as F
+
+    if method == "center_crop":
+        h, w = image.shape[:2]
+        scale = min(h / hw[0], w / hw[1])
+        ch, cw = round(hw[0] * scale), round(hw[1] * scale)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        image = image[top : top + ch, left : left + cw]
+    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    out = F.interpolate(chw, size=hw, mode="bilinear", antialias=True, align_corners=False)
+    return out[0].permute(1, 2, 0).contiguous().numpy()
 
 
 def decode_observation(

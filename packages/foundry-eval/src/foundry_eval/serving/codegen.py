@@ -1,4 +1,6 @@
-"""Regenerate ``policy_pb2.py``, ``policy_pb2.pyi`` and ``policy_pb2_grpc.py`` from ``policy.proto``.
+"""Regenerate ``<name>_pb2.py``, ``<name>_pb2.pyi`` and ``<name>_pb2_grpc.py`` from each ``.proto`` here.
+
+``policy.proto`` is Foundry's own protocol, ``lbm_policy.proto`` LBM Eval's (package ``lbm_policy_interface``).
 
 The generated files are committed so that users need no ``grpcio-tools``. Run
 ``uv run python -m foundry_eval.serving.codegen`` after editing the ``.proto``;
@@ -13,32 +15,42 @@ import tempfile
 from pathlib import Path
 
 SERVING_DIR = Path(__file__).resolve().parent
-PROTO = SERVING_DIR / "policy.proto"
-GENERATED = ("policy_pb2.py", "policy_pb2.pyi", "policy_pb2_grpc.py")
+PROTOS = (SERVING_DIR / "policy.proto", SERVING_DIR / "lbm_policy.proto")
+
+
+def generated_names(proto: Path) -> tuple[str, str, str]:
+    """The three files protoc writes for ``proto``."""
+    stem = proto.stem
+    return (f"{stem}_pb2.py", f"{stem}_pb2.pyi", f"{stem}_pb2_grpc.py")
 
 
 def generate(out_dir: Path) -> list[Path]:
-    """Run ``grpc_tools.protoc`` on ``policy.proto`` into ``out_dir``; make imports package-relative."""
+    """Run ``grpc_tools.protoc`` on every ``.proto`` into ``out_dir``; make imports package-relative."""
     from grpc_tools import protoc  # dev dependency, imported only here
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = [
-        "grpc_tools.protoc",
-        f"-I{SERVING_DIR}",
-        f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        PROTO.name,
-    ]
-    code = protoc.main(args)
-    if code != 0:
-        raise RuntimeError(f"protoc failed with exit code {code} on {PROTO}")
-    grpc_file = out_dir / "policy_pb2_grpc.py"
-    text = grpc_file.read_text()
-    # protoc writes `import policy_pb2 as ...`, which only works with the folder on sys.path.
-    text = re.sub(r"^import policy_pb2 as", "from . import policy_pb2 as", text, flags=re.MULTILINE)
-    grpc_file.write_text(text)
-    return [out_dir / name for name in GENERATED]
+    written = []
+    for proto in PROTOS:
+        args = [
+            "grpc_tools.protoc",
+            f"-I{SERVING_DIR}",
+            f"--python_out={out_dir}",
+            f"--pyi_out={out_dir}",
+            f"--grpc_python_out={out_dir}",
+            proto.name,
+        ]
+        code = protoc.main(args)
+        if code != 0:
+            raise RuntimeError(f"protoc failed with exit code {code} on {proto}")
+        names = generated_names(proto)
+        grpc_file = out_dir / names[2]
+        text = grpc_file.read_text()
+        # protoc writes `import x_pb2 as ...`, which only works with the folder on sys.path.
+        pb2 = proto.stem + "_pb2"
+        text = re.sub(rf"^import {pb2} as", f"from . import {pb2} as", text, flags=re.MULTILINE)
+        grpc_file.write_text(text)
+        written += [out_dir / name for name in names]
+    return written
 
 
 def main() -> int:

@@ -2,21 +2,26 @@
 
 The policy is the server; simulators are clients, one client id per episode, so parallel
 simulations share one server. Requests are validated (shapes, dtypes, sizes, cameras) and bad ones
-are answered ``INVALID_ARGUMENT`` with the field's path; a Step before Reset is
-``FAILED_PRECONDITION``; an unusable policy output (NaN, wrong shape) is a normal response with
-``success = false``, so the simulator records a failed (not crashed) episode. Binds to loopback
-unless told otherwise. Protocol: ``docs/serving.md``. Tested by ``tests/test_eval_serving.py``.
+are answered ``INVALID_ARGUMENT`` with the field's path (also when the policy's own validation
+rejects them); frames of another size are resized to the policy's; a Step before Reset, or after
+the episode was evicted, is ``FAILED_PRECONDITION`` saying which; an unusable policy output (NaN,
+wrong shape) is a normal response with ``success = false``, so the simulator records a failed (not
+crashed) episode; a policy that raises is ``INTERNAL`` with the exception's message (the traceback
+goes to the server log, never to the client). The port is bound exclusively (no ``SO_REUSEPORT``):
+a second server on a busy port refuses to start. Binds to loopback unless told otherwise.
+``foundry serve --protocol lbm`` is :mod:`foundry_eval.serving.lbm_server`.
+Protocol: ``docs/serving.md``. Tested by ``tests/test_eval_serving.py``.
 """
 
 from __future__ import annotations
 
 import logging
-import traceback
 from concurrent import futures
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
+from foundry_core.errors import FoundryError
 from foundry_eval.serving import policy_pb2 as pb
 from foundry_eval.serving import policy_pb2_grpc as pb_grpc
 from foundry_eval.serving.codec import (
@@ -27,14 +32,45 @@ from foundry_eval.serving.codec import (
     encode_action,
     encode_metadata,
     expected_inputs,
+    resize_frame,
 )
-from foundry_eval.serving.session import PolicySessions
+from foundry_eval.serving.session import PolicySessions, UnknownSession
 
 log = logging.getLogger(__name__)
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
+#: servers only: with SO_REUSEPORT two servers could share a port and split clients between policies
+SERVER_OPTIONS = [*GRPC_OPTIONS, ("grpc.so_reuseport", 0)]
+
+
+def abort_for_exception(context: grpc.ServicerContext, rpc: str, client_id: str, exc: Exception) -> NoReturn:
+    """Answer a failed Step/Reset with a status naming the cause; tracebacks go to the log only."""
+    if isinstance(exc, UnknownSession):
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    if isinstance(exc, RequestError | FoundryError):  # the policy's own validation of the observation
+        log.warning("%s(%s) rejected: %s", rpc, client_id, exc)
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    log.exception("%s(%s) failed", rpc, client_id)
+    context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"policy raised {type(exc).__name__}: {exc} (the traceback is in the server's log)",
+    )
+
+
+def bind(server: grpc.Server, host: str, port: int) -> int:
+    """Bind ``host:port`` (0 = any free port); a busy port is a clear error, not a shared port."""
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise FoundryError(
+            f"cannot listen on {host}:{port}: the port is in use (is another `foundry serve` running?) "
+            "or the address is not available; pick another --port"
+        )
+    return bound
 
 
 def _client_id(request: Any, context: grpc.ServicerContext) -> str:
@@ -74,19 +110,18 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             )
         except RequestError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        size = self.sessions.metadata().get("image_size")
+        if size is not None:  # a simulator rendering at another size: resize, never reject
+            hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+            images = observation["images"]
+            observation["images"] = {cam: resize_frame(img, hw) for cam, img in images.items()}
         try:
             action = self.sessions.step(client_id, observation)
             return pb.StepResponse(success=True, action=encode_action(action))
-        except KeyError:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"client_id {client_id!r}: Step before Reset")
         except PolicyOutputError as exc:
             return pb.StepResponse(success=False, message=str(exc))
         except Exception as exc:
-            log.exception("Step(%s) failed", client_id)
-            context.abort(
-                grpc.StatusCode.INTERNAL,
-                f"policy raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}",
-            )
+            abort_for_exception(context, "Step", client_id, exc)
 
     def EndEpisode(self, request: pb.EndRequest, context: grpc.ServicerContext) -> pb.EndResponse:  # noqa: N802
         self.sessions.end(_client_id(request, context))
@@ -109,11 +144,11 @@ class PolicyServer:
     ) -> None:
         self.sessions = sessions
         self.host = host
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=GRPC_OPTIONS)
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers), options=SERVER_OPTIONS
+        )
         pb_grpc.add_PolicyServiceServicer_to_server(PolicyServicer(sessions), self._server)
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
-        if self.port == 0:
-            raise OSError(f"cannot bind the policy server to {host}:{port}")
+        self.port = bind(self._server, host, port)
 
     @property
     def address(self) -> str:

@@ -6,7 +6,10 @@ the same executor the policy runtime uses, with the server's checks of every chu
 :class:`PolicySessions` maps client ids to sessions and recycles policy instances: the factory is
 called only when no idle instance exists, so a runner worker loads its policy once, and a server
 facing N parallel simulations holds N instances. Sessions are released by ``end(client_id)`` or,
-for clients that never call it (LBM Eval), evicted least-recently-used beyond ``max_sessions``.
+for clients that never call it (LBM Eval), evicted least-recently-used beyond ``max_sessions``; a
+Step of an evicted episode raises :class:`SessionEvicted` (not "Step before Reset"). Steps of one
+episode are serialized by a per-session lock. A ``planner`` (the LBM server's cross-client batcher)
+is handed to the executor, which then plans through it.
 
 :class:`InProcessClient` and :class:`foundry_eval.serving.client.GrpcPolicyClient` expose the same
 :class:`PolicyClient` interface, so the rollout runner has one code path for both.
@@ -19,6 +22,7 @@ import functools
 import random
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -29,7 +33,32 @@ from foundry_core.interfaces import Policy
 from foundry_eval.serving.codec import ARM_DIM, PolicyOutputError, canonical_action, normalize_metadata
 
 PolicyFactory = Callable[[], Policy]
+Planner = Callable[[Any], np.ndarray]
 DEFAULT_EXECUTE_STEPS = 8
+#: evicted client ids remembered (for a precise error), oldest forgotten first
+EVICTED_MEMORY = 4096
+
+
+class UnknownSession(KeyError):
+    """A Step for a client id that no Reset created."""
+
+    def __str__(self) -> str:
+        return f"client {self.args[0]!r}: Step before Reset (call Reset first)"
+
+
+class SessionEvicted(UnknownSession):
+    """A Step for a client whose episode was evicted to make room for newer ones (``max_sessions``)."""
+
+    def __init__(self, client_id: str, max_sessions: int) -> None:
+        super().__init__(client_id)
+        self.max_sessions = max_sessions
+
+    def __str__(self) -> str:
+        return (
+            f"client {self.args[0]!r}: its episode was evicted because more than max_sessions="
+            f"{self.max_sessions} episodes were open at once (least recently used first); Reset it, or "
+            "restart the server with a larger --max-sessions"
+        )
 
 
 class PolicyClient(Protocol):
@@ -87,7 +116,13 @@ class Session:
     checks (every chunk validated, every action canonical), and the episode seed spread to every RNG."""
 
     def __init__(
-        self, policy: Policy, execute_steps: int = DEFAULT_EXECUTE_STEPS, pose_actions: bool = True
+        self,
+        policy: Policy,
+        execute_steps: int = DEFAULT_EXECUTE_STEPS,
+        pose_actions: bool = True,
+        *,
+        planner: Planner | None = None,
+        ensemble: str = "none",
     ) -> None:
         from foundry_action.executor import ChunkExecutor
 
@@ -99,7 +134,11 @@ class Session:
         self.policy = policy
         self.pose_actions = pose_actions
         check = functools.partial(validate_chunk, pose_actions=pose_actions)
-        self.executor = ChunkExecutor(policy, execute_steps=execute_steps, check_chunk=check)
+        self.executor = ChunkExecutor(
+            policy, execute_steps=execute_steps, check_chunk=check, planner=planner, ensemble=ensemble
+        )
+        self.lock = threading.Lock()
+        self.last_used = time.monotonic()
 
     def reset(self, seed: int) -> None:
         seed_everything(seed)
@@ -121,14 +160,19 @@ class PolicySessions:
         max_sessions: int = 64,
         allow_extra_cameras: bool = False,
         pose_actions: bool = True,
+        planner: Planner | None = None,
+        ensemble: str = "none",
     ) -> None:
         self.policy_factory = policy_factory
         self.pose_actions = pose_actions
+        self.planner = planner
+        self.ensemble = ensemble
         self.allow_extra_cameras = allow_extra_cameras
         self.execute_steps = execute_steps
         self.max_sessions = max_sessions
         self._lock = threading.Lock()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._evicted: OrderedDict[str, None] = OrderedDict()
         self._idle: list[Policy] = []
         self._metadata: dict[str, Any] | None = None
 
@@ -137,7 +181,10 @@ class PolicySessions:
         if self._idle:
             return self._idle.pop()
         if len(self._sessions) >= self.max_sessions:
-            _, oldest = self._sessions.popitem(last=False)
+            evicted_id, oldest = self._sessions.popitem(last=False)
+            self._evicted[evicted_id] = None
+            while len(self._evicted) > EVICTED_MEMORY:
+                self._evicted.popitem(last=False)
             return oldest.policy
         return self.policy_factory()
 
@@ -145,18 +192,33 @@ class PolicySessions:
         with self._lock:
             session = self._sessions.get(client_id)
             if session is None:
-                session = Session(self._take_policy(), self.execute_steps, self.pose_actions)
+                policy = self._take_policy()
+                session = Session(
+                    policy,
+                    self.execute_steps,
+                    self.pose_actions,
+                    planner=self.planner,
+                    ensemble=self.ensemble,
+                )
                 self._sessions[client_id] = session
+                self._evicted.pop(client_id, None)
             self._sessions.move_to_end(client_id)
-        session.reset(seed)
+            session.last_used = time.monotonic()
+        with session.lock:
+            session.reset(seed)
 
     def step(self, client_id: str, observation: Mapping[str, Any]) -> np.ndarray:
+        """One action; raises :class:`UnknownSession` / :class:`SessionEvicted` for unknown clients."""
         with self._lock:
             session = self._sessions.get(client_id)
             if session is None:
-                raise KeyError(client_id)
+                if client_id in self._evicted:
+                    raise SessionEvicted(client_id, self.max_sessions)
+                raise UnknownSession(client_id)
             self._sessions.move_to_end(client_id)
-        return session.step(observation)
+            session.last_used = time.monotonic()
+        with session.lock:
+            return session.step(observation)
 
     def end(self, client_id: str) -> None:
         with self._lock:
@@ -179,6 +241,12 @@ class PolicySessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def active(self, within_s: float) -> int:
+        """Sessions reset or stepped in the last ``within_s`` seconds (LBM clients never end theirs)."""
+        since = time.monotonic() - within_s
+        with self._lock:
+            return sum(1 for s in self._sessions.values() if s.last_used >= since)
+
 
 class InProcessClient:
     """The :class:`PolicyClient` interface over local :class:`PolicySessions` (no network)."""
@@ -192,8 +260,8 @@ class InProcessClient:
     def step(self, client_id: str, observation: Mapping[str, Any], time_s: float = 0.0) -> np.ndarray:
         try:
             return self.sessions.step(client_id, observation)
-        except KeyError:
-            raise RuntimeError(f"client_id {client_id!r}: step before reset") from None
+        except UnknownSession as exc:
+            raise RuntimeError(str(exc)) from None
 
     def end(self, client_id: str) -> None:
         self.sessions.end(client_id)
