@@ -4,7 +4,9 @@ Each format module provides ``detect(src) -> bool``, ``plan(src, options) -> Pla
 and a list of picklable work units) and ``load(unit) -> list[Episode]`` (runs in worker processes or
 Ray tasks). The main process appends episodes in unit order, so the result is deterministic whatever
 the parallelism. Output goes to ``<dst>.partial`` and is renamed to ``<dst>`` only when complete
-(with its statistics), so an interrupted conversion never leaves a store that looks complete.
+(with its statistics), so an interrupted conversion never leaves a store that looks complete; an
+existing ``<dst>`` is replaced only with ``overwrite`` and only if it is an episode store and not the
+source (``foundry_action.ownership``).
 Test: ``uv run pytest packages/foundry-action/tests/test_action_convert.py``.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +28,12 @@ log = logging.getLogger(__name__)
 
 #: format name -> module (``foundry_action.convert.<module>``); detection tries them in this order.
 FORMATS = {"wds": "wds", "lerobot_v3": "lerobot", "replay_buffer": "replay_buffer"}
+#: what each format's ``detect`` looks for (for error messages).
+EXPECTED = {
+    "wds": "WebDataset robotics shards (manifest.jsonl / *.tar)",
+    "lerobot_v3": "a LeRobot v3 folder (meta/info.json with codebase_version v3.x)",
+    "replay_buffer": "a diffusion_policy Zarr replay buffer (data/, meta/episode_ends)",
+}
 
 
 @dataclass
@@ -98,10 +107,16 @@ def detect_format(src: str | Path) -> str:
     for fmt in FORMATS:
         if _module(fmt).detect(src):
             return fmt
-    raise DataError(
-        f"{src}: unrecognised source: expected WebDataset robotics shards (manifest.jsonl / *.tar), a LeRobot v3 "
-        "folder (meta/info.json) or a diffusion_policy Zarr replay buffer (data/, meta/episode_ends); use --format"
-    )
+    raise DataError(f"{src}: unrecognised source: expected {', '.join(EXPECTED.values())}")
+
+
+def check_format(src: Path, fmt: str) -> None:
+    """Raise when ``src`` is not what format ``fmt`` reads (a wrong ``--format``), naming what it looks like."""
+    if _module(fmt).detect(src):
+        return
+    others = [f for f in FORMATS if f != fmt and _module(f).detect(src)]
+    hint = f"it looks like {others[0]} (try --format {others[0]} or leave --format out)" if others else "no format matches it"
+    raise DataError(f"{src}: --format {fmt} expects {EXPECTED[fmt]}; {hint}")
 
 
 def _load_unit(fmt: str, unit: Any) -> list[Episode]:
@@ -171,16 +186,19 @@ def convert(
     from foundry_action.normalization import NormStats
     from foundry_action.store import EpisodeWriter, open_store
 
+    from foundry_action.ownership import check_destination, install, prepare_partial
+
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
-    fmt = fmt or detect_format(src)
+    if src.name in ("", ".", ".."):
+        src = src.resolve()  # names the task and provenance
+    if fmt is None:
+        fmt = detect_format(src)
+    elif src.exists():
+        check_format(src, fmt)
     module = _module(fmt)
-    if dst.exists():
-        if not overwrite:
-            raise DataError(f"{dst} already exists (use --overwrite to replace it)")
-    partial = dst.with_name(dst.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
+    check_destination(dst, sources=[src], overwrite=overwrite)
+    partial = prepare_partial(dst)
     plan: Plan = module.plan(src, options or ConvertOptions())
     if not plan.units:
         raise DataError(f"{src}: no {plan.unit_label} to convert")
@@ -204,11 +222,12 @@ def convert(
             stats = NormStats.compute(store)
             stats.source["path"] = str(dst)  # where the store will live, not the temporary name
             stats.save(partial / "stats")
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise DataError(f"{exc.filename or dst}: {exc.strerror or exc} (while converting {src} into {dst})") from exc
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # never leave something that could pass for a store
         raise
-    if dst.exists():
-        shutil.rmtree(dst)
-    partial.rename(dst)
-    size = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
+    install(partial, dst)
+    size = sum(os.path.getsize(p) for p in Path(dst).rglob("*") if p.is_file())
     return Summary(fmt, dst, len(store), store.num_steps, store.fields, store.cameras, time.perf_counter() - t0, size)

@@ -88,16 +88,42 @@ def _decode_jpeg(data: bytes, where: str) -> np.ndarray:
         raise DataError(f"{where}: cannot decode image: {exc}") from exc
 
 
+def _load_npz(data: bytes, where: str) -> dict[str, np.ndarray]:
+    """Numeric and string arrays only: an object array would need unpickling, which we never do."""
+    import zipfile
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            out = {}
+            for k in npz.files:
+                try:
+                    out[k] = npz[k]
+                except ValueError as exc:
+                    raise DataError(
+                        f"{where}: array {k!r} holds Python objects (loading it would unpickle code); "
+                        "re-export the shard with numeric or string arrays"
+                    ) from exc
+            return out
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{where}: not a readable .npz archive: {exc}") from exc
+
+
+def _load_json(data: bytes, where: str) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{where}: invalid JSON: {exc}") from exc
+
+
 def _parse(key: str, members: dict[str, bytes], shard: Path) -> dict[str, Any]:
     """One sample -> {"lowdim": {...}, "meta": {...}, "instructions": {...}, "images": {cam: {offset: img}}}."""
     where = f"{shard}: sample {key}"
     for required in ("lowdim.npz", "metadata.json"):
         if required not in members:
             raise DataError(f"{where}: missing {required} (a robotics sample needs lowdim.npz, metadata.json, JPEGs)")
-    with np.load(io.BytesIO(members["lowdim.npz"]), allow_pickle=False) as npz:
-        lowdim = {k: npz[k] for k in npz.files}
-    meta = json.loads(members["metadata.json"])
-    instructions = json.loads(members.get("language_instructions.json", b"{}") or b"{}")
+    lowdim = _load_npz(members["lowdim.npz"], f"{where} lowdim.npz")
+    meta = _load_json(members["metadata.json"], f"{where} metadata.json")
+    instructions = _load_json(members.get("language_instructions.json", b"{}") or b"{}", f"{where} language_instructions.json")
     images: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
     for ext, data in members.items():
         if ext.endswith((".png", ".tiff", ".tif")):
@@ -131,7 +157,9 @@ def plan(src: Path, options: ConvertOptions) -> Plan:
     if not first:
         raise DataError(f"{shards[0]}: empty shard")
     key = sorted(first)[0]
-    fields, dtypes, cameras = _layout(_parse(key, first[key], shards[0]))
+    sample = _parse(key, first[key], shards[0])
+    fields, dtypes, cameras = _layout(sample)
+    image_offsets = {cam: sorted(imgs) for cam, imgs in sample["images"].items()}
     attrs: dict[str, Any] = {"wds_shards": [s.name for s in shards], "fps_from": "option" if options.fps else "default"}
     cfg = (src / "preprocessing_config.yaml") if src.is_dir() else None
     if cfg is not None and cfg.exists():
@@ -147,7 +175,7 @@ def plan(src: Path, options: ConvertOptions) -> Plan:
     for name in fields:
         if name.endswith("rot_6d") or name.endswith("rot_6d_relative"):
             semantics[name] = "rotation: first two rows of R, row-major (reference convention)"
-    units = [(str(s), task, options.instruction) for s in shards]
+    units = [(str(s), task, options.instruction, image_offsets) for s in shards]
     return Plan(options.fps or DEFAULT_FPS, fields, dtypes, cameras, units, semantics, attrs, unit_label="shards")
 
 
@@ -167,7 +195,12 @@ def sample_to_episode(sample: dict[str, Any], task: str, default_instruction: st
         raise DataError(f"{where}: metadata.json has no anchor_relative_idx and lowdim no future_mask")
     arrays: dict[str, Any] = dict(numeric)
     valid = np.zeros(length, dtype=bool)
+    offsets = set().union(*(set(imgs) for imgs in sample["images"].values()))
     for cam, by_offset in sample["images"].items():
+        missing = sorted(offsets - set(by_offset))
+        if missing:  # never stand in a neighbour for a lost frame (image_valid is per step, not per camera)
+            names = ", ".join(f"{cam}_t{off}.jpg" for off in missing)
+            raise DataError(f"{where}: missing image member(s) {names} (other cameras have these offsets); the shard is incomplete")
         steps = {anchor + off: img for off, img in by_offset.items()}
         bad = [s for s in steps if not 0 <= s < length]
         if bad:
@@ -189,10 +222,22 @@ def sample_to_episode(sample: dict[str, Any], task: str, default_instruction: st
     return Episode(arrays, task=task, instruction=instructions, source=source, extra=extra)
 
 
-def load(unit: tuple[str, str, str | None]) -> list[Episode]:
-    shard_name, task, instruction = unit
+def _check_images(sample: dict[str, Any], expected: dict[str, list[int]], where: str) -> None:
+    """Every sample must carry the images the first one has (camera x offset): a missing one is reported."""
+    for cam, offsets in expected.items():
+        have = sample["images"].get(cam, {})
+        missing = [off for off in offsets if off not in have]
+        if missing:
+            names = ", ".join(f"{cam}_t{off}.jpg" for off in missing)
+            raise DataError(f"{where}: missing image member(s) {names} (the data set's samples have them); the shard is incomplete")
+
+
+def load(unit: tuple[str, str, str | None, dict[str, list[int]]]) -> list[Episode]:
+    shard_name, task, instruction, image_offsets = unit
     shard = Path(shard_name)
     samples = _read_samples(shard)
     parsed = [(key, _parse(key, members, shard)) for key, members in samples.items()]
+    for key, p in parsed:
+        _check_images(p, image_offsets, f"{shard}: sample {key}")
     parsed.sort(key=lambda kv: (str(kv[1]["meta"].get("episode_id", "")), int(kv[1]["meta"].get("anchor_timestep", 0)), kv[0]))
     return [sample_to_episode(p, task, instruction, f"{shard}: sample {key}", f"wds:{shard.parent.name}") for key, p in parsed]
