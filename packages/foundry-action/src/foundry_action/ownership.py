@@ -27,7 +27,9 @@ def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
-def check_destination(dst: str | Path, *, sources: Iterable[str | Path] = (), overwrite: bool = False) -> bool:
+def check_destination(
+    dst: str | Path, *, sources: Iterable[str | Path] = (), overwrite: bool = False
+) -> bool:
     """Raise unless ``dst`` may be written; return True when it holds a store that will be replaced.
 
     Refused: ``dst`` equal to or containing a source (symlinks resolved); an existing path that is not
@@ -59,6 +61,9 @@ def prepare_partial(dst: str | Path) -> Path:
     """A fresh ``<dst>.partial`` beside the real destination (a leftover one is removed only if it is ours)."""
     target = Path(dst).resolve()
     partial = target.with_name(target.name + ".partial")
+    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise DataError(f"{dst}: {blocking} is a file, not a folder; choose another destination")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if partial.exists() or partial.is_symlink():
@@ -72,7 +77,9 @@ def prepare_partial(dst: str | Path) -> Path:
         if not os.access(target.parent, os.W_OK):
             raise DataError(f"{target.parent}: folder is not writable; choose another destination")
     except OSError as exc:
-        raise DataError(f"cannot write beside {dst}: {exc.strerror or exc} ({exc.filename or target.parent})") from exc
+        raise DataError(
+            f"cannot write beside {dst}: {exc.strerror or exc} ({exc.filename or target.parent})"
+        ) from exc
     return partial
 
 
@@ -87,7 +94,9 @@ def install(partial: str | Path, dst: str | Path) -> None:
         partial.rename(target)
         return
     if not is_store(target):  # checked before writing; re-checked so a race never costs foreign data
-        raise DataError(f"{target} changed while writing and is no longer an episode store; left both in place")
+        raise DataError(
+            f"{target} changed while writing and is no longer an episode store; left both in place"
+        )
     if _exchange(partial, target):
         shutil.rmtree(partial)  # now holds the previous store
         return

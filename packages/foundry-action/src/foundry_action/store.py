@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from foundry_action.store_commit import COMMIT_ATTR, crc32_int64, legacy_committed, verify_commit
 from foundry_core.errors import DataError
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ CAMERA_PREFIX = "camera/"
 LOWDIM_CHUNK_BYTES = 1 << 20  # ~1 MB of steps per low-dim chunk
 ENDS_CHUNK = 4096
 IMAGE_CODECS = ("lz4", "zstd")
-COMMIT_ATTR = "committed"  # the commit record (root attribute), rewritten atomically after every episode
 ALL_CHUNKS_ATTR = "all_chunks_written"  # true: every chunk exists, so a missing chunk is lost data
 WRITE_ALL_CHUNKS = {"write_empty_chunks": True}  # zarr skips all-fill chunks by default
 
@@ -66,63 +66,6 @@ def _image_compressor(codec: str) -> list[Any]:
 
 def camera_key(name: str) -> str:
     return CAMERA_PREFIX + name
-
-
-def committed_count(ends: np.ndarray, data_len: int | None = None) -> int:
-    """Length of the longest strictly increasing, positive prefix of ``ends`` (not beyond ``data_len``)."""
-    n = 0
-    prev = 0
-    for value in ends.tolist():
-        if value <= prev or (data_len is not None and value > data_len):
-            break
-        prev = value
-        n += 1
-    return n
-
-
-def crc32_int64(values: Iterable[int] | np.ndarray, crc: int = 0) -> int:
-    """CRC-32 of int64 values (little-endian), continuable: ``crc32_int64(b, crc32_int64(a)) == crc32_int64(a + b)``."""
-    return zlib.crc32(np.asarray(values, dtype="<i8").tobytes(), crc)
-
-
-def _verify_commit(path: Path, commit: Mapping[str, Any], ends: np.ndarray, info_ends: np.ndarray) -> int:
-    """Check the committed part of the metadata against the commit record; return the episode count."""
-    try:
-        n, steps, info_bytes = int(commit["episodes"]), int(commit["steps"]), int(commit["info_bytes"])
-        ends_crc, info_ends_crc = int(commit["episode_ends_crc32"]), int(commit["episode_info_ends_crc32"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: zarr.json attribute {COMMIT_ATTR!r} is malformed ({exc}); the store is damaged") from exc
-    fix = "the store is damaged: restore it from a copy or re-create it (nothing was changed)"
-    for name, arr in (("episode_ends", ends), ("episode_info_ends", info_ends)):
-        if len(arr) < n:
-            raise DataError(f"{path}: meta/{name} has {len(arr)} entries, the commit record says {n} episodes; {fix}")
-    bad = committed_count(ends[:n])
-    if bad < n:
-        raise DataError(
-            f"{path}: meta/episode_ends[{bad}] = {int(ends[bad])} does not increase (previous "
-            f"{int(ends[bad - 1]) if bad else 0}); {n} episodes are committed; {fix}"
-        )
-    if (int(ends[n - 1]) if n else 0) != steps or crc32_int64(ends[:n]) != ends_crc:
-        raise DataError(f"{path}: meta/episode_ends does not match the commit record (checksum or step count); {fix}")
-    if committed_count(info_ends[:n]) < n or (int(info_ends[n - 1]) if n else 0) != info_bytes or (
-        crc32_int64(info_ends[:n]) != info_ends_crc
-    ):
-        raise DataError(f"{path}: meta/episode_info_ends does not match the commit record; {fix}")
-    return n
-
-
-def _legacy_committed(path: Path, ends: np.ndarray, data_len: int) -> int:
-    """Stores written before the commit record: a crash leaves only never-written (-1) entries at the end."""
-    n = committed_count(ends, data_len)
-    rest = ends[n:]
-    if len(rest) and (rest != -1).any():
-        first = n + int(np.argmax(rest != -1))
-        raise DataError(
-            f"{path}: meta/episode_ends[{first}] = {int(ends[first])} follows an invalid entry "
-            f"(entry {n} = {int(ends[n])}; data arrays hold {data_len} steps): the episode index is corrupt, "
-            "not an unfinished write; restore the store from a copy or re-create it (nothing was changed)"
-        )
-    return n
 
 
 class EpisodeStore:
@@ -164,11 +107,11 @@ class EpisodeStore:
         lengths = {k: self._root[f"data/{k}"].shape[0] for k in self.keys()}
         commit = self.attrs.get(COMMIT_ATTR)
         if commit is None:
-            n = _legacy_committed(self.path, raw_ends, min(lengths.values()) if lengths else 0)
+            n = legacy_committed(self.path, raw_ends, min(lengths.values()) if lengths else 0)
             if len(info_ends) < n:
                 raise DataError(f"{self.path}: meta/episode_info_ends has {len(info_ends)} entries for {n} episodes")
         else:
-            n = _verify_commit(self.path, commit, raw_ends, info_ends)
+            n = verify_commit(self.path, commit, raw_ends, info_ends)
         self.episode_ends: np.ndarray = raw_ends[:n]
         self._info_ends = info_ends[:n]
         steps = int(self.episode_ends[-1]) if n else 0

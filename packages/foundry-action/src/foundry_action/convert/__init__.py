@@ -184,9 +184,8 @@ def convert(
 ) -> Summary:
     """Convert ``src`` into a new store at ``dst``; ``progress(done_units, total_units)`` is called as it goes."""
     from foundry_action.normalization import NormStats
-    from foundry_action.store import EpisodeWriter, open_store
-
     from foundry_action.ownership import check_destination, install, prepare_partial
+    from foundry_action.store import EpisodeWriter, open_store
 
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)

@@ -27,8 +27,12 @@ def parse_cameras(value: str) -> list[str]:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed-start", type=click.IntRange(min=0), default=1_000_000, show_default=True)
 @click.option("--keep-failures", is_flag=True, help="Store failed episodes too (marked success=false).")
-@click.option("--append", is_flag=True, help="Append to an existing store (or create it); never deletes episodes.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing episode store at --out (never another folder).")
+@click.option(
+    "--append", is_flag=True, help="Append to an existing store (or create it); never deletes episodes."
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing episode store at --out (never another folder)."
+)
 def demos_command(
     task: str,
     episodes: int,

@@ -125,7 +125,9 @@ def generate_demos(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     max_attempts = max_attempts if max_attempts is not None else (episodes if keep_failures else 3 * episodes)
     if append and overwrite:
-        raise ConfigError("append and overwrite exclude each other: append adds to the store, overwrite replaces it")
+        raise ConfigError(
+            "append and overwrite exclude each other: append adds to the store, overwrite replaces it"
+        )
     out = Path(out)
     if append and Path(out).exists() and not is_store(out):
         check_destination(out)  # an empty folder is fine; anything else that is not a store is refused
@@ -192,9 +194,13 @@ def generate_demos(
             )
     except BaseException as exc:
         if target != out:
-            shutil.rmtree(target, ignore_errors=True)  # the unfinished new store; the previous one is untouched
+            shutil.rmtree(
+                target, ignore_errors=True
+            )  # the unfinished new store; the previous one is untouched
         if isinstance(exc, OSError):
-            raise DataError(f"{exc.filename or target}: {exc.strerror or exc} (while writing demos to {out})") from exc
+            raise DataError(
+                f"{exc.filename or target}: {exc.strerror or exc} (while writing demos to {out})"
+            ) from exc
         raise
     if target != out:
         install(target, out)
