@@ -26,6 +26,7 @@ import pytest
 from foundry_action.inspection import validate
 from foundry_action.store import open_store
 from foundry_action.testing import make_tiny_store, synthetic_episode, write_synthetic_wds
+from foundry_eval.sim.demos import generate_demos
 
 FOUNDRY = [sys.executable, "-c", "from foundry_core.cli.main import main; main()"]
 FAST_SEEDS = [0]
@@ -155,8 +156,6 @@ def _demos_cmd(out: Path, episodes: int, seed_start: int) -> list[str]:
 def _demos_case(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     out = tmp_path / "demos.zarr"
-    from foundry_eval.sim.demos import generate_demos
-
     generate_demos({"name": "put_on_plate", "cameras": ["scene"], "image_size": 16}, episodes=2, out=out)
     before = _snapshot(out)
     # Kill after the first appended episode is committed, somewhere within the next ~2 episodes' writes.
@@ -164,6 +163,9 @@ def _demos_case(tmp_path: Path, seed: int) -> None:
         _demos_cmd(out, 4, 2_000_000), lambda: _committed(out) >= 3, rng.uniform(0.0, 1.5)
     )
     n = _assert_prefix(out, before)
+    print(
+        f"demos seed {seed}: {'interrupted' if interrupted else 'finished before the kill'} with {n} episodes"
+    )
     seeds = [open_store(out).meta(i)["seed"] for i in range(n)]
     assert seeds == [1_000_000, 1_000_001, *range(2_000_000, 2_000_000 + n - 2)]
     assert n == 6 or interrupted
