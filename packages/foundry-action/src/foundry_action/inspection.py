@@ -96,17 +96,18 @@ def _stored_chunk_keys(arr: Any) -> set[str]:
     return sync(collect())
 
 
-def _chunk_problems(arr: Any, name: str, length: int, legacy: bool, decode: bool) -> list[str]:
-    """Missing chunks (always an error: zarr would return its fill value) and, with ``decode``, corrupt ones."""
+def _chunk_problems(arr: Any, name: str, length: int, *, legacy: bool = False, decode: bool = True,
+                    presence: bool = True) -> list[str]:
+    """Missing chunks (an error: zarr would return its fill value) and, with ``decode``, corrupt ones."""
     problems = []
     step = int(arr.chunks[0])
-    stored = _stored_chunk_keys(arr)
+    stored = _stored_chunk_keys(arr) if presence else None
     zeros = (0,) * (len(arr.shape) - 1)
     hint = (" (this store predates complete chunk writing: an all-zero chunk was skipped; if the data is "
             "really all zeros, re-create the store)") if legacy else ""
     for i in range(-(-length // step)):
         lo, hi = i * step, min((i + 1) * step, length)
-        if arr.metadata.encode_chunk_key((i, *zeros)) not in stored:
+        if stored is not None and arr.metadata.encode_chunk_key((i, *zeros)) not in stored:
             problems.append(f"{name}: chunk {i} (steps {lo}..{hi - 1}) is missing: that data is lost{hint}")
             continue
         if decode:
@@ -120,9 +121,8 @@ def _chunk_problems(arr: Any, name: str, length: int, legacy: bool, decode: bool
 def _read_or_report(store: EpisodeStore, key: str, problems: list[str]) -> np.ndarray | None:
     try:
         return store.read(key, 0, store.num_steps)
-    except DataError:
-        arr = store.array(key)
-        problems.extend(p for p in _chunk_problems(arr, f"data/{key}", store.num_steps, False, True) if "decoded" in p)
+    except DataError:  # find and name every corrupt chunk
+        problems.extend(_chunk_problems(store.array(key), f"data/{key}", store.num_steps, presence=False))
         return None
 
 
@@ -146,6 +146,7 @@ def validate(path: str | Path, *, full_frames: bool = False) -> tuple[EpisodeSto
             warnings.append(f"data/{key} has an uncommitted tail of {n - store.num_steps} steps (ignored)")
     floats = [k for k in store.fields if np.dtype(store.dtypes[k]).kind == "f"]
     data = {k: _read_or_report(store, k, problems) for k in floats}
+    readers = {cam: store.frame_reader(cam) for cam in store.cameras}
     for i in range(len(store)):
         start, stop = store.bounds(i)
         for k in floats:
@@ -156,19 +157,19 @@ def validate(path: str | Path, *, full_frames: bool = False) -> tuple[EpisodeSto
                 step, ch = np.argwhere(~np.isfinite(x))[0]
                 problems.append(f"episode {i}: field {k!r} has NaN/inf at step {step} channel {ch}")
         if not full_frames:
-            for cam in store.cameras:
+            for cam, reader in readers.items():
                 try:
-                    store.frame_reader(cam).read(np.array([start, stop - 1]))
+                    reader.read(np.array([start, stop - 1]))
                 except Exception as exc:  # a corrupt chunk raises codec-specific errors
                     problems.append(f"episode {i}: camera {cam!r} frames cannot be read: {exc}")
     if full_frames:
         legacy = not store.all_chunks_written
         for key in store.keys():
             decode = key.startswith("camera/") or key not in floats  # floats were decoded above
-            problems += _chunk_problems(store.array(key), f"data/{key}", store.num_steps, legacy, decode)
+            problems += _chunk_problems(store.array(key), f"data/{key}", store.num_steps, legacy=legacy, decode=decode)
         info_len = int(store._info_ends[-1]) if len(store) else 0
         for name, length in (("episode_ends", len(store)), ("episode_info_ends", len(store)), ("episode_info", info_len)):
-            problems += _chunk_problems(root[f"meta/{name}"], f"meta/{name}", length, False, True)
+            problems += _chunk_problems(root[f"meta/{name}"], f"meta/{name}", length)
     try:
         metas = store.all_meta()
         for i, m in enumerate(metas):
