@@ -22,9 +22,9 @@ CONFIGS = [([], 0), (["scene"], 128), (["scene", "wrist"], 128), (["scene"], 224
 
 
 def _build(task: str, cameras: list[str], size: int) -> Any:
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
 
-    return get_registry().build("env", {"name": task, "cameras": cameras, "image_size": max(size, 8)})
+    return get_registry().build("task", {"name": task, "cameras": cameras, "image_size": max(size, 8)})
 
 
 def steps_per_second(task: str, cameras: list[str], size: int, steps: int) -> float:

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from foundry_core.export import export_model, load_pretrained
-from foundry_core.registry import BuildContext, get_registry
+from foundry_core.plugins import get_registry
+from foundry_core.registry import BuildContext
 
 pytest.importorskip("foundry_vision")
 

@@ -129,7 +129,7 @@ def test_wrong_format_is_one_clear_error(cli, cli_runner, wds, tmp_path):
     res = _convert(
         cli, cli_runner, wds, tmp_path / "a.zarr", "--format", "lerobot_v3"
     )  # before: FileNotFoundError
-    assert res.exit_code == 2 and "--format lerobot_v3 expects a LeRobot v3 folder" in res.output
+    assert res.exit_code == 2 and "--format lerobot_v3 expects LeRobot v3 dataset folder" in res.output
     assert "try --format wds" in res.output and "Traceback" not in res.output
     store = make_tiny_store(tmp_path / "s.zarr", lengths=[2], image_size=8)
     res = _convert(cli, cli_runner, store, tmp_path / "b.zarr", "--format", "replay_buffer")

@@ -7,10 +7,12 @@ import time
 import pytest
 import torch
 
+import foundry_action.plugin
 from foundry_core.errors import ConfigError
 from foundry_core.registry import BuildContext, collect
+from foundry_core.testing import registered_names
 
-EXPERTS = ["flow_matching", "diffusion", "l1_regression"]
+EXPERTS = registered_names(foundry_action.plugin, "foundry-action", "action_expert")
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +26,6 @@ def one_thread():
 
 @pytest.fixture
 def registry(foundry_pm):
-    import foundry_action.plugin
-
     foundry_pm.register(foundry_action.plugin, name="foundry-action")
     return collect(foundry_pm)
 

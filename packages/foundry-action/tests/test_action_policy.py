@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from foundry_action.policy import ChunkExecutor, ObservationError, Policy
+from foundry_action.executor import ChunkExecutor
+from foundry_action.policy import ObservationError, Policy
 from foundry_action.rotations import matrix_to_rot6d, relative_to_absolute, rot6d_to_matrix
 from foundry_action.tiny_backbone import register_tiny_backbone
 from foundry_core.registry import BuildContext, collect

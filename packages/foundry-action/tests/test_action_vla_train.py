@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from foundry_action.policy import ChunkExecutor, Policy
+from foundry_action.executor import ChunkExecutor
+from foundry_action.policy import Policy
 from foundry_action.tiny_backbone import register_tiny_backbone
 from foundry_core.registry import collect
 

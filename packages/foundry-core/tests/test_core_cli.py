@@ -19,6 +19,12 @@ def test_components_lists_core_builtins(foundry_pm, cli_runner):
     assert "transformer" in result.output and "foundry-core" in result.output
     result = invoke(foundry_pm, ["components", "optimizer"], cli_runner)
     assert "adamw" in result.output and "transformer" not in result.output
+    assert "-> foundry_core.train.optim:AdamW" in result.output  # each component's target
+
+
+def test_plugins_json_names_the_distribution(foundry_pm, cli_runner):
+    core = next(r for r in json.loads(invoke(foundry_pm, ["plugins", "--json"], cli_runner).output) if r["name"] == "foundry-core")
+    assert core["distribution"] == "foundry-robotics-core"  # foundry-core on PyPI is another project
 
 
 def test_plugins_json(foundry_pm, cli_runner):
@@ -69,3 +75,15 @@ def test_help_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert "Commands:" in out.stdout
     assert "TORCH=False" in out.stderr, out.stderr
+
+
+def test_command_of_a_missing_package_says_what_to_install(foundry_pm, cli_runner):
+    from foundry_core.first_party import FIRST_PARTY_COMMANDS
+
+    for path, plugin in FIRST_PARTY_COMMANDS.items():  # core only: none of them is installed
+        result = invoke(foundry_pm, path.split(), cli_runner)
+        assert result.exit_code == 2, (path, result.output)
+        assert f"'foundry {path}' is provided by {plugin}" in result.output
+        assert f"install {plugin.replace('foundry-', 'foundry-robotics-')}" in result.output
+    result = invoke(foundry_pm, ["nosuch"], cli_runner)
+    assert result.exit_code == 2 and "No such command 'nosuch'" in result.output

@@ -36,7 +36,7 @@ def fake_entry_points(monkeypatch, tmp_path, modules: dict[str, str]):
 GOOD = """
 from foundry_core.hookspecs import hookimpl
 @hookimpl
-def register_envs(register):
+def register_tasks(register):
     register("toy_env", "x.y:Z")
 """
 
@@ -48,7 +48,7 @@ def test_broken_plugin_is_a_warning_and_the_rest_load(monkeypatch, tmp_path, cap
     assert "bad-plugin" in pm.load_errors and "boom at import" in pm.load_errors["bad-plugin"]
     assert "could not load plugin bad-plugin" in caplog.text
     infos = {i.name: i for i in plugin_infos(pm)}
-    assert infos["bad-plugin"].error and "register_envs" in infos["good-plugin"].hooks
+    assert infos["bad-plugin"].error and "register_tasks" in infos["good-plugin"].hooks
 
 
 def test_strict_mode_raises(monkeypatch, tmp_path):

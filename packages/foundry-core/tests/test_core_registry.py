@@ -75,7 +75,7 @@ def test_unknown_name_did_you_mean_and_install_hint(foundry_pm):
     registry = collect(foundry_pm)
     with pytest.raises(ComponentError, match=r"did you mean 'tiny'"):
         registry.get("encoder", "tinny")
-    with pytest.raises(ComponentError, match=r"pip install foundry-action"):
+    with pytest.raises(ComponentError, match=r"install foundry-robotics-action \(in a clone: pip install ./packages/foundry-action\)"):
         registry.get("action_expert", "flow_matching")
     with pytest.raises(ComponentError, match=r"unknown component kind 'encodr'; did you mean 'encoder'"):
         registry.get("encodr", "tiny")

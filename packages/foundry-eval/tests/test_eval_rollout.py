@@ -7,18 +7,19 @@ import json
 import numpy as np
 import pytest
 
+from foundry_action.executor import ChunkExecutor
 from foundry_core.errors import FoundryError
 from foundry_eval.results import load_results
-from foundry_eval.rollout.fake_env import (
+from foundry_eval.rollout.fake_task import (
     ConstantPolicy,
     CrashingPolicy,
     NaNPolicy,
-    PointReachEnv,
+    PointReach,
     WrongShapePolicy,
 )
 from foundry_eval.rollout.runner import episode_seed, run_rollouts
 from foundry_eval.serving.codec import PolicyOutputError
-from foundry_eval.serving.session import ChunkExecutor, validate_chunk
+from foundry_eval.serving.session import validate_chunk
 
 EVAL_KEYS = {"skill_type", "scenario_index", "is_success", "is_pending", "total_time", "failure_message"}
 TOP_KEYS = {
@@ -75,7 +76,7 @@ def test_expert_succeeds_and_seed_flag(tmp_path):
     [(NaNPolicy, "non-finite values (NaN/inf) in chunk rows [7]"), (WrongShapePolicy, "shape [8, 7]")],
 )
 def test_bad_policy_output_is_a_failure_not_a_crash(tmp_path, policy, needle):
-    _, (doc,) = _run(policy, tmp_path, episodes=2, replan_every=4)
+    _, (doc,) = _run(policy, tmp_path, episodes=2, execute_steps=4)
     assert doc["num_crashed"] == 0
     for e in doc["evaluations"]:
         assert e["is_success"] is False
@@ -166,9 +167,9 @@ def test_videos_are_written(tmp_path):
 
 def test_receding_horizon_executor():
     policy = ConstantPolicy(horizon=8)
-    executor = ChunkExecutor(policy, replan_every=3)
+    executor = ChunkExecutor(policy, execute_steps=3)
     executor.reset(seed=1)
-    env = PointReachEnv()
+    env = PointReach()
     obs = env.reset(1)
     for _ in range(7):
         action = executor.step(obs)

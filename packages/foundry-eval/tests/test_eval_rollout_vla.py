@@ -45,9 +45,9 @@ def test_exported_vla_in_process_and_served(vla_factory, tmp_path):
 
     torch.set_num_threads(1)
     tasks = [{"name": "point_reach", "time_limit_s": 1.0}]
-    kw = {"progress": False, "timestamp": "2026-01-01T00-00-00", "replan_every": 2}
+    kw = {"progress": False, "timestamp": "2026-01-01T00-00-00", "execute_steps": 2}
     (local,) = run_rollouts(vla_factory, tasks, 2, tmp_path / "local", "vla", **kw)
-    with PolicyServer(PolicySessions(vla_factory, replan_every=2), port=0) as server:
+    with PolicyServer(PolicySessions(vla_factory, execute_steps=2), port=0) as server:
         (remote,) = run_rollouts(None, tasks, 2, tmp_path / "remote", "vla", server=server.address, **kw)
     a, b = (json.loads(p.read_text()) for p in (local, remote))
     assert a["num_crashed"] == 0, a["evaluations"][0]["failure_message"]

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
-from foundry_eval.rollout.fake_env import ConstantPolicy, CrashingPolicy, NaNPolicy, PointReachEnv
+from foundry_eval.rollout.fake_task import ConstantPolicy, CrashingPolicy, NaNPolicy, PointReach
 from foundry_eval.rollout.policies import RandomPolicy
 from foundry_eval.rollout.runner import run_rollouts
 from foundry_eval.serving import policy_pb2 as pb
@@ -46,18 +46,18 @@ def served():
 
 
 def _obs(seed=3, size=16):
-    env = PointReachEnv(PointReachEnv.Config(image_size=size))
+    env = PointReach(PointReach.Config(image_size=size))
     return env.reset(seed)
 
 
 def test_round_trip_matches_in_process(served):
-    server, client = served(lambda: ConstantPolicy(offset=(0.01, 0.0)), replan_every=2)
-    local = InProcessClient(PolicySessions(lambda: ConstantPolicy(offset=(0.01, 0.0)), replan_every=2))
+    server, client = served(lambda: ConstantPolicy(offset=(0.01, 0.0)), execute_steps=2)
+    local = InProcessClient(PolicySessions(lambda: ConstantPolicy(offset=(0.01, 0.0)), execute_steps=2))
     assert client.healthy()
     assert client.metadata() == local.metadata()
     md = client.metadata()
     assert md["name"] == "constant" and json.loads(md["runtime_info"]["cameras"]) == ["scene"]
-    env_a, env_b = PointReachEnv(), PointReachEnv()
+    env_a, env_b = PointReach(), PointReach()
     obs_a, obs_b = env_a.reset(7), env_b.reset(7)
     client.reset("ep-1", 7)
     local.reset("ep-1", 7)
@@ -131,7 +131,7 @@ def test_step_before_reset_and_policy_errors(served):
     with pytest.raises(PolicyServerError, match="Step before Reset") as info:
         client.step("never-reset", _obs())
     assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
-    _, nan_client = served(NaNPolicy, replan_every=1)
+    _, nan_client = served(NaNPolicy, execute_steps=1)
     nan_client.reset("x", 1)
     nan_client.step("x", _obs())
     with pytest.raises(PolicyOutputError, match="non-finite"):

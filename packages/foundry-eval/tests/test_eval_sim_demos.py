@@ -23,7 +23,7 @@ def test_generate_demos_writes_expert_episodes(tmp_path):
     assert store.cameras == {"scene": (16, 16)} and set(store.fields) == {"action", "proprio"}
     for i, seed in enumerate((10, 11)):
         meta = store.meta(i)
-        assert meta["task"] == "PushToTarget" and meta["success"] is True and meta["seed"] == seed
+        assert meta["task"] == "push_to_target" and meta["success"] is True and meta["seed"] == seed
         assert meta["source"] == "drake-expert" and meta["instructions"][0]
         ep = store.episode(i)
         T = len(ep["action"])
@@ -74,4 +74,4 @@ def test_cli_demos_with_workers(tmp_path, cli_runner):
     result = cli_runner.invoke(
         build_cli(), ["eval", "demos", "no_such_task", "--episodes", "1", "--out", str(out)]
     )
-    assert result.exit_code == 2 and "no env named" in result.output
+    assert result.exit_code == 2 and "no task named" in result.output

@@ -64,7 +64,7 @@ def test_failed_replacement_keeps_the_previous_store(tmp_path):
     node = {"name": "stack_blocks", "cameras": [], "time_limit_s": 0.3}  # the expert cannot succeed in 0.3 s
     with pytest.raises(ConfigError, match="only 0 of 1 episodes succeeded"):
         generate_demos(node, episodes=1, out=out, overwrite=True, max_attempts=1)
-    assert len(open_store(out)) == 1 and open_store(out).meta(0)["task"] == "PutOnPlate"
+    assert len(open_store(out)) == 1 and open_store(out).meta(0)["task"] == "put_on_plate"
     assert not (tmp_path / "demos.zarr.partial").exists()
 
 

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 PROBE = """
-from foundry_core.registry import get_registry
-env = get_registry().build("env", {"name": "push_to_target", "cameras": ["scene"], "image_size": 32})
+from foundry_core.plugins import get_registry
+env = get_registry().build("task", {"name": "push_to_target", "cameras": ["scene"], "image_size": 32})
 env.reset(0)
 import torch
 torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())  # imports torch._dynamo -> triton

@@ -3,26 +3,32 @@ observation/action contract, seeding. Each expert episode takes ~1 s of CPU with
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 
+import foundry_eval.plugin
 from foundry_core.errors import ConfigError
+from foundry_core.plugins import make_plugin_manager
+from foundry_core.registry import collect
 from foundry_eval.sim.pose import top_down_rotation
 from foundry_eval.sim.scene import table_pose
 
-TASKS = {
-    "reach_target": "ReachTarget",
-    "push_to_target": "PushToTarget",
-    "pick_place_bin": "PickPlaceBin",
-    "stack_blocks": "StackBlocks",
-    "put_on_plate": "PutOnPlate",
-}
+
+def _drake_tasks() -> dict[str, object]:
+    """Every task foundry-eval registers from ``sim/tasks/`` (not the fake simulator): name -> spec."""
+    pm = make_plugin_manager(entry_points_enabled=False)
+    pm.register(foundry_eval.plugin, name="foundry-eval")
+    specs = collect(pm).specs("task")
+    tasks = {s.name: s for s in specs if str(s.target).startswith("foundry_eval.sim.tasks.")}
+    assert tasks, "foundry-eval registers no Drake task"
+    return tasks
+
+
+TASKS = _drake_tasks()
 
 
 def make(name: str, **cfg):
-    cls = getattr(importlib.import_module(f"foundry_eval.sim.tasks.{name}"), TASKS[name])
+    cls = TASKS[name].load()
     cfg.setdefault("cameras", [])
     return cls(cls.Config(**cfg))
 
@@ -169,11 +175,11 @@ def test_registered_and_built_through_the_registry(foundry_pm):
 
     foundry_pm.register(plugin, name="foundry-eval")
     registry = collect(foundry_pm)
-    assert set(TASKS) <= set(registry.names("env"))
-    env = registry.build("env", {"name": "put_on_plate", "cameras": [], "time_limit_s": 12.0})
+    assert set(TASKS) <= set(registry.names("task"))
+    env = registry.build("task", {"name": "put_on_plate", "cameras": [], "time_limit_s": 12.0})
     assert env.task_name == "PutOnPlate" and env.time_limit_s == 12.0 and env.camera_names == []
     with pytest.raises(ConfigError, match="must be distinct names from"):
-        registry.build("env", {"name": "put_on_plate", "cameras": ["top"]})
+        registry.build("task", {"name": "put_on_plate", "cameras": ["top"]})
 
 
 def test_reach_target_instruction_names_the_goal_and_success_needs_it():

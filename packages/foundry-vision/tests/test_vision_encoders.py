@@ -8,7 +8,6 @@ import torch
 from foundry_core.errors import ComponentError, ConfigError
 from foundry_core.registry import BuildContext
 from foundry_vision.encoders.projector import Projector, ProjectorConfig, pixel_shuffle
-from foundry_vision.freeze import freeze_by_patterns
 from foundry_vision.testing import TINY_VIT
 from foundry_vision.tiny_hf import build_tiny_hf_encoder
 
@@ -60,14 +59,6 @@ def test_hf_vision_encoder_patch_tokens(vision_registry, tmp_path, family, use_p
 def test_hf_vision_encoder_missing_folder(vision_registry, tmp_path):
     with pytest.raises(ConfigError, match="no config.json"):
         vision_registry.build("encoder", {"name": "hf_vision_encoder", "path": str(tmp_path)})
-
-
-def test_freeze_by_patterns():
-    model = torch.nn.ModuleDict({"vision": torch.nn.Linear(2, 2), "llm": torch.nn.Linear(2, 2)})
-    assert freeze_by_patterns(model, ["vision*"]) == 2
-    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["llm.weight", "llm.bias"]
-    with pytest.raises(ConfigError, match="matches no parameter.*llm, vision"):
-        freeze_by_patterns(model, ["visoin*"])
 
 
 def test_vit_position_embedding_starts_as_2d_sincos_and_encodes_the_grid():

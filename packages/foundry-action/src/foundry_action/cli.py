@@ -10,7 +10,7 @@ import json
 
 import click
 
-from foundry_core.cli.main import group
+from foundry_core.cli.groups import group
 
 
 def add_commands(cli: click.Group) -> None:
@@ -19,8 +19,8 @@ def add_commands(cli: click.Group) -> None:
     @data.command("convert")
     @click.argument("src", type=click.Path(exists=True))
     @click.argument("dst", type=click.Path())
-    @click.option("--format", "fmt", type=click.Choice(["wds", "lerobot_v3", "replay_buffer"]), default=None,
-                  help="Source format (default: detected from SRC).")
+    @click.option("--format", "fmt", default=None,
+                  help="Source format: a registered converter (`foundry components converter`); default: detected.")
     @click.option("--workers", type=int, default=1, show_default=True, help="Parallel worker processes.")
     @click.option("--ray", "use_ray", is_flag=True, help="Run the work units as Ray tasks (RAY_ADDRESS or local).")
     @click.option("--fps", type=float, default=None, help="Control rate when the source has none.")

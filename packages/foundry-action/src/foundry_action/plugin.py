@@ -23,6 +23,14 @@ def register_data_sources(register: Register) -> None:
 
 
 @hookimpl
+def register_converters(register: Register) -> None:
+    convert = "foundry_action.convert"
+    register("wds", f"{convert}.wds", description="VLA Foundry WebDataset robotics shards (manifest.jsonl / *.tar)")
+    register("lerobot_v3", f"{convert}.lerobot", description="LeRobot v3 dataset folder (meta/info.json)")
+    register("replay_buffer", f"{convert}.replay_buffer", description="diffusion_policy Zarr replay buffer (data/, meta/episode_ends)")
+
+
+@hookimpl
 def register_commands(cli) -> None:  # noqa: ANN001  (a click.Group; click is imported lazily)
     from foundry_action.cli import add_commands
 

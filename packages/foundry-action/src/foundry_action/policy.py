@@ -13,9 +13,7 @@
 * ``record_action(a)`` tells the policy which action was executed, so later plans get it as pinned
   past-action context (without it, past actions are sampled like at an episode start).
 
-``ChunkExecutor`` turns chunks into one action per step: receding horizon (execute ``k`` of the
-chunk's steps, then replan) or temporal ensembling (replan every step, average all predictions for
-the step with weights ``exp(-decay * age_rank)``, oldest first, as in ACT).
+``foundry_action.executor.ChunkExecutor`` turns the chunks into one action per control step.
 Test: ``uv run pytest packages/foundry-action/tests/test_action_policy.py``.
 """
 
@@ -24,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -262,59 +260,6 @@ class Policy:
         """Observe one step and return the absolute chunk float32 [1 + future, A]."""
         self.observe(observation)
         return self.plan()
-
-
-class ChunkExecutor:
-    """One action per control step from a :class:`Policy` (receding horizon or temporal ensembling)."""
-
-    def __init__(
-        self,
-        policy: Policy,
-        *,
-        execute_steps: int | None = None,
-        ensemble: Literal["none", "temporal"] = "none",
-        ensemble_decay: float = 0.01,
-        record_actions: bool = True,
-    ) -> None:
-        horizon = policy.future + 1
-        self.execute_steps = horizon if execute_steps is None else int(execute_steps)
-        if not 1 <= self.execute_steps <= horizon:
-            raise ValueError(f"execute_steps must be in [1, {horizon}] (the chunk length), got {execute_steps}")
-        if ensemble not in ("none", "temporal"):
-            raise ValueError(f"ensemble must be 'none' or 'temporal', got {ensemble!r}")
-        self.policy = policy
-        self.ensemble = ensemble
-        self.decay = float(ensemble_decay)
-        self.record_actions = record_actions
-        self.plans = 0
-        self.reset()
-
-    def reset(self, seed: int | None = None) -> None:
-        self.policy.reset(seed)
-        self._queue: deque[np.ndarray] = deque()
-        self._chunks: list[tuple[int, np.ndarray]] = []  # (start step, chunk), oldest first
-        self._t = -1
-
-    def step(self, observation: Mapping[str, Any]) -> np.ndarray:
-        """The absolute action float32 [A] to execute at this control step."""
-        self._t += 1
-        self.policy.observe(observation)
-        if self.ensemble == "temporal":
-            self._chunks.append((self._t, self.policy.plan()))
-            self.plans += 1
-            self._chunks = [(s, c) for s, c in self._chunks if s + len(c) > self._t]
-            preds = np.stack([c[self._t - s] for s, c in self._chunks])
-            w = np.exp(-self.decay * np.arange(len(preds)))
-            action = (w[:, None] * preds).sum(0) / w.sum()
-        else:
-            if not self._queue:
-                self._queue.extend(self.policy.plan()[: self.execute_steps])
-                self.plans += 1
-            action = self._queue.popleft()
-        action = np.asarray(action, dtype=np.float32)
-        if self.record_actions:
-            self.policy.record_action(action)
-        return action
 
 
 def chunk_latency_ms(policy: Policy, observation: Mapping[str, Any], repeats: int) -> list[float]:

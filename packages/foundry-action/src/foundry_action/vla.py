@@ -14,7 +14,6 @@ Batches of another modality (co-training with image-caption or text sources) are
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import math
@@ -136,19 +135,14 @@ class VLA(nn.Module):
         return spec, source.stats
 
     def _apply_freeze(self) -> None:
+        from foundry_core.freeze import set_trainable
+
         params = dict(self.backbone.named_parameters())
         if self.cfg.freeze_backbone:
             for p in params.values():
                 p.requires_grad_(False)
-        for key, patterns, flag in (("freeze", self.cfg.freeze, False), ("unfreeze", self.cfg.unfreeze, True)):
-            for pattern in patterns:
-                hits = [n for n in params if fnmatch.fnmatchcase(n, pattern)]
-                if not hits:
-                    tops = sorted({n.split(".")[0] for n in params})
-                    raise ConfigError(f"model.{key}: pattern {pattern!r} matches no backbone parameter "
-                                      f"(top-level modules: {', '.join(tops)})")
-                for n in hits:
-                    params[n].requires_grad_(flag)
+        set_trainable(self.backbone, self.cfg.freeze, False, "model.freeze (backbone parameters)")
+        set_trainable(self.backbone, self.cfg.unfreeze, True, "model.unfreeze (backbone parameters)")
         frozen = sum(p.numel() for p in params.values() if not p.requires_grad)
         if frozen:
             log.info("vla: %d of %d backbone parameters frozen", frozen, sum(p.numel() for p in params.values()))

@@ -16,7 +16,7 @@ _LAZY = {
     "hookimpl": ("foundry_core.hookspecs", "hookimpl"),
     "load_pretrained": ("foundry_core.export", "load_pretrained"),
     "plugin_manager": ("foundry_core.plugins", "plugin_manager"),
-    "get_registry": ("foundry_core.registry", "get_registry"),
+    "get_registry": ("foundry_core.plugins", "get_registry"),
 }
 
 

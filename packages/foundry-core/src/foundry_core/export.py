@@ -98,7 +98,8 @@ def load_pretrained(path: str | Path, *, device: str = "cpu", registry: Registry
     """Rebuild the model of an export folder (local path or fsspec URL) and load its weights strictly."""
     from safetensors.torch import load_model
 
-    from foundry_core.registry import BuildContext, get_registry
+    from foundry_core.plugins import get_registry
+    from foundry_core.registry import BuildContext
 
     text = str(path)
     folder = (

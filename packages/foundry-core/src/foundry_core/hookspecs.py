@@ -8,7 +8,7 @@ when a component is built. Every registration hook takes the single parameter ``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pluggy
 
@@ -70,18 +70,18 @@ def register_data_sources(register: Register) -> None:
 
 
 @hookspec
-def register_transforms(register: Register) -> None:
-    """Add per-sample transforms, collators and normalizers under ``transform``."""
+def register_tasks(register: Register) -> None:
+    """Add simulated tasks under ``task``; see :class:`foundry_core.interfaces.Task`."""
 
 
 @hookspec
-def register_envs(register: Register) -> None:
-    """Add simulated tasks under ``env``; see :class:`foundry_core.interfaces.Env`."""
+def register_converters(register: Register) -> None:
+    """Add robot-data converters under ``converter`` (``foundry data convert --format NAME``).
 
-
-@hookspec
-def register_evaluators(register: Register) -> None:
-    """Add evaluators under ``evaluator`` (rollout harnesses, offline metrics, LM benchmarks)."""
+    A converter is a module or object with ``detect(src) -> bool``, ``plan(src, options) -> Plan`` and
+    ``load(unit) -> list[Episode]`` (see :mod:`foundry_action.convert`); register its module path
+    (``"my_lab.convert.hdf5"``) so it is imported only when a conversion runs.
+    """
 
 
 @hookspec
@@ -91,7 +91,7 @@ def register_callbacks(register: Register) -> None:
 
 @hookspec
 def register_optimizers(register: Register) -> None:
-    """Add optimizers under ``optimizer`` (the core ships ``adamw`` and ``sgd``/``lion``-style ones)."""
+    """Add optimizers under ``optimizer`` (``foundry components optimizer`` lists them)."""
 
 
 @hookspec
@@ -108,7 +108,3 @@ def register_commands(cli: click.Group) -> None:
     Import heavy modules inside the command body, never at module level.
     """
 
-
-@hookspec(firstresult=True)
-def open_data_source(uri: str) -> Any | None:
-    """Return a reader if this plugin is sure it understands ``uri``; otherwise return ``None``."""

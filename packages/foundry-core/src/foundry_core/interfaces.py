@@ -133,7 +133,7 @@ class Policy(Protocol):
 
 
 @runtime_checkable
-class Env(Protocol):
+class Task(Protocol):
     """A simulated task with a seeded initial-state distribution and a success predicate."""
 
     instruction: str

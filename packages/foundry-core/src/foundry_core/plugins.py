@@ -2,7 +2,7 @@
 
 Environment switches:
     FOUNDRY_DISABLE_PLUGIN_AUTOLOAD=1  load no entry points (built-ins only)
-    FOUNDRY_PLUGINS=dist1,dist2        load only these distributions' entry points
+    FOUNDRY_PLUGINS=name1,name2        load only these plugins (entry point names, e.g. foundry-vision)
     FOUNDRY_TRACE_HOOKS=1              print every hook call to stderr
 """
 
@@ -19,9 +19,19 @@ from importlib.metadata import EntryPoint, entry_points
 import pluggy
 
 from foundry_core import hookspecs
+from foundry_core.registry import Registry, collect
 
 log = logging.getLogger(__name__)
-BUILTINS = ("foundry_core.builtin.plugin",)
+BUILTINS = ("foundry_core.plugin",)
+#: The first-party plugins are named ``foundry-<area>``; their distributions are ``foundry-robotics-<area>``
+#: (``foundry-core`` on PyPI is an unrelated project) and live in ``packages/foundry-<area>`` of a clone.
+FIRST_PARTY_PREFIX, DISTRIBUTION_PREFIX = "foundry-", "foundry-robotics-"
+
+
+def install_hint(plugin: str) -> str:
+    """What to install to get the first-party plugin ``plugin`` (e.g. ``foundry-vision``)."""
+    area = plugin.removeprefix(FIRST_PARTY_PREFIX)
+    return f"install {DISTRIBUTION_PREFIX}{area} (in a clone: pip install ./packages/{plugin})"
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class PluginManager(pluggy.PluginManager):
         super().__init__(hookspecs.PROJECT)
         self.load_errors: dict[str, str] = {}
         self.dist_versions: dict[str, str] = {}
+        self.dist_names: dict[str, str] = {}
 
 
 def make_plugin_manager(*, entry_points_enabled: bool = True, strict: bool = False) -> PluginManager:
@@ -54,6 +65,7 @@ def make_plugin_manager(*, entry_points_enabled: bool = True, strict: bool = Fal
     for module_name in BUILTINS:
         pm.register(importlib.import_module(module_name), name="foundry-core")
         pm.dist_versions["foundry-core"] = __version__
+        pm.dist_names["foundry-core"] = f"{DISTRIBUTION_PREFIX}core"
     if entry_points_enabled and not os.environ.get("FOUNDRY_DISABLE_PLUGIN_AUTOLOAD"):
         _load_entry_points(pm, strict=strict)
     pm.check_pending()  # a misspelled hookimpl fails loudly instead of doing nothing
@@ -95,6 +107,7 @@ def _load_entry_points(pm: PluginManager, *, strict: bool) -> None:
             continue
         if dist is not None:
             pm.dist_versions[ep.name] = dist.version
+            pm.dist_names[ep.name] = dist.name
 
 
 def plugin_infos(pm: PluginManager) -> list[PluginInfo]:
@@ -107,7 +120,7 @@ def plugin_infos(pm: PluginManager) -> list[PluginInfo]:
         infos.append(
             PluginInfo(
                 name=name,
-                distribution=name,
+                distribution=pm.dist_names.get(name, name),
                 version=pm.dist_versions.get(name, "unknown"),
                 module=getattr(plugin, "__name__", type(plugin).__name__),
                 hooks=hooks,
@@ -119,19 +132,24 @@ def plugin_infos(pm: PluginManager) -> list[PluginInfo]:
 
 
 def plugin_versions(pm: PluginManager) -> dict[str, str]:
-    """``{distribution: version}`` of every loaded plugin; recorded in run directories."""
+    """``{plugin: version}`` of every loaded plugin; recorded in run directories."""
     return {name: pm.dist_versions.get(name, "unknown") for name, p in pm.list_name_plugin() if p is not None}
 
 
+# The process-wide caches live here, together: the default manager and the registry collected from it.
 @functools.cache
 def plugin_manager() -> PluginManager:
     """The process-wide default manager used by the CLI and library calls."""
     return make_plugin_manager()
 
 
-def reset_plugin_manager() -> None:
-    """Forget the cached default manager (tests, notebooks that installed a plugin)."""
-    plugin_manager.cache_clear()
-    from foundry_core import registry
+@functools.cache
+def get_registry() -> Registry:
+    """Registry of the process-wide default plugin manager."""
+    return collect(plugin_manager())
 
-    registry.get_registry.cache_clear()
+
+def reset_plugin_manager() -> None:
+    """Forget the cached default manager and registry (tests, notebooks that installed a plugin)."""
+    plugin_manager.cache_clear()
+    get_registry.cache_clear()

@@ -8,7 +8,6 @@ the component's nested ``Config`` dataclass (strictly validated) and then into t
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,31 +25,13 @@ HOOK_KIND: dict[str, str] = {
     "register_backbones": "backbone",
     "register_action_experts": "action_expert",
     "register_data_sources": "data_source",
-    "register_transforms": "transform",
-    "register_envs": "env",
-    "register_evaluators": "evaluator",
+    "register_tasks": "task",
+    "register_converters": "converter",
     "register_callbacks": "callback",
     "register_optimizers": "optimizer",
     "register_schedules": "schedule",
 }
 KINDS: tuple[str, ...] = tuple(HOOK_KIND.values())
-
-#: Names provided by first-party packages, so a missing one can say what to install.
-FIRST_PARTY: dict[str, dict[str, str]] = {
-    "foundry-vision": {
-        "encoder": "vit hf_vision_encoder",
-        "model": "vlm hf_vlm",
-        "backbone": "foundry_vlm hf_vlm vision_encoder",
-        "data_source": "wds_image_caption",
-    },
-    "foundry-action": {
-        "model": "vla",
-        "action_expert": "flow_matching diffusion l1_regression",
-        "data_source": "zarr_episodes",
-    },
-    "foundry-eval": {"env": "reach_target push_to_target pick_place_bin stack_blocks put_on_plate", "evaluator": "rollouts"},
-}
-
 
 @dataclass(frozen=True)
 class ComponentSpec:
@@ -74,13 +55,15 @@ class ComponentSpec:
         """Import (if needed) and return the component class or factory."""
         if not isinstance(self.target, str):
             return self.target
-        module_name, _, attr = self.target.partition(":")
+        module_name, _, attr = self.target.partition(":")  # "pkg.module" alone names the module
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise ComponentError(
                 f"{self.kind} {self.name!r} (from {self.provider}) cannot be imported: {exc}"
             ) from exc
+        if not attr:
+            return module
         try:
             return getattr(module, attr)
         except AttributeError as exc:
@@ -146,9 +129,13 @@ class Registry:
         if spec is not None:
             return spec
         msg = f"no {kind} named {name!r}{did_you_mean(name, self.names(kind))}"
-        for dist, table in FIRST_PARTY.items():
-            if name in table.get(kind, "").split():
-                msg += f" ({name!r} is provided by {dist}: pip install {dist})"
+        from foundry_core.first_party import FIRST_PARTY
+
+        for plugin, table in FIRST_PARTY.items():
+            if name in table.get(kind, []):
+                from foundry_core.plugins import install_hint
+
+                msg += f" ({name!r} is provided by {plugin}: {install_hint(plugin)})"
         known = ", ".join(self.names(kind)) or "none installed"
         raise ComponentError(f"{msg}. Known {kind} names: {known}")
 
@@ -203,10 +190,3 @@ def collect(pm: pluggy.PluginManager) -> Registry:
             impl.function(register=register)
     return registry
 
-
-@functools.cache
-def get_registry() -> Registry:
-    """Registry of the process-wide default plugin manager."""
-    from foundry_core.plugins import plugin_manager
-
-    return collect(plugin_manager())

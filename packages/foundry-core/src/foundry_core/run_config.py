@@ -62,13 +62,6 @@ class Budget:
 
 
 @dataclass(kw_only=True)
-class BatchSection:
-    #: Samples per optimizer step over all ranks.
-    global_: int = field(default=8, metadata={"yaml": "global"})
-    per_device: int = 8
-
-
-@dataclass(kw_only=True)
 class EmaSection:
     decay: float = 0.999
     #: Export EMA weights instead of the raw ones.
@@ -122,5 +115,3 @@ class RunConfig:
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
-    #: Free-form section for stage-specific evaluation settings (read by evaluators).
-    eval: dict[str, Any] = field(default_factory=dict)

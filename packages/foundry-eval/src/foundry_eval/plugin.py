@@ -5,11 +5,11 @@ from __future__ import annotations
 from foundry_core.hookspecs import Register, hookimpl  # noqa: F401
 
 
-@hookimpl(specname="register_envs")
-def register_fake_envs(register: Register) -> None:
+@hookimpl(specname="register_tasks")
+def register_fake_tasks(register: Register) -> None:
     register(
         "point_reach",
-        "foundry_eval.rollout.fake_env:PointReachEnv",
+        "foundry_eval.rollout.fake_task:PointReach",
         description="fake simulator: 2-D point reaching (fast CPU tests of rollouts and serving)",
     )
 
@@ -23,13 +23,13 @@ def register_rollout_commands(cli) -> None:  # noqa: ANN001 (click.Group, import
 
 @hookimpl(specname="register_commands")
 def register_compare_command(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
-    from foundry_core.cli.main import group
+    from foundry_core.cli.groups import group
     from foundry_eval.compare_cli import compare_command
 
     group(cli, "eval").add_command(compare_command)
 
 
-@hookimpl(specname="register_envs")
+@hookimpl(specname="register_tasks")
 def register_drake_envs(register: Register) -> None:
     tasks = "foundry_eval.sim.tasks"
     register("reach_target", f"{tasks}.reach_target:ReachTarget", description="Drake: lower the gripper onto a target disk")
@@ -41,14 +41,8 @@ def register_drake_envs(register: Register) -> None:
 
 @hookimpl(specname="register_commands")
 def register_demos_command(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
-    from foundry_core.cli.main import group
+    from foundry_core.cli.groups import group
     from foundry_eval.sim.cli import demos_command
 
     group(cli, "eval").add_command(demos_command)
 
-
-@hookimpl(specname="register_commands")
-def register_pipeline_command(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
-    from foundry_eval.pipeline.cli import pipeline_command
-
-    cli.add_command(pipeline_command)

@@ -22,8 +22,8 @@ from torch import nn
 
 from foundry_core.config import component
 from foundry_core.errors import ConfigError
+from foundry_core.freeze import freeze_by_patterns
 from foundry_core.registry import BuildContext
-from foundry_vision.freeze import freeze_by_patterns
 
 
 class FoundryVLMBackbone(nn.Module):

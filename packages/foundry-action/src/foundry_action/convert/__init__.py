@@ -1,8 +1,9 @@
 """Converters from other robot-data layouts into an episode store (``foundry data convert``).
 
-Each format module provides ``detect(src) -> bool``, ``plan(src, options) -> Plan`` (store layout
-and a list of picklable work units) and ``load(unit) -> list[Episode]`` (runs in worker processes or
-Ray tasks). The main process appends episodes in unit order, so the result is deterministic whatever
+A converter is a component of kind ``converter`` (hook ``register_converters``; the first-party ones
+are registered by foundry-action's plugin, a lab adds its own format the same way): a module (or
+object) with ``detect(src) -> bool``, ``plan(src, options) -> Plan`` (store layout and a list of
+picklable work units) and ``load(unit) -> list[Episode]`` (runs in worker processes or Ray tasks). The main process appends episodes in unit order, so the result is deterministic whatever
 the parallelism. Output goes to ``<dst>.partial`` and is renamed to ``<dst>`` only when complete
 (with its statistics), so an interrupted conversion never leaves a store that looks complete; an
 existing ``<dst>`` is replaced only with ``overwrite`` and only if it is an episode store and not the
@@ -20,20 +21,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from foundry_core.errors import DataError
+from foundry_core.errors import ComponentError, DataError
+
+if TYPE_CHECKING:
+    from foundry_core.registry import Registry
 
 log = logging.getLogger(__name__)
-
-#: format name -> module (``foundry_action.convert.<module>``); detection tries them in this order.
-FORMATS = {"wds": "wds", "lerobot_v3": "lerobot", "replay_buffer": "replay_buffer"}
-#: what each format's ``detect`` looks for (for error messages).
-EXPECTED = {
-    "wds": "WebDataset robotics shards (manifest.jsonl / *.tar)",
-    "lerobot_v3": "a LeRobot v3 folder (meta/info.json with codebase_version v3.x)",
-    "replay_buffer": "a diffusion_policy Zarr replay buffer (data/, meta/episode_ends)",
-}
 
 
 @dataclass
@@ -93,73 +89,90 @@ class Summary:
         ]
 
 
-def _module(fmt: str) -> Any:
-    if fmt not in FORMATS:
-        raise DataError(f"unknown source format {fmt!r} (one of {', '.join(FORMATS)})")
-    return importlib.import_module(f"foundry_action.convert.{FORMATS[fmt]}")
+def _registry(registry: Registry | None) -> Registry:
+    from foundry_core.plugins import get_registry
+
+    return registry if registry is not None else get_registry()
 
 
-def detect_format(src: str | Path) -> str:
-    """Name of the format of ``src`` (raises DataError naming what was looked for)."""
+def _module(fmt: str, registry: Registry | None = None) -> Any:
+    """The converter registered as ``fmt`` (unknown names fail with the registered ones)."""
+    try:
+        return _registry(registry).get("converter", fmt).load()
+    except ComponentError as exc:
+        raise DataError(f"source format: {exc}") from None
+
+
+def detect_format(src: str | Path, registry: Registry | None = None) -> str:
+    """Name of the one registered converter that recognises ``src`` (raises DataError otherwise)."""
     src = Path(src)
     if not src.exists():
         raise DataError(f"{src}: no such file or directory")
-    for fmt in FORMATS:
-        if _module(fmt).detect(src):
-            return fmt
-    raise DataError(f"{src}: unrecognised source: expected {', '.join(EXPECTED.values())}")
+    specs = _registry(registry).specs("converter")
+    found = [spec.name for spec in specs if spec.load().detect(src)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise DataError(f"{src}: recognised by several converters ({', '.join(found)}); use --format")
+    expected = "; ".join(f"{spec.name}: {spec.description}" for spec in specs)
+    raise DataError(f"{src}: unrecognised source; registered converters: {expected}; use --format")
 
 
-def check_format(src: Path, fmt: str) -> None:
-    """Raise when ``src`` is not what format ``fmt`` reads (a wrong ``--format``), naming what it looks like."""
-    if _module(fmt).detect(src):
+def check_format(src: Path, fmt: str, registry: Registry | None = None) -> None:
+    """Raise when ``src`` is not what converter ``fmt`` reads (a wrong ``--format``), naming what it looks like."""
+    if _module(fmt, registry).detect(src):
         return
-    others = [f for f in FORMATS if f != fmt and _module(f).detect(src)]
+    specs = _registry(registry).specs("converter")
+    expects = next((spec.description for spec in specs if spec.name == fmt), fmt)
+    others = [spec.name for spec in specs if spec.name != fmt and spec.load().detect(src)]
     hint = f"it looks like {others[0]} (try --format {others[0]} or leave --format out)" if others else "no format matches it"
-    raise DataError(f"{src}: --format {fmt} expects {EXPECTED[fmt]}; {hint}")
+    raise DataError(f"{src}: --format {fmt} expects {expects}; {hint}")
 
 
-def _load_unit(fmt: str, unit: Any) -> list[Episode]:
-    return _module(fmt).load(unit)
+def _load_unit(converter: Any, unit: Any) -> list[Episode]:
+    """Runs in workers: ``converter`` is a module name (imported there) or a picklable converter object."""
+    if isinstance(converter, str):
+        converter = importlib.import_module(converter)
+    return converter.load(unit)
 
 
-def _run_local(fmt: str, units: Sequence[Any], workers: int) -> Iterator[list[Episode]]:
+def _run_local(converter: Any, units: Sequence[Any], workers: int) -> Iterator[list[Episode]]:
     if workers <= 1:
         for unit in units:
-            yield _load_unit(fmt, unit)
+            yield _load_unit(converter, unit)
         return
     import concurrent.futures as cf
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # never fork a process that holds Zarr/torch threads
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_load_unit, fmt, unit) for unit in units[: 2 * workers]]
+        futures = [pool.submit(_load_unit, converter, unit) for unit in units[: 2 * workers]]
         submitted = len(futures)
         for i in range(len(units)):
             result = futures[i].result()
             futures[i] = None  # type: ignore[call-overload]  # free the episode once written
             if submitted < len(units):
-                futures.append(pool.submit(_load_unit, fmt, units[submitted]))
+                futures.append(pool.submit(_load_unit, converter, units[submitted]))
                 submitted += 1
             yield result
 
 
-def _run_ray(fmt: str, units: Sequence[Any], workers: int) -> Iterator[list[Episode]]:
+def _run_ray(converter: Any, units: Sequence[Any], workers: int) -> Iterator[list[Episode]]:
     try:
         import ray
     except ImportError as exc:
-        raise DataError("--ray needs the 'ray' package: pip install 'foundry-action[ray]'") from exc
+        raise DataError("--ray needs the 'ray' package: pip install 'foundry-robotics-action[ray]' (in a clone: pip install './packages/foundry-action[ray]')") from exc
     if not ray.is_initialized():
         ray.init(address="auto" if _ray_address_set() else None, log_to_driver=False)
     remote = ray.remote(_load_unit)
     window = max(2, 2 * max(workers, 1))
-    refs = [remote.remote(fmt, u) for u in units[:window]]
+    refs = [remote.remote(converter, u) for u in units[:window]]
     submitted = len(refs)
     for i in range(len(units)):
         result = ray.get(refs[i])
         refs[i] = None
         if submitted < len(units):
-            refs.append(remote.remote(fmt, units[submitted]))
+            refs.append(remote.remote(converter, units[submitted]))
             submitted += 1
         yield result
 
@@ -181,6 +194,7 @@ def convert(
     overwrite: bool = False,
     compute_stats: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    registry: Registry | None = None,
 ) -> Summary:
     """Convert ``src`` into a new store at ``dst``; ``progress(done_units, total_units)`` is called as it goes."""
     from foundry_action.normalization import NormStats
@@ -192,10 +206,10 @@ def convert(
     if src.name in ("", ".", ".."):
         src = src.resolve()  # names the task and provenance
     if fmt is None:
-        fmt = detect_format(src)
+        fmt = detect_format(src, registry)
     elif src.exists():
-        check_format(src, fmt)
-    module = _module(fmt)
+        check_format(src, fmt, registry)
+    module = _module(fmt, registry)
     check_destination(dst, sources=[src], overwrite=overwrite)
     partial = prepare_partial(dst)
     plan: Plan = module.plan(src, options or ConvertOptions())
@@ -208,7 +222,8 @@ def convert(
             partial, fps=plan.fps, fields=plan.fields, dtypes=plan.dtypes, cameras=plan.cameras,
             semantics=plan.semantics, attrs=attrs, mode="w",
         ) as writer:
-            for done, episodes in enumerate(runner(fmt, plan.units, workers), start=1):
+            ref = module.__name__ if isinstance(module, ModuleType) else module  # what workers can import
+            for done, episodes in enumerate(runner(ref, plan.units, workers), start=1):
                 for ep in episodes:
                     writer.append_episode(
                         ep.arrays, task=ep.task, instruction=ep.instruction, success=ep.success, source=ep.source,

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-from foundry_action.experts.transformer import (
+from foundry_action.experts.base import (
     ExpertBase,
     ExpertConfig,
     ExpertDims,

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from foundry_action.experts.transformer import (
+from foundry_action.experts.base import (
     ExpertBase,
     ExpertConfig,
     context_and_target,

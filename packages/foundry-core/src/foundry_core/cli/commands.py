@@ -11,7 +11,7 @@ from foundry_core.config import dump_yaml, resolve_config
 from foundry_core.registry import KINDS, collect
 
 if TYPE_CHECKING:
-    from foundry_core.cli.main import PmFactory
+    from foundry_core.cli.groups import PmFactory
 
 
 def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:
@@ -34,14 +34,16 @@ def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:
             if row["error"]:
                 click.secho(f"{row['name']}  FAILED TO LOAD: {row['error']}", fg="red")
                 continue
-            click.echo(f"{row['name']} {row['version']}  ({row['module']})")
+            click.echo(f"{row['name']} {row['version']}  ({row['module']}; distribution {row['distribution']})")
             click.echo(f"  hooks: {', '.join(row['hooks']) or '-'}")
             click.echo(f"  components: {', '.join(row['components']) or '-'}")
 
     @cli.command()
     @click.argument("kind", required=False, type=click.Choice(KINDS))
     def components(kind: str | None) -> None:
-        """List registered components (of KIND) with their provider and description."""
+        """List registered components (of KIND): name, provider, what it is and where it lives."""
+        from foundry_core.catalog import target_text
+
         registry = collect(pm_factory())
         specs = registry.specs(kind)
         if not specs:
@@ -52,6 +54,7 @@ def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:
                 current = spec.kind
                 click.secho(f"{spec.kind}:", bold=True)
             click.echo(f"  {spec.name:<24} {spec.provider:<24} {spec.description}")
+            click.echo(f"  {'':<24} {'':<24} -> {target_text(spec)}")
 
     @cli.group()
     def config() -> None:

@@ -4,68 +4,13 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable
-from typing import Any
 
 import click
 
 from foundry_core import __version__
+from foundry_core.cli.groups import SHARED_GROUPS, FoundryGroup, PmFactory, SharedGroup
 from foundry_core.errors import FoundryError
-from foundry_core.plugins import PluginManager, plugin_manager
-
-PmFactory = Callable[[], PluginManager]
-#: Groups that several packages add subcommands to (``foundry data convert``, ``foundry eval lm``).
-SHARED_GROUPS = {"data": "Prepare, convert and inspect data.", "eval": "Evaluate models and compare policies."}
-
-
-class FoundryGroup(click.Group):
-    """Root group: plugin commands are attached the first time the command table is read."""
-
-    def __init__(self, *args: Any, pm_factory: PmFactory, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.pm_factory = pm_factory
-        self._attached = False
-
-    def attach_plugins(self) -> None:
-        if self._attached:
-            return
-        self._attached = True
-        builtin = dict(self.commands)
-        builtin_sub = {name: dict(getattr(cmd, "commands", {})) for name, cmd in builtin.items()}
-        self.pm_factory().hook.register_commands(cli=self)
-        for name, cmd in builtin.items():
-            if self.commands.get(name) is not cmd:
-                self.commands[name] = cmd
-                raise FoundryError(f"a plugin tried to replace the built-in command 'foundry {name}'")
-            for sub, subcmd in builtin_sub[name].items():
-                if getattr(cmd, "commands", {}).get(sub) is not subcmd:
-                    cmd.commands[sub] = subcmd  # type: ignore[attr-defined]
-                    raise FoundryError(f"a plugin tried to replace the built-in command 'foundry {name} {sub}'")
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        self.attach_plugins()
-        return super().list_commands(ctx)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        self.attach_plugins()
-        return super().get_command(ctx, cmd_name)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except FoundryError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            click.secho(f"error: {exc}", err=True, fg="red")
-            ctx.exit(2)
-
-
-def group(cli: click.Group, name: str) -> click.Group:
-    """The shared sub-group ``name`` of the root CLI (``data``, ``eval``), for plugins to add commands to."""
-    cmd = cli.commands.get(name)
-    if not isinstance(cmd, click.Group):
-        raise FoundryError(f"'foundry {name}' is not a command group")
-    return cmd
+from foundry_core.plugins import plugin_manager
 
 
 def build_cli(pm_factory: PmFactory = plugin_manager) -> click.Group:
@@ -83,7 +28,7 @@ def build_cli(pm_factory: PmFactory = plugin_manager) -> click.Group:
         ctx.obj["pm_factory"] = pm_factory
 
     for name, help_text in SHARED_GROUPS.items():
-        cli.add_command(click.Group(name=name, help=help_text))
+        cli.add_command(SharedGroup(name=name, help=help_text))
 
     from foundry_core.cli import commands
 

@@ -197,7 +197,8 @@ def load_lm(path: str | Path) -> Any:
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"model folder not found: {folder}")
-    from foundry_core.registry import BuildContext, get_registry
+    from foundry_core.plugins import get_registry
+    from foundry_core.registry import BuildContext
 
     registry = get_registry()
     export_config = folder / "config.yaml"

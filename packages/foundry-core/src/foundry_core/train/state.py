@@ -7,7 +7,7 @@ resume on the same world size continues bit-exactly.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -23,15 +23,16 @@ class TrainState:
     tokens: int = 0
     #: Optimizer steps the schedule spans; fixed at the first step for token budgets.
     total_steps: int | None = None
-    nonfinite_skipped: int = 0
-    samples_per_source: dict[str, int] = field(default_factory=dict)
-    tokens_per_source: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainState:
+        # Checkpoints written before these never-written fields were removed still carry them at
+        # their defaults; anything else unknown is an error (TypeError naming the key).
+        legacy = {"nonfinite_skipped": 0, "samples_per_source": {}, "tokens_per_source": {}}
+        d = {k: v for k, v in d.items() if not (k in legacy and v == legacy[k])}
         return cls(**d)
 
 

@@ -24,7 +24,7 @@ def _split_tasks(values: tuple[str, ...]) -> list[str]:
 )
 @click.option("--server", default=None, metavar="HOST:PORT", help="Evaluate the policy served at HOST:PORT.")
 @click.option(
-    "--tasks", "tasks", multiple=True, required=True, help="Env names, comma-separated or repeated."
+    "--tasks", "tasks", multiple=True, required=True, help="Task names, comma-separated or repeated."
 )
 @click.option("--episodes", type=click.IntRange(min=1), required=True, help="Episodes (scenarios) per task.")
 @click.option("--out", "out_root", default="runs/eval", show_default=True, type=click.Path(file_okay=False))
@@ -35,9 +35,9 @@ def _split_tasks(values: tuple[str, ...]) -> list[str]:
 )
 @click.option("--start-index", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--eval-seed/--no-eval-seed", default=True, show_default=True, help="Add 100,000,000 to seeds.")
-@click.option("--replan-every", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=8), default=None, help="Override the envs' image size.")
-@click.option("--cameras", default=None, help="Override the envs' cameras (comma-separated, or 'none').")
+@click.option("--execute-steps", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=8), default=None, help="Override the tasks' image size.")
+@click.option("--cameras", default=None, help="Override the tasks' cameras (comma-separated, or 'none').")
 @click.option("--video", is_flag=True, help="Write a recording of every episode.")
 @click.option("--video-format", type=click.Choice(["mp4", "gif"]), default="mp4", show_default=True)
 @click.option(
@@ -55,7 +55,7 @@ def eval_run(
     max_sample_size: int | None,
     start_index: int,
     eval_seed: bool,
-    replan_every: int,
+    execute_steps: int,
     image_size: int | None,
     cameras: str | None,
     video: bool,
@@ -78,7 +78,7 @@ def eval_run(
         max_sample_size_per_model=max_sample_size,
         start_index=start_index,
         use_eval_seed=eval_seed,
-        replan_every=replan_every,
+        execute_steps=execute_steps,
         video=video,
         video_format=video_format,
         max_videos=max_videos,
@@ -105,7 +105,7 @@ def eval_run(
     show_default=True,
     help="0 = any free port.",
 )
-@click.option("--replan-every", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--execute-steps", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--max-sessions", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="Torch device of the exported policy.")
 @click.option(
@@ -116,7 +116,7 @@ def serve(
     builtin: str | None,
     host: str,
     port: int,
-    replan_every: int,
+    execute_steps: int,
     max_sessions: int,
     device: str,
     allow_extra_cameras: bool,
@@ -130,7 +130,7 @@ def serve(
         raise FoundryError("give exactly one of EXPORT_DIR or --policy random")
     factory = RandomPolicy if builtin == "random" else ExportedPolicyFactory(export_dir, device)
     sessions = PolicySessions(
-        factory, replan_every=replan_every, max_sessions=max_sessions, allow_extra_cameras=allow_extra_cameras
+        factory, execute_steps=execute_steps, max_sessions=max_sessions, allow_extra_cameras=allow_extra_cameras
     )
     sessions.metadata()  # load the policy now: errors show before the server starts
     server = PolicyServer(sessions, host=host, port=port).start()
@@ -143,7 +143,7 @@ def serve(
 
 def add_commands(cli: click.Group) -> None:
     """Attach ``foundry eval run`` and ``foundry serve``."""
-    from foundry_core.cli.main import group
+    from foundry_core.cli.groups import group
 
     group(cli, "eval").add_command(eval_run)
     cli.add_command(serve)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from foundry_core.errors import ComponentError, FoundryError
-from foundry_core.interfaces import Env, Policy
+from foundry_core.interfaces import Policy, Task
 
 ARM_DIM = 10
 MAX_OPENING = 0.08
@@ -57,7 +57,7 @@ class RandomPolicy:
 class ExpertPolicy:
     """The env's scripted expert as a Policy; must be reset after ``env.reset`` (the runner does)."""
 
-    def __init__(self, env: Env) -> None:
+    def __init__(self, env: Task) -> None:
         if not callable(getattr(env, "expert", None)):
             raise ComponentError(f"env {type(env).__name__} has no scripted expert (no expert() method)")
         self.env = env

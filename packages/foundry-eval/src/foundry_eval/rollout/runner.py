@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from foundry_core.errors import FoundryError
-from foundry_core.interfaces import Env, Policy
+from foundry_core.interfaces import Policy, Task
 from foundry_eval.serving.codec import PolicyOutputError
-from foundry_eval.serving.session import DEFAULT_REPLAN_EVERY, PolicyClient
+from foundry_eval.serving.session import DEFAULT_EXECUTE_STEPS, PolicyClient
 
 log = logging.getLogger(__name__)
 SEED_OFFSET = 100
@@ -53,7 +53,7 @@ class RunSpec:
     policy: Any  # "random" | "expert" | export dir (str) | zero-argument factory | None (served)
     server: str | None
     tasks: tuple[tuple[str, dict[str, Any]], ...]  # (Task, env node)
-    replan_every: int = DEFAULT_REPLAN_EVERY
+    execute_steps: int = DEFAULT_EXECUTE_STEPS
     use_eval_seed: bool = True
     video_dirs: tuple[str | None, ...] = ()  # per task: the {timestamp} folder, or None
     video_format: str = "mp4"
@@ -66,7 +66,7 @@ class RunSpec:
 
 
 def run_episode(
-    env: Env, client: PolicyClient, task: str, scenario_index: int, seed: int, *, frames: list | None = None
+    env: Task, client: PolicyClient, task: str, scenario_index: int, seed: int, *, frames: list | None = None
 ) -> dict[str, Any]:
     """Run one episode; returns its ``results.json`` evaluation (plus ``seed``, ``wall_time``).
 
@@ -135,18 +135,18 @@ class Worker:
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
-        self.envs: dict[int, Env] = {}
+        self.envs: dict[int, Task] = {}
         self.clients: dict[int | None, PolicyClient] = {}
 
-    def env(self, task_id: int) -> Env:
+    def env(self, task_id: int) -> Task:
         if task_id not in self.envs:
-            from foundry_core.registry import get_registry
+            from foundry_core.plugins import get_registry
 
             registry = get_registry()
             node = dict(self.spec.tasks[task_id][1])
             if self.spec.policy not in BUILTIN_POLICIES:
                 node = match_policy_inputs(node, self.client(task_id).metadata(), registry)
-            self.envs[task_id] = registry.build("env", node, where=f"task {node['name']!r}")
+            self.envs[task_id] = registry.build("task", node, where=f"task {node['name']!r}")
         return self.envs[task_id]
 
     def client(self, task_id: int) -> PolicyClient:
@@ -192,7 +192,7 @@ def match_policy_inputs(node: dict[str, Any], metadata: Mapping[str, Any], regis
     """Render what the policy was trained on: the ``cameras`` and square ``image_size`` it declares
     become the env's defaults (values given explicitly for the task win)."""
     info = metadata.get("runtime_info", {})
-    fields = {f.name for f in dataclasses.fields(registry.get("env", node["name"]).load().Config)}
+    fields = {f.name for f in dataclasses.fields(registry.get("task", node["name"]).load().Config)}
     if "cameras" in fields and "cameras" not in node and "cameras" in info:
         node["cameras"] = list(json.loads(info["cameras"]))
     if "image_size" in fields and "image_size" not in node and "image_size" in info:
@@ -203,7 +203,7 @@ def match_policy_inputs(node: dict[str, Any], metadata: Mapping[str, Any], regis
     return node
 
 
-def make_client(spec: RunSpec, env: Env | None) -> PolicyClient:
+def make_client(spec: RunSpec, env: Task | None) -> PolicyClient:
     """The policy client of a worker: gRPC for a server address, in-process sessions otherwise."""
     if spec.server is not None:
         from foundry_eval.serving.client import GrpcPolicyClient
@@ -221,7 +221,7 @@ def make_client(spec: RunSpec, env: Env | None) -> PolicyClient:
         factory = ExportedPolicyFactory(spec.policy, spec.device)
     else:
         factory = spec.policy
-    return InProcessClient(PolicySessions(factory, replan_every=spec.replan_every))
+    return InProcessClient(PolicySessions(factory, execute_steps=spec.execute_steps))
 
 
 _WORKER: Worker | None = None
@@ -243,7 +243,7 @@ def _worker_run(job: tuple[RunSpec, int, int]) -> tuple[int, dict[str, Any]]:
 def _task_nodes(
     tasks: Iterable[str | Mapping[str, Any]], image_size: int | None, cameras: Sequence[str] | None
 ) -> list[tuple[str, dict[str, Any]]]:
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
     from foundry_eval.results import normalize_task_name
 
     registry = get_registry()
@@ -256,8 +256,8 @@ def _task_nodes(
             node["image_size"] = image_size
         if cameras is not None:
             node["cameras"] = list(cameras)
-        cls = registry.get("env", str(node["name"])).load()
-        registry.parse_config("env", node, where=f"task {node['name']!r}")  # fail fast, before spawning
+        cls = registry.get("task", str(node["name"])).load()
+        registry.parse_config("task", node, where=f"task {node['name']!r}")  # fail fast, before spawning
         out.append((str(getattr(cls, "task_name", "") or normalize_task_name(str(node["name"]))), node))
     names = [t for t, _ in out]
     if len(set(names)) != len(names):
@@ -302,7 +302,7 @@ def run_rollouts(
     max_sample_size_per_model: int | None = None,
     start_index: int = 0,
     use_eval_seed: bool = True,
-    replan_every: int = DEFAULT_REPLAN_EVERY,
+    execute_steps: int = DEFAULT_EXECUTE_STEPS,
     video: bool = False,
     video_format: str = "mp4",
     max_videos: int | None = None,
@@ -322,7 +322,7 @@ def run_rollouts(
         max_sample_size_per_model: the pre-committed budget per task (default ``episodes``); runs
             that would exceed it, counting earlier runs in the same rollouts folder, are refused.
         server: ``host:port`` of a policy server to evaluate through gRPC.
-        replan_every: receding horizon: actions executed from each chunk before re-planning.
+        execute_steps: receding horizon: actions executed from each chunk before re-planning.
         video: record episodes (``video_format`` ``mp4`` or ``gif``); ``max_videos`` limits it to the
             first that many scenarios of each task.
         device: torch device of a policy loaded from an export folder (``cuda:0``).
@@ -365,7 +365,7 @@ def run_rollouts(
         policy=str(policy) if isinstance(policy, Path) else policy,
         server=server,
         tasks=tuple((task, node) for task, node in nodes),
-        replan_every=replan_every,
+        execute_steps=execute_steps,
         use_eval_seed=use_eval_seed,
         video_dirs=tuple(str(p.parent) if video else None for p in paths),
         video_format=video_format,

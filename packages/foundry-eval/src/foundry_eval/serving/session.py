@@ -1,8 +1,8 @@
 """Per-episode policy state, shared by the gRPC server and the in-process adapter.
 
-A *session* is one simulated episode (one client id): a policy instance plus a receding-horizon
-chunk executor (run ``replan_every`` actions of each predicted chunk, then ask the policy again;
-foundry-action's own executor for its policies, which observe every step).
+A *session* is one simulated episode (one client id): a policy instance plus foundry-action's
+``ChunkExecutor`` (run ``execute_steps`` actions of each predicted chunk, then ask the policy again),
+the same executor the policy runtime uses, with the server's checks of every chunk and action.
 :class:`PolicySessions` maps client ids to sessions and recycles policy instances: the factory is
 called only when no idle instance exists, so a runner worker loads its policy once, and a server
 facing N parallel simulations holds N instances. Sessions are released by ``end(client_id)`` or,
@@ -28,7 +28,7 @@ from foundry_core.interfaces import Policy
 from foundry_eval.serving.codec import ARM_DIM, PolicyOutputError, canonical_action, normalize_metadata
 
 PolicyFactory = Callable[[], Policy]
-DEFAULT_REPLAN_EVERY = 8
+DEFAULT_EXECUTE_STEPS = 8
 
 
 class PolicyClient(Protocol):
@@ -78,58 +78,27 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-class ChunkExecutor:
-    """Receding-horizon execution: run the first ``replan_every`` actions of a chunk, then re-plan."""
+class Session:
+    """One episode of one client: the policy, foundry-action's chunk executor with the server's output
+    checks (every chunk validated, every action canonical), and the episode seed spread to every RNG."""
 
-    def __init__(self, policy: Policy, replan_every: int = DEFAULT_REPLAN_EVERY) -> None:
-        if replan_every < 1:
-            raise ValueError(f"replan_every must be >= 1, got {replan_every}")
+    def __init__(self, policy: Policy, execute_steps: int = DEFAULT_EXECUTE_STEPS) -> None:
+        from foundry_action.executor import ChunkExecutor
+
+        if execute_steps < 1:
+            raise ValueError(f"execute_steps must be >= 1, got {execute_steps}")
+        future = getattr(policy, "future", None)
+        if future is not None:  # a chunk length the executor checks: ask for at most that many steps
+            execute_steps = min(execute_steps, int(future) + 1)
         self.policy = policy
-        self.replan_every = replan_every
-        self._queue: list[np.ndarray] = []
-
-    def reset(self, seed: int) -> None:
-        self._queue = []
-        self.policy.reset()
-        seed_everything(seed)
-        seeder = getattr(self.policy, "seed", None)
-        if callable(seeder):
-            seeder(seed)
-
-    def step(self, observation: Mapping[str, Any]) -> np.ndarray:
-        if not self._queue:
-            chunk = validate_chunk(self.policy.act(observation))
-            self._queue = list(chunk[: self.replan_every])
-        return canonical_action(self._queue.pop(0))
-
-
-class ActionPolicyExecutor:
-    """foundry-action's executor for its ``Policy`` (which must observe every step for its history),
-    with the same validation of every action as :class:`ChunkExecutor`."""
-
-    def __init__(self, policy: Any, replan_every: int = DEFAULT_REPLAN_EVERY) -> None:
-        from foundry_action.policy import ChunkExecutor as ActionChunkExecutor
-
-        self.policy = policy
-        horizon = int(policy.future) + 1
-        self._executor = ActionChunkExecutor(policy, execute_steps=min(replan_every, horizon))
+        self.executor = ChunkExecutor(policy, execute_steps=execute_steps, check_chunk=validate_chunk)
 
     def reset(self, seed: int) -> None:
         seed_everything(seed)
-        self._executor.reset(seed)
+        self.executor.reset(seed)
 
     def step(self, observation: Mapping[str, Any]) -> np.ndarray:
-        return canonical_action(self._executor.step(observation))
-
-
-def make_executor(
-    policy: Policy, replan_every: int = DEFAULT_REPLAN_EVERY
-) -> ChunkExecutor | ActionPolicyExecutor:
-    """foundry-action's executor for policies with an observation history (``observe``/``plan``),
-    the generic receding-horizon one for any other ``interfaces.Policy``."""
-    if all(hasattr(policy, name) for name in ("observe", "plan", "record_action", "future")):
-        return ActionPolicyExecutor(policy, replan_every)
-    return ChunkExecutor(policy, replan_every)
+        return canonical_action(self.executor.step(observation))
 
 
 class PolicySessions:
@@ -139,16 +108,16 @@ class PolicySessions:
         self,
         policy_factory: PolicyFactory,
         *,
-        replan_every: int = DEFAULT_REPLAN_EVERY,
+        execute_steps: int = DEFAULT_EXECUTE_STEPS,
         max_sessions: int = 64,
         allow_extra_cameras: bool = False,
     ) -> None:
         self.policy_factory = policy_factory
         self.allow_extra_cameras = allow_extra_cameras
-        self.replan_every = replan_every
+        self.execute_steps = execute_steps
         self.max_sessions = max_sessions
         self._lock = threading.Lock()
-        self._sessions: OrderedDict[str, ChunkExecutor | ActionPolicyExecutor] = OrderedDict()
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._idle: list[Policy] = []
         self._metadata: dict[str, Any] | None = None
 
@@ -165,7 +134,7 @@ class PolicySessions:
         with self._lock:
             session = self._sessions.get(client_id)
             if session is None:
-                session = make_executor(self._take_policy(), self.replan_every)
+                session = Session(self._take_policy(), self.execute_steps)
                 self._sessions[client_id] = session
             self._sessions.move_to_end(client_id)
         session.reset(seed)

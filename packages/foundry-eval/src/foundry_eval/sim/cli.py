@@ -48,12 +48,12 @@ def demos_command(
     """Generate scripted-expert demonstrations of a Drake task (e.g. push_to_target)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
     from foundry_eval.sim.demos import generate_demos
 
     registry = get_registry()
-    registry.get("env", task)  # unknown task -> error listing the known ones
-    cls = registry.get("env", task).load()
+    registry.get("task", task)  # unknown task -> error listing the known ones
+    cls = registry.get("task", task).load()
     if not hasattr(cls, "expert"):
         raise ConfigError(f"env {task!r} has no scripted expert")
     node = {"name": task, "cameras": parse_cameras(cameras), "image_size": image_size}

@@ -75,7 +75,6 @@ def rollout_expert(env: Any, seed: int) -> dict[str, Any]:
         "arrays": arrays,
         "success": bool(env.is_success()),
         "instruction": env.instruction,
-        "task": env.task_name,
         "seed": int(seed),
         "duration_s": float(env.time),
     }
@@ -86,9 +85,9 @@ _WORKER_ENV: Any = None
 
 def _worker_init(node: Mapping[str, Any]) -> None:
     global _WORKER_ENV
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
 
-    _WORKER_ENV = get_registry().build("env", dict(node))
+    _WORKER_ENV = get_registry().build("task", dict(node))
 
 
 def _worker_episode(seed: int) -> dict[str, Any]:
@@ -117,7 +116,7 @@ def generate_demos(
     from foundry_action.ownership import check_destination, install, prepare_partial
     from foundry_action.store import EpisodeWriter, is_store
     from foundry_core.errors import DataError
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
 
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
@@ -135,9 +134,10 @@ def generate_demos(
     if not append:
         check_destination(out, overwrite=overwrite)
         target = prepare_partial(out)  # written beside out and swapped in when complete
-    env = get_registry().build("env", dict(node), where=f"env {node.get('name')!r}")
+    env = get_registry().build("task", dict(node), where=f"task {node.get('name')!r}")
     cameras = {cam: (env.cfg.image_size, env.cfg.image_size) for cam in env.camera_names}
     task_name = env.task_name
+    registry_name = str(node["name"])
     start = time.perf_counter()
     attempted = stored = successes = steps = 0
     try:
@@ -147,7 +147,7 @@ def generate_demos(
             fields={"action": (env.action_dim,), "proprio": (env.proprio_dim,)},
             cameras=cameras,
             semantics=SEMANTICS,
-            attrs={"source": "foundry-eval drake expert", "env": str(node.get("name"))},
+            attrs={"source": "foundry-eval drake expert", "task": str(node.get("name"))},
             mode="a" if append else "w",
         )
 
@@ -159,7 +159,7 @@ def generate_demos(
             if (result["success"] or keep_failures) and stored < episodes:
                 writer.append_episode(
                     result["arrays"],
-                    task=result["task"],
+                    task=registry_name,  # configs (task_weights, tasks) name a task one way: its registry name
                     instruction=result["instruction"],
                     success=result["success"],
                     source="drake-expert",

@@ -2,7 +2,7 @@
 
 A task subclass declares its objects, samples their initial poses, phrases its instruction, defines
 its success predicate and its scripted expert; everything else (action checking, the gripper
-command, cameras, proprio, time limit) lives here so all tasks speak the ``interfaces.Env`` contract.
+command, cameras, proprio, time limit) lives here so all tasks speak the ``interfaces.Task`` contract.
 The action is an absolute TCP pose (xyz + rot6d) and a finger opening; the gripper is top-down, so
 the commanded rotation is projected onto its yaw (roll/pitch are ignored). Test:
 ``pytest packages/foundry-eval/tests/test_eval_sim_tasks.py``.
@@ -52,7 +52,7 @@ class TabletopEnv:
 
     def __init__(self, cfg: Config | None = None) -> None:
         cfg = cfg if cfg is not None else self.Config()
-        where = f"env {self.task_name}"
+        where = f"task {self.task_name}"
         if cfg.time_limit_s <= 0:
             raise ConfigError(f"{where}: time_limit_s must be > 0, got {cfg.time_limit_s}")
         if not 0 < cfg.time_step <= 0.01:
@@ -100,7 +100,7 @@ class TabletopEnv:
         """A scripted expert for the current episode: ``act(obs) -> float32 [10]``."""
         raise AssertionError(f"{type(self).__name__} must define expert()")
 
-    # ------------------------------------------------------------------ Env API
+    # ------------------------------------------------------------------ Task API
     def reset(self, seed: int) -> dict[str, Any]:
         """Sample the initial state and the instruction from ``seed``; return the first observation."""
         if self.scene is None:

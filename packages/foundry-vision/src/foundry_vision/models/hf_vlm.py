@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from foundry_core.errors import ConfigError, DataError
+from foundry_core.freeze import freeze_by_patterns
 from foundry_core.registry import BuildContext
-from foundry_vision.freeze import freeze_by_patterns
 from foundry_vision.preprocess import check_images
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")

@@ -26,10 +26,10 @@ from torch import nn
 
 from foundry_core.config import component
 from foundry_core.errors import ConfigError, DataError
+from foundry_core.freeze import freeze_by_patterns
 from foundry_core.models.generation import next_token_loss
 from foundry_core.registry import BuildContext
 from foundry_vision.encoders.projector import Projector, ProjectorConfig
-from foundry_vision.freeze import freeze_by_patterns
 from foundry_vision.models.llm_loading import IMAGE_TOKEN, ensure_image_token, load_llm
 from foundry_vision.preprocess import check_images
 

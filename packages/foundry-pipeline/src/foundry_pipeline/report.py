@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from foundry_eval.pipeline.run import Pipeline
+    from foundry_pipeline.recipe import EvalStage
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -38,17 +39,17 @@ def _png_bytes_uri(data: bytes) -> str:
     return f"data:image/png;base64,{base64.b64encode(data).decode()}"
 
 
-def sample_captions(pipeline: Pipeline, n: int = 4) -> list[dict[str, Any]]:
-    """Caption ``n`` world images with the trained VLM (greedy) beside their reference captions."""
+def sample_captions(out: Path, n: int = 4) -> list[dict[str, Any]]:
+    """Caption ``n`` world images of the pipeline folder ``out`` with its trained VLM (greedy)."""
     import torch
 
     from foundry_core.data.shards import iter_shard_samples, read_manifest
     from foundry_core.export import load_pretrained
 
-    export = pipeline.out / "vlm" / "export"
+    export = out / "vlm" / "export"
     model = load_pretrained(export).eval()
-    out = []
-    shards = read_manifest(str(pipeline.out / "world" / "captions"))
+    captions = []
+    shards = read_manifest(str(out / "world" / "captions"))
     picked: list[tuple[str, dict[str, bytes]]] = []
     for shard in shards:  # one image per task: spread over the shards' keys
         for key, members in iter_shard_samples(shard.url):
@@ -64,8 +65,8 @@ def sample_captions(pipeline: Pipeline, n: int = 4) -> list[dict[str, Any]]:
         images = torch.from_numpy(img).permute(2, 0, 1)[None, None].contiguous()  # (1, 1, 3, H, W)
         with torch.no_grad():
             caption = model.generate(images, [""], max_new_tokens=24)[0]
-        out.append({"key": key, "png": members["png"], "reference": members["txt"].decode(), "generated": caption})
-    return out
+        captions.append({"key": key, "png": members["png"], "reference": members["txt"].decode(), "generated": caption})
+    return captions
 
 
 def _decision_sentence(pair: Any) -> str:
@@ -81,27 +82,31 @@ def _decision_sentence(pair: Any) -> str:
     return f"{a} vs {b}: test error ({pair.error})"
 
 
-def write_pipeline_report(pipeline: Pipeline, d: Path) -> tuple[Path, list[str]]:
-    """Write ``d/report.html`` (+ ``d/violins/*.png``); returns the path and the STEP decisions in words."""
+def write_pipeline_report(
+    out: Path, ev: EvalStage, stages: Mapping[str, Mapping[str, Any]], d: Path
+) -> tuple[Path, list[str]]:
+    """Write ``d/report.html`` (+ ``d/violins/*.png``); returns the path and the STEP decisions in words.
+
+    Plain data in: the pipeline folder ``out``, the eval section of the recipe and the finished stages'
+    summaries (their ``DONE.json``), so the report can be rewritten from a finished run's folder alone.
+    """
     from foundry_eval.report.violins import violin_plot
     from foundry_eval.results import load_results
     from foundry_eval.stats.compare import compare
 
-    out = pipeline.out
-    ev = pipeline.recipe.eval
     parts = [f"<html><head><meta charset='utf-8'><title>Foundry pipeline report</title><style>{CSS}</style></head><body>"]
     parts.append("<h1>Foundry pipeline: toy world → LLM → VLM → VLA → closed-loop evaluation</h1>")
 
     # stage timings
     parts.append("<h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>summary</th></tr>")
     for stage in ("world", "tokenizer", "llm", "vlm", "vla", "baseline", "eval"):
-        info = pipeline.done(stage) or {}
+        info = stages.get(stage) or {}
         brief = {k: v for k, v in info.items() if k in ("first_loss", "final_loss", "vocab_size", "steps")}
         text = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in brief.items())
         parts.append(f"<tr><td>{stage}</td><td>{info.get('seconds', '-')}</td><td>{html.escape(text)}</td></tr>")
     parts.append("</table>")
 
-    world = pipeline.done("world") or {}
+    world = stages.get("world") or {}
     if world:
         parts.append("<h2>Toy world</h2>")
         t, c = world.get("text", {}), world.get("captions", {})
@@ -121,7 +126,7 @@ def write_pipeline_report(pipeline: Pipeline, d: Path) -> tuple[Path, list[str]]
     parts.append("</div>")
 
     # sample captions
-    captions = sample_captions(pipeline)
+    captions = sample_captions(out)
     parts.append("<h2>VLM sample captions</h2><div>")
     for cap in captions:
         parts.append(

@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from foundry_core.errors import FoundryError
-from foundry_eval.pipeline.recipe import STAGES, TRAIN_STAGES, Recipe
+from foundry_pipeline.recipe import STAGES, TRAIN_STAGES, Recipe
 
 log = logging.getLogger("foundry.pipeline")
 DONE = "DONE.json"
@@ -81,7 +81,7 @@ class Pipeline:
     def world(self, d: Path) -> dict[str, Any]:
         from rich.progress import Progress
 
-        from foundry_eval.pipeline.world import build_captions, build_demos, build_text
+        from foundry_pipeline.world import build_captions, build_demos, build_text
 
         cfg = self.recipe.world
         for sub in ("text", "captions", "demos.zarr"):
@@ -145,7 +145,7 @@ class Pipeline:
                 results_root,
                 model_name=name,
                 workers=ev.workers,
-                replan_every=ev.replan_every,
+                execute_steps=ev.execute_steps,
                 video=ev.videos > 0,
                 video_format="gif",
                 max_videos=ev.videos,
@@ -154,9 +154,10 @@ class Pipeline:
         return {"results": str(results_root), "success": summary}
 
     def report(self, d: Path) -> dict[str, Any]:
-        from foundry_eval.pipeline.report import write_pipeline_report
+        from foundry_pipeline.report import write_pipeline_report
 
-        path, decisions = write_pipeline_report(self, d)
+        stages = {s: done for s in STAGES if (done := self.done(s)) is not None}
+        path, decisions = write_pipeline_report(self.out, self.recipe.eval, stages, d)
         final = self.out / "report.html"
         shutil.copyfile(path, final)
         return {"report": str(final), "decisions": decisions}

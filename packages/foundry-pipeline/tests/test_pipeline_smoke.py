@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
 def pipeline_out(tmp_path_factory):
-    from foundry_eval.pipeline.recipe import load_recipe
-    from foundry_eval.pipeline.run import run_pipeline
+    from foundry_pipeline.recipe import load_recipe
+    from foundry_pipeline.run import run_pipeline
 
     out = tmp_path_factory.mktemp("pipeline")
     recipe = load_recipe(str(ROOT / "recipes" / "pipeline_smoke.yaml"), [f"run.out_dir={out}"])
@@ -25,7 +25,7 @@ def pipeline_out(tmp_path_factory):
 
 
 def test_every_stage_done_and_resumable(pipeline_out):
-    from foundry_eval.pipeline.run import run_pipeline
+    from foundry_pipeline.run import run_pipeline
 
     out, summary, recipe = pipeline_out
     assert list(summary) == ["world", "tokenizer", "llm", "vlm", "vla", "baseline", "eval", "report"]

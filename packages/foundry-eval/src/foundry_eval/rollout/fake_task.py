@@ -1,6 +1,6 @@
 """A fake simulator and fake policies for fast CPU tests of the rollout runner and the policy server.
 
-``PointReachEnv`` (env name ``point_reach``) implements ``interfaces.Env`` like the Drake tasks: a
+``PointReach`` (env name ``point_reach``) implements ``interfaces.Task`` like the Drake tasks: a
 gripper point moves in the table plane toward the commanded absolute xyz at a bounded speed; the
 episode succeeds when it is within 2 cm of a seeded target. Observations, actions and the scripted
 ``expert()`` use the real 10-D format (xyz, rot6d, gripper), and ``crash_seeds`` makes ``step`` raise
@@ -22,14 +22,14 @@ OPENING = 0.04
 
 
 class SimulatedFailure(RuntimeError):
-    """What ``PointReachEnv.step`` raises for a seed in ``crash_seeds`` (stands in for Drake's SimFailure)."""
+    """What ``PointReach.step`` raises for a seed in ``crash_seeds`` (stands in for Drake's SimFailure)."""
 
 
 def _vec10(xy: np.ndarray, opening: float = OPENING) -> np.ndarray:
     return np.concatenate([xy, [HEIGHT], IDENTITY_ROT6D, [opening]]).astype(np.float32)
 
 
-class PointReachEnv:
+class PointReach:
     """2-D point reaching with images, proprio and an instruction (see module docstring)."""
 
     task_name: ClassVar[str] = "PointReach"
@@ -67,7 +67,7 @@ class PointReachEnv:
         self._steps = 0
 
     @classmethod
-    def from_config(cls, cfg: Config, ctx: Any = None) -> PointReachEnv:
+    def from_config(cls, cfg: Config, ctx: Any = None) -> PointReach:
         return cls(cfg)
 
     def reset(self, seed: int) -> dict[str, Any]:

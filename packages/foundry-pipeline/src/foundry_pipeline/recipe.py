@@ -14,7 +14,7 @@ from typing import Any
 
 from foundry_core.config import apply_overrides, deep_merge, load_config_file, parse_dataclass, yaml_load
 from foundry_core.errors import ConfigError
-from foundry_eval.pipeline.world import WorldConfig
+from foundry_pipeline.world import WorldConfig
 
 TRAIN_STAGES = ("llm", "vlm", "vla", "baseline")
 STAGES = ("world", "tokenizer", *TRAIN_STAGES, "eval", "report")
@@ -35,7 +35,7 @@ class TokenizerStage:
 class EvalStage:
     episodes: int = 20
     workers: int = 2
-    replan_every: int = 4
+    execute_steps: int = 4
     #: Stage names of trained policies, plus the built-in baselines ``random`` / ``expert``.
     policies: list[str] = field(default_factory=lambda: ["vla", "baseline", "random"])
     #: Rollout videos (GIF) written per (policy, task) for the report.
@@ -76,7 +76,7 @@ class Recipe:
 
 
 def default_recipe_text() -> str:
-    return resources.files("foundry_eval.pipeline").joinpath("default.yaml").read_text()
+    return resources.files("foundry_pipeline").joinpath("default.yaml").read_text()
 
 
 def _substitute(node: Any, values: dict[str, str]) -> Any:

@@ -8,7 +8,7 @@
 
 Text layouts are sampled from each task's own initial-state distribution (no simulation needed),
 so the corpus is large and cheap; images need a reset + render per sample.
-Test: ``uv run pytest tests/test_pipeline_smoke.py`` (end to end) and ``packages/foundry-eval/tests/test_eval_pipeline_language.py``.
+Tests: ``packages/foundry-pipeline/tests/test_pipeline_smoke.py`` (end to end) and ``test_pipeline_language.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from foundry_core.errors import ConfigError
-from foundry_eval.pipeline.language import SceneObject, caption_scene, describe_scene
+from foundry_pipeline.language import SceneObject, caption_scene, describe_scene
 
 #: Shape words for the scene builder's object kinds.
 SHAPES = {"box": "block", "cylinder": "can", "bin": "bin", "plate": "plate", "marker": "target circle"}
@@ -134,12 +134,12 @@ def _png(image: np.ndarray) -> bytes:
 
 def build_text(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Write the text corpus; returns counts."""
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
 
     rng = random.Random(cfg.seed)
     docs: list[tuple[str, str]] = []
     for t, task in enumerate(cfg.tasks):
-        env = get_registry().build("env", {"name": task, "cameras": []}, where=f"world.tasks.{task}")
+        env = get_registry().build("task", {"name": task, "cameras": []}, where=f"world.tasks.{task}")
         nprng = np.random.default_rng(cfg.seed * 1000 + t)
         for i in range(cfg.text_docs_per_task):
             poses = env.sample_objects(nprng)
@@ -160,7 +160,7 @@ def build_text(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], Non
 
 def build_captions(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Render seeded initial scenes with the scene camera and caption them from their state."""
-    from foundry_core.registry import get_registry
+    from foundry_core.plugins import get_registry
 
     writer = ShardWriter(out_dir, cfg.samples_per_shard)
     rng = random.Random(cfg.seed + 1)
@@ -168,7 +168,7 @@ def build_captions(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int],
     examples: list[dict[str, str]] = []
     for task in cfg.tasks:
         node = {"name": task, "cameras": ["scene"], "image_size": cfg.image_size}
-        env = get_registry().build("env", node, where=f"world.tasks.{task}")
+        env = get_registry().build("task", node, where=f"world.tasks.{task}")
         names = [s.name for s in env.object_specs()]
         for i in range(cfg.images_per_task):
             obs = env.reset(10_000 + i)

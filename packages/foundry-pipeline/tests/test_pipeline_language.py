@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from foundry_eval.pipeline.language import SceneObject, caption_scene, describe_scene, region, relation
-from foundry_eval.pipeline.world import color_name
+from foundry_pipeline.language import SceneObject, caption_scene, describe_scene, region, relation
+from foundry_pipeline.world import color_name
 
 BLOCK = SceneObject("block", "red", "block", 0.15, 0.2)
 TARGET = SceneObject("target", "green", "target circle", -0.15, -0.2)
@@ -47,7 +47,7 @@ def test_color_names_from_rgba():
 def test_world_demo_counts_must_name_demo_tasks():
     from foundry_core.config import parse_dataclass
     from foundry_core.errors import ConfigError
-    from foundry_eval.pipeline.world import WorldConfig
+    from foundry_pipeline.world import WorldConfig
 
     cfg = parse_dataclass(WorldConfig, {"tasks": ["reach_target", "push_to_target"], "demo_counts": {"reach_target": 5}})
     assert cfg.demo_counts == {"reach_target": 5}

@@ -22,7 +22,7 @@ def pipeline_command(recipe_path: str | None, stages: tuple[str, ...], force: bo
     import logging
 
     from foundry_core.config import dump_yaml, to_dict
-    from foundry_eval.pipeline.recipe import TRAIN_STAGES, load_recipe
+    from foundry_pipeline.recipe import TRAIN_STAGES, load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
     if print_recipe:
@@ -33,7 +33,7 @@ def pipeline_command(recipe_path: str | None, stages: tuple[str, ...], force: bo
         return
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from foundry_eval.pipeline.run import run_pipeline
+    from foundry_pipeline.run import run_pipeline
 
     summary = run_pipeline(recipe, stages=stages or None, force=force)
     report = summary.get("report", {}).get("report")
