@@ -1,7 +1,7 @@
 """Zarr v3 robot-episode store: an append-only writer and a reader (spec: docs/episode_store.md).
 
 Layout: ``data/<field>`` arrays concatenated over time, ``data/camera/<name>`` uint8 frames (one
-Blosc-LZ4 or zstd chunk per frame), ``meta/episode_ends`` (exclusive cumulative ends; the commit record),
+Blosc-LZ4 or zstd chunk per frame), ``meta/episode_ends`` (exclusive cumulative ends),
 ``meta/episode_info`` + ``meta/episode_info_ends`` (per-episode JSON), store attributes in the root.
 
 Crash safety: an episode's data and metadata are written first, its ``episode_ends`` entry next and
