@@ -27,16 +27,69 @@ def _tar_samples(shard: Path) -> dict[str, dict[str, bytes]]:
     return out
 
 
-def test_wds_reference_shard_round_trip(shared_data, tmp_path):
+def _jpeg(data: bytes) -> np.ndarray:
     from PIL import Image
 
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _encode(frame: np.ndarray, quality: int = 90) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def test_wds_reference_shard_rebuilds_episodes(shared_data, tmp_path):
     src = shared_data / "vla_foundry" / "small_lbm_dataset"
     assert detect_format(src) == "wds"
     done = []
     summary = convert(src, tmp_path / "lbm.zarr", progress=lambda d, n: done.append((d, n)))
-    assert done[-1] == (1, 1) and summary.episodes == 5 and summary.steps == 80
+    # 5 windows of episode_0 (timesteps 6-21, 24-39, 64-79, 78-93, 108-123) -> 4 runs; 64-79/78-93 overlap
+    assert done[-1] == (1, 1) and summary.episodes == 4 and summary.steps == 78
     store = open_store(tmp_path / "lbm.zarr")
-    assert len(store.cameras) == 6 and store.cameras["scene_left_0"] == (224, 224)
+    assert store.attrs["wds_layout"] == "episodes"
+    assert [(m["wds_episode_id"], m["wds_first_timestep"]) for m in store.all_meta()] == [
+        ("episode_0", 6), ("episode_0", 24), ("episode_0", 64), ("episode_0", 108)]
+    assert store.lengths().tolist() == [16, 16, 30, 16]
+    assert not any(k.endswith("_relative") or k in ("past_mask", "future_mask") for k in store.fields)
+    first = {m["wds_first_timestep"]: i for i, m in enumerate(store.all_meta())}
+    real_images = 0
+    for members in _tar_samples(src / "shard_000000.tar").values():
+        meta = json.loads(members["metadata.json"])
+        start = max(t for t in first if t <= meta["lowdim_start_timestep"])
+        ep = store.episode(first[start])
+        lo = meta["lowdim_start_timestep"] - start
+        with np.load(io.BytesIO(members["lowdim.npz"])) as npz:
+            for k in store.fields:
+                if k != "image_valid":
+                    assert ep[k].dtype == npz[k].dtype, k
+                    np.testing.assert_array_equal(ep[k][lo : lo + 16], npz[k], err_msg=k)
+        for ext, data in members.items():
+            if ext.endswith(".jpg"):
+                cam, _, off = ext[:-4].rpartition("_t")
+                step = meta["anchor_timestep"] + int(off) - start
+                np.testing.assert_array_equal(ep[f"camera/{cam}"][step], _jpeg(data))
+                assert ep["image_valid"][step]
+                real_images += 1
+        instr = json.loads(members["language_instructions.json"])
+        assert instr["original"][0] in store.meta(first[start])["instructions"]
+    valid = store.read("image_valid", 0, store.num_steps)
+    assert real_images == 60 and valid.sum() == 10  # 10 timesteps x 6 cameras
+    for i in range(len(store)):  # steps without a real image are black, never a copy of another frame
+        ep = store.episode(i, ["camera/scene_left_0", "image_valid"])
+        assert not ep["camera/scene_left_0"][~ep["image_valid"]].any()
+    stats = NormStats.load(tmp_path / "lbm.zarr" / "stats")
+    stats.check_compatible(store)
+
+
+def test_wds_reference_shard_keep_windows(shared_data, tmp_path):
+    src = shared_data / "vla_foundry" / "small_lbm_dataset"
+    summary = convert(src, tmp_path / "lbm.zarr", options=ConvertOptions(keep_windows=True))
+    assert summary.episodes == 5 and summary.steps == 80
+    store = open_store(tmp_path / "lbm.zarr")
+    assert store.attrs["wds_layout"] == "windows" and store.attrs["wds_windows_reason"] == "keep_windows option"
     by_id = {store.meta(i)["wds_metadata"]["sample_id"]: i for i in range(len(store))}
     for members in _tar_samples(src / "shard_000000.tar").values():
         meta = json.loads(members["metadata.json"])
@@ -54,15 +107,55 @@ def test_wds_reference_shard_round_trip(shared_data, tmp_path):
         for ext, data in members.items():
             if ext.endswith(".jpg"):
                 cam, _, off = ext[:-4].rpartition("_t")
-                expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-                np.testing.assert_array_equal(ep[f"camera/{cam}"][anchor + int(off)], expected)
+                np.testing.assert_array_equal(ep[f"camera/{cam}"][anchor + int(off)], _jpeg(data))
         assert ep["image_valid"].tolist() == [True, True] + [False] * 14
+        assert not ep["camera/wrist_left_plus"][2:].any()  # no copies: black where there is no image
         instr = json.loads(members["language_instructions.json"])
         assert store.meta(i)["instructions"][0] == instr["original"][0]
         assert len(store.meta(i)["instructions"]) == sum(len(v) for v in instr.values())
-    stats = NormStats.load(tmp_path / "lbm.zarr" / "stats")
-    stats.check_compatible(store)
-    assert (tmp_path / "lbm.zarr" / "stats" / "norm_stats.safetensors").stat().st_size < 2_000_000
+
+
+def test_wds_synthetic_episodes_rebuilt_exactly(tmp_path):
+    eps = [synthetic_episode(12, seed=0), synthetic_episode(9, seed=1)]
+    src = write_synthetic_wds(tmp_path / "wds", eps, future=2, timesteps=True, samples_per_shard=7)
+    convert(src, tmp_path / "full.zarr")
+    store = open_store(tmp_path / "full.zarr")
+    assert store.lengths().tolist() == [12, 9]  # every step is an anchor: whole episodes come back
+    for i, ep in enumerate(eps):
+        got = store.episode(i)
+        np.testing.assert_array_equal(got["action"], ep["action"])
+        assert got["image_valid"].all()
+        for t in (0, 5, len(ep["action"]) - 1):  # the frame of that very step (as the writer encoded it)
+            np.testing.assert_array_equal(got["camera/scene"][t], _jpeg(_encode(ep["camera/scene"][t])))
+    # anchors every 5th step: windows [t-1, t+2] cover 0-2, 4-7, 9-11 of the 12-step episode -> 3 runs
+    src = write_synthetic_wds(tmp_path / "sparse", eps[:1], future=2, timesteps=True, anchor_every=5)
+    convert(src, tmp_path / "sparse.zarr")
+    store = open_store(tmp_path / "sparse.zarr")
+    assert [m["wds_first_timestep"] for m in store.all_meta()] == [0, 4, 9]
+    assert store.lengths().tolist() == [3, 4, 3]
+    np.testing.assert_array_equal(store.episode(1)["action"], eps[0]["action"][4:8])
+    assert store.episode(1)["image_valid"].tolist() == [True, True, False, False]  # images at t-1, t only
+
+
+def test_wds_overlapping_windows_that_disagree_fail(tmp_path):
+    a, b = synthetic_episode(6, seed=0), synthetic_episode(6, seed=1)
+    src = write_synthetic_wds(tmp_path / "wds", [a, b], future=2, timesteps=True)
+    shard = src / "shard_000000.tar"
+    samples = _tar_samples(shard)
+    with tarfile.open(shard, "w") as tar:  # two different episodes under one episode_id
+        for key, members in sorted(samples.items()):
+            meta = json.loads(members["metadata.json"])
+            meta["episode_id"] = "episode_0"
+            members["metadata.json"] = json.dumps(meta).encode()
+            for ext, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DataError, match=r"sample e0001t\d+: episode_id episode_0 timestep \d+: \w+ differs from sample"):
+        convert(src, tmp_path / "out.zarr")
+    assert not (tmp_path / "out.zarr").exists()
+    convert(src, tmp_path / "win.zarr", options=ConvertOptions(keep_windows=True))  # the way out: windows
+    assert len(open_store(tmp_path / "win.zarr")) == 12
 
 
 def test_wds_bad_sample_names_sample_and_leaves_nothing(tmp_path):

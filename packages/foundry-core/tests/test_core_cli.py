@@ -63,7 +63,77 @@ def test_config_validate_run_schema_unknown_component(foundry_pm, cli_runner, tm
 def test_debug_flag_shows_traceback(foundry_pm, cli_runner, tmp_path):
     (tmp_path / "bad.yaml").write_text("a: [1\n")
     result = invoke(foundry_pm, ["--debug", "config", "show", str(tmp_path / "bad.yaml")], cli_runner)
-    assert result.exit_code != 0 and result.exception is not None
+    assert result.exit_code == 2 and "Traceback" in result.output and "malformed YAML" in result.output
+
+
+RUN = """
+run: {out_dir: OUT}
+model: {name: toy_regression, width: 8}
+data: {mix: [{source: {name: synthetic_regression, num_samples: 16}}]}
+train: {budget: {steps: 1}, batch: {global: 4, per_device: 4}, progress: false}
+"""
+
+
+def test_config_validate_of_an_empty_file_is_an_error(foundry_pm, cli_runner, tmp_path):
+    """Before: ``config validate`` of an empty file said ok."""
+    (tmp_path / "empty.yaml").write_text("\n# nothing here\n")
+    result = invoke(foundry_pm, ["config", "validate", str(tmp_path / "empty.yaml")], cli_runner)
+    assert result.exit_code == 2 and "empty.yaml: the file is empty" in result.output
+
+
+def test_duplicate_yaml_keys_are_an_error_naming_key_and_line(foundry_pm, cli_runner, tmp_path):
+    """Before: the second ``lr`` silently replaced the first."""
+    (tmp_path / "dup.yaml").write_text(RUN.replace("OUT", str(tmp_path / "o")) + "train: {}\n")
+    result = invoke(foundry_pm, ["config", "validate", str(tmp_path / "dup.yaml")], cli_runner)
+    assert result.exit_code == 2
+    assert "dup.yaml:6:1: duplicate key 'train' (first given on line 5)" in result.output
+
+
+def test_negative_budget_is_a_config_error(foundry_pm, cli_runner, tmp_path):
+    """Before: ``train.budget.steps=-5`` trained nothing and exported."""
+    (tmp_path / "run.yaml").write_text(RUN.replace("OUT", str(tmp_path / "o")))
+    for override, needle in [
+        ("train.budget.steps=-5", "train.budget.steps: must be >= 1, got -5"),
+        ("train.batch.per_device=0", "train.batch.per_device: must be >= 1, got 0"),
+        ("train.checkpoint.keep_last=0", "train.checkpoint.keep_last: must be >= 1, got 0"),
+        ("train.log_every=0", "train.log_every: must be >= 1, got 0"),
+    ]:
+        result = invoke(foundry_pm, ["config", "validate", str(tmp_path / "run.yaml"), override], cli_runner)
+        assert result.exit_code == 2 and needle in result.output, result.output
+        result = invoke(foundry_pm, ["train", str(tmp_path / "run.yaml"), override], cli_runner)
+        assert result.exit_code == 2 and needle in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_or_impossible_run_folder_is_one_clear_error(foundry_pm, cli_runner, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "run.yaml").write_text(RUN.replace("OUT", str(tmp_path / "a_file" / "run")))
+    result = invoke(foundry_pm, ["train", str(tmp_path / "run.yaml")], cli_runner)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"run folder {tmp_path / 'a_file' / 'run'}: cannot write there" in result.output
+    assert "set run.out_dir to a writable folder" in result.output
+    result = invoke(foundry_pm, ["--debug", "train", str(tmp_path / "run.yaml")], cli_runner)
+    assert result.exit_code == 2 and "Traceback" in result.output
+
+
+def test_os_errors_name_the_path_exit_2(foundry_pm, cli_runner, tmp_path):
+    import click
+
+    from foundry_core.cli.main import build_cli
+
+    cli = build_cli(lambda: foundry_pm)
+
+    @cli.command("touch-it")
+    def touch_it():
+        (tmp_path / "no" / "such" / "dir" / "f").write_text("x")
+        click.echo("unreachable")
+
+    result = cli_runner.invoke(cli, ["touch-it"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (
+        f"{tmp_path / 'no' / 'such' / 'dir' / 'f'}: No such file or directory; check the path"
+        in result.output
+    )
 
 
 def test_help_imports_no_torch():

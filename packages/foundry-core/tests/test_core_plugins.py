@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import textwrap
 from importlib.metadata import EntryPoint
@@ -25,6 +24,7 @@ def fake_entry_points(monkeypatch, tmp_path, modules: dict[str, str]):
     for name, source in modules.items():
         mod = name.replace("-", "_")
         (tmp_path / f"{mod}.py").write_text(textwrap.dedent(source))
+        monkeypatch.delitem(sys.modules, mod, raising=False)  # another test's module of the same name
         ep = EntryPoint(name=name, value=mod, group=hookspecs.ENTRY_POINT_GROUP)
         eps.append(ep)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -57,14 +57,83 @@ def test_strict_mode_raises(monkeypatch, tmp_path):
         make_plugin_manager(strict=True)
 
 
-def test_misspelled_hookimpl_is_reported(monkeypatch, tmp_path):
-    fake_entry_points(
-        monkeypatch,
-        tmp_path,
-        {"typo-plugin": "from foundry_core.hookspecs import hookimpl\n@hookimpl\ndef register_encoder(register):\n    pass\n"},
-    )
+TYPO = "from foundry_core.hookspecs import hookimpl\n@hookimpl\ndef register_encoder(register):\n    pass\n"
+RAISES = """
+from foundry_core.hookspecs import hookimpl
+@hookimpl
+def register_models(register):
+    register("half_registered", "x.y:Z")
+    raise KeyError("boom in registration")
+"""
+RAISES_IN_COMMANDS = """
+from foundry_core.hookspecs import hookimpl
+@hookimpl
+def register_commands(cli):
+    raise RuntimeError("boom in register_commands")
+"""
+
+
+def test_misspelled_hookimpl_is_a_warning_naming_the_plugin(monkeypatch, tmp_path, caplog):
+    fake_entry_points(monkeypatch, tmp_path, {"typo-plugin": TYPO, "good-plugin": GOOD})
+    pm = make_plugin_manager()
+    assert pm.get_plugin("typo-plugin") is None and pm.get_plugin("good-plugin") is not None
+    assert "unknown hook 'register_encoder'; did you mean 'register_encoders'" in pm.load_errors["typo-plugin"]
+    assert "could not load plugin typo-plugin" in caplog.text
     with pytest.raises(pluggy.PluginValidationError, match="register_encoder"):
-        make_plugin_manager()
+        make_plugin_manager(strict=True)
+
+
+def _cli_with(monkeypatch, tmp_path, modules):
+    from foundry_core.cli.main import build_cli
+
+    fake_entry_points(monkeypatch, tmp_path, modules)
+    pm = make_plugin_manager()
+    return build_cli(lambda: pm), pm
+
+
+def _run_config(tmp_path):
+    import yaml
+
+    cfg = {
+        "run": {"name": "p", "out_dir": str(tmp_path / "run")},
+        "model": {"name": "toy_regression", "width": 8},
+        "data": {"mix": [{"source": {"name": "synthetic_regression", "num_samples": 16}}]},
+        "train": {"budget": {"steps": 1}, "batch": {"global": 4, "per_device": 4}, "progress": False},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize("broken", [TYPO, RAISES, RAISES_IN_COMMANDS], ids=["typo", "raises", "raises-in-commands"])
+def test_a_broken_plugin_never_takes_the_cli_down(monkeypatch, tmp_path, cli_runner, broken):
+    cli, pm = _cli_with(monkeypatch, tmp_path, {"broken-plugin": broken, "good-plugin": GOOD})
+    help_ = cli_runner.invoke(cli, ["--help"])
+    assert help_.exit_code == 0 and "train" in help_.output, help_.output
+    listing = cli_runner.invoke(cli, ["plugins"])
+    assert listing.exit_code == 0, listing.output
+    assert "broken-plugin" in listing.output and "FAILED" in listing.output
+    assert "good-plugin" in listing.output
+    config = _run_config(tmp_path)
+    shown = cli_runner.invoke(cli, ["config", "show", str(config)])
+    assert shown.exit_code == 0 and "toy_regression" in shown.output, shown.output
+    trained = cli_runner.invoke(cli, ["train", str(config)])
+    assert trained.exit_code == 0, trained.output
+    assert (tmp_path / "run" / "export" / "model.safetensors").is_file()
+
+
+def test_a_registration_hook_that_raises_registers_nothing_and_is_shown(monkeypatch, tmp_path, caplog):
+    from foundry_core.registry import collect
+
+    fake_entry_points(monkeypatch, tmp_path, {"broken-plugin": RAISES, "good-plugin": GOOD})
+    pm = make_plugin_manager()
+    registry = collect(pm)
+    assert "half_registered" not in registry.names("model") and "toy_env" in registry.names("task")
+    assert "register_models raised KeyError" in pm.load_errors["broken-plugin"]
+    assert "a hook failed in plugin broken-plugin" in caplog.text
+    infos = {i.name: i for i in plugin_infos(pm)}
+    assert infos["broken-plugin"].error and infos["broken-plugin"].version == "unknown"
+    assert not infos["good-plugin"].error
 
 
 def test_disable_autoload_and_explicit_list(monkeypatch, tmp_path):
@@ -102,7 +171,7 @@ def test_hook_register_commands(foundry_pm, cli_runner):
     assert result.exit_code == 0 and result.output == "hi\n"
 
 
-def test_plugin_cannot_shadow_builtin_command(foundry_pm, cli_runner):
+def test_plugin_cannot_shadow_builtin_command(foundry_pm, cli_runner, tmp_path):
     import click
 
     from foundry_core.cli.main import build_cli
@@ -115,14 +184,9 @@ def test_plugin_cannot_shadow_builtin_command(foundry_pm, cli_runner):
                 click.echo("hijacked")
 
     foundry_pm.register(Shadow(), name="shadow-plugin")
-    result = cli_runner.invoke(build_cli(lambda: foundry_pm), ["train", "x.yaml"])
-    assert result.exit_code == 2 and "replace the built-in command 'foundry train'" in result.output
-
-
-def test_discovery_imports_no_torch():
-    probe = (
-        "import sys; from foundry_core.plugins import make_plugin_manager; from foundry_core.registry import collect; "
-        "collect(make_plugin_manager()); print('torch' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
-    assert out.stdout.strip() == "False", out.stderr
+    cli = build_cli(lambda: foundry_pm)
+    result = cli_runner.invoke(cli, ["train", str(_run_config(tmp_path))])
+    assert result.exit_code == 0 and "hijacked" not in result.output  # the built-in ran
+    assert "replace the built-in command 'foundry train'" in foundry_pm.load_errors["shadow-plugin"]
+    listing = cli_runner.invoke(cli, ["plugins"])
+    assert "shadow-plugin  FAILED" in listing.output

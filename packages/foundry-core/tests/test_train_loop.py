@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from foundry_core.config import parse_dataclass
-from foundry_core.errors import ConfigError
+from foundry_core.errors import ConfigError, Interrupted
 from foundry_core.hookspecs import hookimpl
 from foundry_core.models.toy import ToyMLP
 from foundry_core.registry import collect
@@ -250,7 +250,9 @@ def test_sigterm_saves_and_resume_is_bit_exact(tmp_path, pm):
     cut = copy.deepcopy(base)
     cut["run"]["out_dir"] = str(tmp_path / "cut")
     cut["train"]["callbacks"] = [{"name": "sigterm_at", "step": 3}]
-    run_dir = train_from_config(copy.deepcopy(cut), pm=pm)
+    with pytest.raises(Interrupted, match="stopped by SIGTERM at step 3: checkpoint .*step_00000003 written"):
+        train_from_config(copy.deepcopy(cut), pm=pm)  # the CLI exits 143 with this message
+    run_dir = tmp_path / "cut"
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_00000003"]
     assert not (run_dir / "export").exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored

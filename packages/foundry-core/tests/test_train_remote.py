@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from foundry_core.errors import FoundryError
+from foundry_core.errors import FoundryError, Interrupted
 from foundry_core.export import load_pretrained
 from foundry_core.hookspecs import hookimpl
 from foundry_core.registry import collect
@@ -84,7 +84,9 @@ def test_remote_sync_and_resume_from_remote(tmp_path, foundry_pm, s3_server):
     cfg = make_config(tmp_path / "local", remote)
     cut = copy.deepcopy(cfg)
     cut["train"]["callbacks"] = [{"name": "sigterm_at_remote", "step": 5}]
-    train_from_config(cut, pm=foundry_pm)  # stops after step 5 with a checkpoint, uploaded before return
+    with pytest.raises(Interrupted, match="stopped by SIGTERM at step 5") as stopped:
+        train_from_config(cut, pm=foundry_pm)  # stops after step 5 with a checkpoint, uploaded before return
+    assert stopped.value.exit_code == 143
 
     fs, root = fsspec.core.url_to_fs(remote)
     fs.invalidate_cache()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from foundry_eval.compare_cli import CSV_COLUMNS, compare_command
+from foundry_eval.compare_cli import CSV_COLUMNS, RATE_WIDTH, compare_command
 from foundry_eval.results import load_results, results_path, write_results
 from foundry_eval.stats.compare import compare
 
@@ -67,6 +67,40 @@ def test_compare_csv_on_synthetic_tree(tmp_path):
     assert a == {"good": "a", "mid": "b", "bad": "c"}
     agg = {r["model"]: r for r in rows if r["task"] == "Both"}
     assert agg["good"]["n"] == "80" and agg["good"]["budget"] == "80" and agg["good"]["letters"] == "a"
+
+
+def test_all_tasks_aggregate_even_with_task_groups(tmp_path):
+    root = _tree(tmp_path / "res", RATES)  # rename.yaml defines the group "Both"
+    res = CliRunner().invoke(compare_command, [str(root), "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    agg = [r for r in _csv_rows(res.stdout) if r["kind"] == "aggregate"]
+    assert sorted({r["task"] for r in agg}) == ["All Tasks", "Both"]
+    assert {r["model"] for r in agg if r["task"] == "All Tasks"} == set(RATES)
+    res = CliRunner().invoke(compare_command, [str(root), "--tasks", "A"])  # one task: still an aggregate
+    assert res.exit_code == 0 and "All Tasks" in res.stdout
+
+
+def test_table_header_aligned_and_reference_layout(tmp_path):
+    root = _tree(tmp_path / "res", RATES)
+    res = CliRunner().invoke(compare_command, [str(root)])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    head, row = lines[0], lines[2]
+    # every right-aligned header label ends in the same column as its data
+    for label, value in (("Success Rate (%)", "%"), ("N", "40"), ("90% CI", "]")):
+        end = head.index(label) + len(label)
+        assert row[:end].endswith(value) and row[end] == " ", (label, head, row)
+    assert head.index("Letters") == row.index("]") + 3
+    assert len(lines[1]) == len(head) and RATE_WIDTH == len("Success Rate (%)") + 1
+    ref = CliRunner().invoke(compare_command, [str(root), "--layout", "reference"])
+    assert ref.exit_code == 0, ref.output
+    lines = ref.stdout.splitlines()
+    assert lines[1] == "-" * 88 and "Letters" not in lines[0]
+    rows = [ln for ln in lines[2:] if ln and not ln.startswith("warning")]
+    assert len(rows) == 6  # one table, per-task rows only, no aggregates
+    rates = [float(ln[45:57]) for ln in rows]  # Task 30 + Model 15, then the 13-wide rate "{:>11.1f}%"
+    assert rates == sorted(rates, reverse=True) and all(ln[57] == "%" for ln in rows)
+    assert all(len(ln) == 83 for ln in rows)
 
 
 def test_compare_table_json_barnard_and_selection(tmp_path):
@@ -140,7 +174,7 @@ def test_report_html_and_violins(tmp_path):
     assert res.exit_code == 0, res.output
     html = (out / "report.html").read_text()
     pngs = sorted((out / "violins").glob("*.png"))
-    assert len(pngs) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert len(pngs) == 4 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)  # 2 tasks, Both, All Tasks
     assert "Balanced aggregates" in html and "violins/" in html and "<b>a</b>" in html
 
 
@@ -180,3 +214,29 @@ def test_compare_released_results(shared_data):
         key=lambda r: float(r["success_rate"]),
     )
     assert not set(best["letters"]) & set(worst["letters"])
+
+
+@pytest.mark.slow
+def test_released_letters_lp_versus_legacy_boundary(shared_data):
+    """Recompute every compact letter of the released evaluations with the previous (legacy) and the LP
+    boundary: every pair whose decision changes must be newly separated, in the direction of the rates."""
+    rs = load_results(shared_data / "vla_foundry" / "eval_results")
+    new = compare(rs)
+    old = compare(rs, step_construction="legacy")
+    key = lambda p: (p.eval_set, p.task, p.model_a, p.model_b)  # noqa: E731
+    old_pairs = {key(p): p for p in old.pairs}
+    rows = {(r.eval_set, r.task, r.model): r for r in new.rows}
+    changed = [(p, old_pairs[key(p)]) for p in new.pairs if p.decision != old_pairs[key(p)].decision]
+    for p, q in changed:
+        assert q.decision == "undecided" and p.decision in ("p0 < p1", "p0 > p1"), (p, q)
+        ra = rows[(p.eval_set, p.task, p.model_a)].success_rate
+        rb = rows[(p.eval_set, p.task, p.model_b)].success_rate
+        assert (ra < rb) if p.decision == "p0 < p1" else (ra > rb), (p, ra, rb)
+    step_pairs = [p for p in new.pairs if p.method == "step"]
+    assert len(step_pairs) > 1000 and changed  # the LP boundary separates more pairs
+    letters_changed = sum(
+        r.letters != o.letters for r, o in zip(new.rows, old.rows, strict=True) if r.kind == "task"
+    )
+    print(
+        f"pairs changed: {len(changed)} of {len(step_pairs)} STEP pairs; task rows with new letters: {letters_changed}"
+    )

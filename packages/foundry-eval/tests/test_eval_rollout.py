@@ -198,7 +198,7 @@ def test_cli_eval_run(tmp_path, cli_runner):
     ]
     result = cli_runner.invoke(build_cli(), args)
     assert result.exit_code == 0, result.output
-    assert "PointReach: 2/2 successes" in result.output
+    assert "PointReach: 2/2 successes, 0 crashed" in result.output
     # --cameras none renders nothing (it is not a camera called "none")
     import foundry_eval.rollout.runner as runner
 
@@ -214,3 +214,21 @@ def test_cli_eval_run(tmp_path, cli_runner):
     assert seen == [[], ["scene", "wrist"]]
     result = cli_runner.invoke(build_cli(), ["eval", "run", "--tasks", "point_reach", "--episodes", "1"])
     assert result.exit_code == 2 and "exactly one of" in result.output
+
+
+def test_cli_eval_run_where_every_episode_crashed_exits_non_zero(tmp_path, cli_runner, monkeypatch):
+    """Before: ``0/2 successes`` and exit 0, the crashes hidden in results.json."""
+    import foundry_eval.rollout.runner as runner
+    from foundry_core.cli.main import build_cli
+
+    real = runner.run_rollouts
+    monkeypatch.setattr(runner, "run_rollouts", lambda policy, *a, **kw: real(CrashingPolicy, *a, **kw))
+    args = ["eval", "run", "--policy", "expert", "--tasks", "point_reach", "--episodes", "2", "--out", str(tmp_path)]
+    result = cli_runner.invoke(build_cli(), args)
+    assert result.exit_code == 1, result.output
+    assert "PointReach: 0/2 successes, 2 crashed" in result.output
+    assert "crashed: scenario 0: ZeroDivisionError: policy bug" in result.output
+    assert "2/2 episodes crashed (more than --max-crash-rate 0.05)" in result.output
+    assert load_results(tmp_path)  # the results are still written
+    allowed = cli_runner.invoke(build_cli(), [*args, "--max-crash-rate", "1", "--out", str(tmp_path / "b")])
+    assert allowed.exit_code == 0 and "2 crashed" in allowed.output, allowed.output

@@ -46,3 +46,21 @@ def test_components_satisfy_the_contracts(vision_registry):
 def test_plugin_module_imports_no_torch():
     code = "import sys, foundry_vision.plugin; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_vision_encoder_with_instruction_bytes(vision_registry):
+    """``text: bytes``: one token per UTF-8 byte after the image tokens; the instruction changes the output."""
+    ctx = BuildContext(vision_registry)
+    torch.manual_seed(0)
+    bb = vision_registry.build("backbone", {"name": "vision_encoder", "encoder": TINY_VIT, "text": "bytes",
+                                            "max_text_bytes": 8}, ctx)  # fmt: skip
+    assert bb.reads_prompts
+    images = torch.randint(0, 256, (2, 1, 3, 32, 32), dtype=torch.uint8)
+    tokens, mask = bb.encode(images, ["open", "close the drawer now"])
+    assert tokens.shape == (2, 16 + 8, bb.out_dim) and bb.image_token_span(1) == (0, 16)
+    assert mask[0].tolist() == [True] * 16 + [True] * 4 + [False] * 4 and bool(mask[1].all())  # cut at 8 bytes
+    other, _ = bb.encode(images, ["shut", "close the drawer now"])
+    assert not torch.equal(other[0, 16:20], tokens[0, 16:20]) and torch.equal(other[0, :16], tokens[0, :16])
+    plain = vision_registry.build("backbone", {"name": "vision_encoder", "encoder": TINY_VIT}, ctx)
+    assert not plain.reads_prompts
+

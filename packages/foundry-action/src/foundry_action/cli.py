@@ -26,12 +26,16 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--fps", type=float, default=None, help="Control rate when the source has none.")
     @click.option("--task", default=None, help="Task name for every episode (default: from the source).")
     @click.option("--instruction", default=None, help="Instruction for episodes whose source has none.")
+    @click.option("--cameras", default=None, help="Comma-separated camera names to keep (lbm_spartan: semantic names).")
+    @click.option("--keep-windows", is_flag=True,
+                  help="wds: one episode per window even when metadata.json places windows in their episodes.")
     @click.option("--overwrite", is_flag=True,
                   help="Replace DST if it is an episode store (never the source, never another folder).")
     @click.option("--no-stats", is_flag=True, help="Skip computing normalization statistics.")
     def convert_cmd(src: str, dst: str, fmt: str | None, workers: int, use_ray: bool, fps: float | None,
-                    task: str | None, instruction: str | None, overwrite: bool, no_stats: bool) -> None:
-        """Convert robot data (reference WebDataset, LeRobot v3, diffusion_policy replay buffer) to an episode store."""
+                    task: str | None, instruction: str | None, cameras: str | None, keep_windows: bool, overwrite: bool,
+                    no_stats: bool) -> None:
+        """Convert robot data (reference WebDataset, LeRobot v3, diffusion_policy replay buffer, LBM spartan) to a store."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         from foundry_action.convert import ConvertOptions, convert, detect_format
@@ -41,7 +45,9 @@ def add_commands(cli: click.Group) -> None:
                       TimeRemainingColumn(), transient=True) as bar:
             job = bar.add_task(f"converting {fmt}", total=None)
             result = convert(src, dst, fmt=fmt, workers=workers, use_ray=use_ray, overwrite=overwrite,
-                             options=ConvertOptions(fps=fps, task=task, instruction=instruction),
+                             options=ConvertOptions(fps=fps, task=task, instruction=instruction,
+                                                     cameras=[c.strip() for c in cameras.split(",") if c.strip()]
+                                                     if cameras else None, keep_windows=keep_windows),
                              compute_stats=not no_stats, progress=lambda d, n: bar.update(job, completed=d, total=n))
         for line in result.lines():
             click.echo(line)

@@ -86,6 +86,9 @@ class ZarrEpisodes:
         val_fraction: float = 0.0
         #: Pad episodes shorter than the window instead of raising.
         pad_short: bool = False
+        #: Anchor windows at every step ("all") or only at steps with a real frame ("image_valid": for
+        #: stores whose ``image_valid`` field marks steps without one, e.g. converted reference shards).
+        anchors: Literal["all", "image_valid"] = "all"
         #: "first" instruction of an episode, or a seeded "random" one of its list.
         instruction: Literal["first", "random"] = "first"
         num_workers: int = 0
@@ -124,7 +127,7 @@ class ZarrEpisodes:
         self.sampler = WindowSampler(
             store, past=cfg.past, future=cfg.future, cameras=cfg.cameras, image_offsets=cfg.image_offsets,
             action_fields=self.action_fields, proprio_fields=self.proprio_fields, episodes=episodes,
-            pad_short=cfg.pad_short,
+            pad_short=cfg.pad_short, anchors=cfg.anchors,
         )
         sizes = {store.cameras[c] for c in self.sampler.cameras}
         if cfg.image_size is None and len(sizes) > 1:

@@ -20,6 +20,8 @@ def register_models(register: Register) -> None:
 @hookimpl
 def register_data_sources(register: Register) -> None:
     register("zarr_episodes", "foundry_action.data_source:ZarrEpisodes", description="windows of a Zarr v3 robot-episode store")
+    register("wds_robot_shards", "foundry_action.wds_source:WdsRobotShards",
+             description="the reference's robotics WebDataset shards, read directly (no conversion)")
 
 
 @hookimpl
@@ -28,6 +30,8 @@ def register_converters(register: Register) -> None:
     register("wds", f"{convert}.wds", description="VLA Foundry WebDataset robotics shards (manifest.jsonl / *.tar)")
     register("lerobot_v3", f"{convert}.lerobot", description="LeRobot v3 dataset folder (meta/info.json)")
     register("replay_buffer", f"{convert}.replay_buffer", description="diffusion_policy Zarr replay buffer (data/, meta/episode_ends)")
+    register("lbm_spartan", f"{convert}.spartan",
+             description="LBM public sim training data: diffusion spartan episode folders (…/episode_<n>/processed/)")
 
 
 @hookimpl

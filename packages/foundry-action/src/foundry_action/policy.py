@@ -238,7 +238,7 @@ class Policy:
         return {
             "modality": "robot",
             "images": images.to(dev),
-            "image_mask": torch.ones(1, images.shape[1], dtype=torch.bool, device=dev),
+            "image_mask": torch.tensor([[n - 1 + o >= 0 for o in self.offsets for _ in self.cameras]], device=dev),
             "proprio": torch.from_numpy(self._normalize(proprio, "proprio"))[None].to(dev),
             "actions": torch.from_numpy(actions)[None].to(dev),
             "past_mask": torch.from_numpy(past_mask)[None].to(dev),

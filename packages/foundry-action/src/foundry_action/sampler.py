@@ -6,7 +6,10 @@ t + future`` (``T = past + 1 + future`` steps): positions outside the episode re
 the anchor, ``future_mask`` for the anchor and valid positions after it (the reference convention).
 Proprioception is the first ``past + 1`` positions (repeat-edge padded). Images are taken at
 ``t + offset`` for each offset, clipped to the episode, and ``image_mask`` is false where clipping
-happened (or where the store's optional bool field ``image_valid`` marks a copied frame). Image order is time-major: all cameras at the first offset, then the next offset.
+happened (or where the store's optional bool field ``image_valid`` marks a step without a real frame).
+Image order is time-major: all cameras at the first offset, then the next offset. With ``anchors:
+image_valid`` only steps whose own frame is real are anchors (windowed sources such as the reference
+shards have real frames at a few steps only).
 
 Low-dim fields are read into memory once; frames are read per batch from Zarr (opened lazily in
 each process, so DataLoader workers never share a Zarr handle).
@@ -15,6 +18,7 @@ Test: ``uv run pytest packages/foundry-action/tests/test_action_sampler.py``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +29,8 @@ import numpy as np
 
 from foundry_action.store import EpisodeStore, open_store
 from foundry_core.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class WindowSampler:
         proprio_fields: Sequence[str] = ("proprio",),
         episodes: Sequence[int] | None = None,
         pad_short: bool = False,
+        anchors: str = "all",
     ) -> None:
         if past < 0 or future < 0:
             raise DataError(f"past and future must be >= 0, got past={past} future={future}")
@@ -90,11 +97,23 @@ class WindowSampler:
                     )
         self.actions = self._load(store, self.action_fields)
         self.proprio = self._load(store, self.proprio_fields)
-        # windowed sources (e.g. converted WebDataset samples) mark copied frames as not valid
+        # windowed sources (e.g. converted WebDataset samples) mark steps without a real frame as not valid
         self.image_valid = store.read("image_valid", 0, store.num_steps).astype(bool) if "image_valid" in store.fields else None
         lens = self.lengths[self.episodes]
         self.index_episode = np.repeat(self.episodes, lens)
         self.index_anchor = np.concatenate([np.arange(n) for n in lens]).astype(np.int64)
+        if anchors not in ("all", "image_valid"):
+            raise DataError(f"anchors must be 'all' or 'image_valid', got {anchors!r}")
+        if self.image_valid is not None:
+            real = self.image_valid[self.starts[self.index_episode] + self.index_anchor]
+            if anchors == "image_valid":  # only steps with a real frame at the anchor (windowed sources)
+                if not real.any():
+                    raise DataError(f"{self.path}: anchors: image_valid, but no selected step has a real frame")
+                self.index_episode, self.index_anchor = self.index_episode[real], self.index_anchor[real]
+            elif not real.all():
+                log.warning("%s: %d of %d anchors have no real frame at the anchor (image_valid false; masked in "
+                            "image_mask); set anchors: image_valid to train only on steps with a real frame",
+                            self.path, int((~real).sum()), len(real))
         self.image_shapes = {c: store.cameras[c] for c in self.cameras}
         self._frames: dict[str, Any] = {}
         self._pid = -1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -90,12 +91,16 @@ def write_synthetic_wds(
     samples_per_shard: int = 128,
     jpeg_quality: int = 90,
     instruction: str = "push the block",
+    timesteps: bool = False,
+    anchor_every: int = 1,
 ) -> Path:
     """Write episodes as the reference system's robotics WebDataset (windowed samples, JPEG + lowdim.npz).
 
     Every step is an anchor (edge windows use copy padding, as the reference does); cameras are the
     ``camera/<name>`` keys; low-dim fields become ``lowdim.npz`` arrays. Used by converter tests and
-    ``benchmarks/robot_loader.py``.
+    ``benchmarks/robot_loader.py``. ``timesteps`` adds ``lowdim_start_timestep``/``lowdim_end_timestep``/
+    ``image_timesteps`` to ``metadata.json`` as the reference does (the converter then rebuilds episodes);
+    ``anchor_every`` = the reference's ``stride``.
     """
     import io
     import json
@@ -111,7 +116,7 @@ def write_synthetic_wds(
         cams = [k for k in ep if k.startswith("camera/")]
         low = [k for k in ep if not k.startswith("camera/")]
         length = len(ep[low[0]])
-        for t in range(length):
+        for t in range(0, length, anchor_every):
             pos = np.arange(t - past, t + future + 1)
             clipped = np.clip(pos, 0, length - 1)
             valid = (pos >= 0) & (pos < length)
@@ -123,6 +128,9 @@ def write_synthetic_wds(
             meta = {"episode_id": f"episode_{e}", "sample_id": f"episode_{e}_t{t:04d}", "anchor_timestep": t,
                     "anchor_relative_idx": past, "camera_names": [c[7:] for c in cams],
                     "original_episode_length": length}
+            if timesteps:
+                meta.update(lowdim_start_timestep=t - past, lowdim_end_timestep=t + future,
+                            image_timesteps=[int(np.clip(t + o, 0, length - 1)) for o in sorted(image_offsets)])
             sample = {"lowdim.npz": buf.getvalue(), "metadata.json": json.dumps(meta).encode(),
                       "language_instructions.json": json.dumps({"original": [instruction]}).encode()}
             for cam in cams:
@@ -144,3 +152,33 @@ def write_synthetic_wds(
         manifest.append(json.dumps({"shard": shard, "num_sequences": len(samples[s : s + samples_per_shard])}))
     (directory / "manifest.jsonl").write_text("\n".join(manifest) + "\n")
     return directory
+
+
+def assert_invalid_frames_ignored(model: Any, batch: dict[str, Any]) -> None:
+    """A vla's loss, sampled chunk and conditioning are identical when the pixels of frames marked
+    invalid (``image_mask`` false) change, and its chunk changes with a valid frame's pixels."""
+    import torch
+
+    assert not batch["image_mask"].all() and batch["image_mask"].any()
+    with torch.no_grad():  # experts start as a no-op (zero output layer): give every weight a value
+        for p in model.parameters():
+            p.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(p.numel()))
+    other = dict(batch)
+    noise = torch.randint(0, 256, batch["images"].shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    other["images"] = torch.where(batch["image_mask"][:, :, None, None, None], batch["images"], noise)
+    assert not torch.equal(other["images"], batch["images"])
+    model.eval()  # fixed batch-norm statistics in the read-out: one batch's values cannot shift another's
+    outs = []
+    for b in (batch, other):
+        torch.manual_seed(0)
+        loss = model.compute_loss(b)[0]
+        torch.manual_seed(0)
+        outs.append((loss, model.predict(b), model.condition(b)))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=0, atol=0)
+    torch.testing.assert_close(outs[0][2][0], outs[1][2][0], rtol=0, atol=0)
+    # and a valid frame's pixels do matter (the check can fail)
+    changed = dict(batch)
+    changed["images"] = torch.where(batch["image_mask"][:, :, None, None, None], noise, batch["images"])
+    torch.manual_seed(0)
+    assert not torch.equal(model.predict(changed), outs[0][1])

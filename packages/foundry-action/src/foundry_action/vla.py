@@ -34,8 +34,20 @@ log = logging.getLogger(__name__)
 POLICY_FILE = "policy.json"
 STATS_DIR = "stats"
 BACKBONE_DIR = "backbone"
-SPEC_KEYS = ("cameras", "image_size", "image_offsets", "action_fields", "proprio_fields", "action_dim",
-             "proprio_dim", "field_dims", "past", "future", "fps", "normalization")
+SPEC_KEYS = (
+    "cameras",
+    "image_size",
+    "image_offsets",
+    "action_fields",
+    "proprio_fields",
+    "action_dim",
+    "proprio_dim",
+    "field_dims",
+    "past",
+    "future",
+    "fps",
+    "normalization",
+)
 
 
 def check_spec(spec: dict[str, Any], stats: NormStats, where: str) -> None:
@@ -47,15 +59,21 @@ def check_spec(spec: dict[str, Any], stats: NormStats, where: str) -> None:
         total = 0
         for name in spec[f"{kind}_fields"]:
             if name not in stats.dims:
-                raise DataError(f"{where}: the statistics have no field {name!r} (they have {', '.join(stats.dims)})")
+                raise DataError(
+                    f"{where}: the statistics have no field {name!r} (they have {', '.join(stats.dims)})"
+                )
             size = math.prod(stats.dims[name])
             if size != int(spec["field_dims"][name]):
-                raise DataError(f"{where}: field {name!r} has {spec['field_dims'][name]} dims but its statistics "
-                                f"have {size} ({stats.dims[name]})")
+                raise DataError(
+                    f"{where}: field {name!r} has {spec['field_dims'][name]} dims but its statistics "
+                    f"have {size} ({stats.dims[name]})"
+                )
             total += size
         if total != int(spec[f"{kind}_dim"]):
-            raise DataError(f"{where}: {kind}_dim is {spec[f'{kind}_dim']} but the statistics of "
-                            f"{spec[f'{kind}_fields']} add up to {total}")
+            raise DataError(
+                f"{where}: {kind}_dim is {spec[f'{kind}_dim']} but the statistics of "
+                f"{spec[f'{kind}_fields']} add up to {total}"
+            )
 
 
 class VLA(nn.Module):
@@ -80,7 +98,9 @@ class VLA(nn.Module):
             if self.data is None and self.policy is None:
                 raise ConfigError("give 'data' (the robot data_source node the policy is trained on)")
 
-    def __init__(self, cfg: Config, backbone: nn.Module, expert: nn.Module, spec: dict[str, Any], stats: NormStats):
+    def __init__(
+        self, cfg: Config, backbone: nn.Module, expert: nn.Module, spec: dict[str, Any], stats: NormStats
+    ):
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
@@ -93,20 +113,38 @@ class VLA(nn.Module):
     def from_config(cls, cfg: Config, ctx: BuildContext) -> VLA:
         spec, stats = cls._load_spec(cfg, ctx)
         backbone_dir = Path(ctx.pretrained_dir, BACKBONE_DIR) if ctx.pretrained_dir else None
-        bctx = BuildContext(ctx.registry, device=ctx.device, tokenizer=ctx.tokenizer, extras=ctx.extras,
-                            pretrained_dir=str(backbone_dir) if backbone_dir and backbone_dir.is_dir() else None)
+        bctx = BuildContext(
+            ctx.registry,
+            device=ctx.device,
+            tokenizer=ctx.tokenizer,
+            extras=ctx.extras,
+            pretrained_dir=str(backbone_dir) if backbone_dir and backbone_dir.is_dir() else None,
+        )
         backbone = ctx.registry.build("backbone", cfg.backbone, bctx, where="model.backbone")
         if not isinstance(getattr(backbone, "out_dim", None), int):
             raise ConfigError(f"model.backbone: {type(backbone).__name__} has no integer out_dim")
+        if cfg.use_instruction and getattr(backbone, "reads_prompts", True) is False:
+            raise ConfigError(
+                f"model.use_instruction: backbone {cfg.backbone.get('name')!r} ignores the instruction "
+                "(no tokenizer or text input); set model.use_instruction=false for a vision-only policy, "
+                "or give the backbone a language input (vision_encoder: text: bytes; foundry_vlm; hf_vlm)"
+            )
         past, future = int(spec["past"]), int(spec["future"])
-        dims = {"cond": backbone.out_dim, "action": int(spec["action_dim"]), "proprio": int(spec["proprio_dim"]),
-                "horizon": past + 1 + future, "proprio_steps": past + 1}
+        dims = {
+            "cond": backbone.out_dim,
+            "action": int(spec["action_dim"]),
+            "proprio": int(spec["proprio_dim"]),
+            "horizon": past + 1 + future,
+            "proprio_steps": past + 1,
+        }
         if cfg.expert.get("image_readout"):
             span = getattr(backbone, "image_token_span", None)
             if span is None:
-                raise ConfigError(f"model.expert.image_readout: backbone {cfg.backbone.get('name')!r} "
-                                  f"({type(backbone).__name__}) does not say where its image tokens are "
-                                  "(no image_token_span); use image_readout: 0 with it")
+                raise ConfigError(
+                    f"model.expert.image_readout: backbone {cfg.backbone.get('name')!r} "
+                    f"({type(backbone).__name__}) does not say where its image tokens are "
+                    "(no image_token_span); use image_readout: 0 with it"
+                )
             dims["image_span"] = span(len(spec["cameras"]) * len(spec["image_offsets"]))
         ectx = BuildContext(ctx.registry, device=ctx.device, dims=dims, extras=ctx.extras)
         expert = ctx.registry.build("action_expert", cfg.expert, ectx, where="model.expert")
@@ -129,7 +167,9 @@ class VLA(nn.Module):
             return spec, stats
         source = ctx.registry.build("data_source", cfg.data, ctx, where="model.data")
         if getattr(source, "modality", None) != "robot" or not hasattr(source, "metadata"):
-            raise ConfigError(f"model.data: {cfg.data.get('name')!r} is not a robot data source with metadata()")
+            raise ConfigError(
+                f"model.data: {cfg.data.get('name')!r} is not a robot data source with metadata()"
+            )
         spec = dict(source.metadata())
         check_spec(spec, source.stats, f"model.data ({cfg.data.get('path', cfg.data.get('name'))})")
         return spec, source.stats
@@ -145,7 +185,9 @@ class VLA(nn.Module):
         set_trainable(self.backbone, self.cfg.unfreeze, True, "model.unfreeze (backbone parameters)")
         frozen = sum(p.numel() for p in params.values() if not p.requires_grad)
         if frozen:
-            log.info("vla: %d of %d backbone parameters frozen", frozen, sum(p.numel() for p in params.values()))
+            log.info(
+                "vla: %d of %d backbone parameters frozen", frozen, sum(p.numel() for p in params.values())
+            )
 
     # ------------------------------------------------------------------ forward
     def prompts(self, batch: dict[str, Any]) -> list[str]:
@@ -155,10 +197,46 @@ class VLA(nn.Module):
         return [str(s) for s in batch.get("instruction") or [""] * n]
 
     def condition(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backbone tokens and mask of a robot batch (run once, shared by every noise sample)."""
-        tokens, mask = self.backbone.encode(batch["images"], self.prompts(batch))
+        """Backbone tokens and mask of a robot batch (run once, shared by every noise sample).
+
+        Image validity (``image_mask``, false = no real frame: before the episode start, or a step the
+        source has no image for) is honoured for every backbone: an invalid image reaches the backbone
+        as an all-black frame (so its pixels cannot matter), and where the backbone says where its image
+        tokens are (``image_token_span``) those of invalid images are masked out of the conditioning
+        (mask false, values zero), which the experts' attention and image read-out respect.
+        """
+        images, valid = batch["images"], batch.get("image_mask")
+        if valid is not None:
+            valid = valid.to(device=images.device, dtype=torch.bool)
+            if tuple(valid.shape) != tuple(images.shape[:2]):
+                raise DataError(f"vla: image_mask has shape {tuple(valid.shape)}, images {tuple(images.shape[:2])}")
+            if bool(valid.all()):
+                valid = None
+            else:
+                images = images.masked_fill(~valid[:, :, None, None, None], 0)
+        tokens, mask = self.backbone.encode(images, self.prompts(batch))
+        if valid is not None:
+            span = self._image_span(valid.shape[1])
+            if span is not None:
+                first, count = span
+                per_image = count // valid.shape[1]
+                keep = torch.ones_like(mask, dtype=torch.bool)
+                keep[:, first : first + count] = valid.repeat_interleave(per_image, dim=1)
+                mask = mask.bool() & keep
+                tokens = tokens * keep[..., None].to(tokens.dtype)
         self._cond_tokens = int(tokens.shape[1])  # for flops_per_sample
         return tokens, mask
+
+    def _image_span(self, num_images: int) -> tuple[int, int] | None:
+        """(first, count) of the backbone's image tokens, or None where it keeps no fixed image tokens."""
+        span_of = getattr(self.backbone, "image_token_span", None)
+        if span_of is None:
+            return None
+        try:
+            first, count = span_of(num_images)
+        except ConfigError:  # e.g. ``tokens: last``: the image tokens are not kept
+            return None
+        return (int(first), int(count)) if count % num_images == 0 else None
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         modality = batch.get("modality")
@@ -205,7 +283,9 @@ class VLA(nn.Module):
             inner = getattr(self.backbone, "flops_per_sample", None)
             return float(inner(batch)) if inner is not None else 0.0
         d = self.expert.dims
-        seq = 1 + getattr(self, "_cond_tokens", 1) + d.proprio_steps + d.horizon  # time + cond + proprio + actions
+        seq = (
+            1 + getattr(self, "_cond_tokens", 1) + d.proprio_steps + d.horizon
+        )  # time + cond + proprio + actions
         n = sum(p.numel() for p in self.expert.parameters())
         return 6.0 * n * seq * getattr(self.expert.cfg, "num_action_head_repeats", 1)
 

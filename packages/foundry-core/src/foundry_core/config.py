@@ -47,6 +47,27 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    """A mapping that names a repeated key (YAML silently keeps the last one otherwise)."""
+    seen: dict[Any, int] = {}  # explicit keys only: they may override keys merged in with ``<<: *anchor``
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line)
+        except TypeError:
+            continue  # an unhashable key: SafeLoader reports it itself
+        if first != key_node.start_mark.line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first given on line {first + 1})", key_node.start_mark
+            )
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def yaml_load(text: str) -> Any:
     """Parse YAML with Foundry's loader (safe; exponent floats)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
@@ -104,7 +125,7 @@ def load_config_file(path: str | os.PathLike[str], _stack: tuple[Path, ...] = ()
         raise ConfigError(f"include cycle: {chain}")
     data = _load_yaml_file(path)
     if data is None:
-        data = {}
+        raise ConfigError(f"{path}: the file is empty (no YAML mapping); write the config into it")
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     data = dict(data)

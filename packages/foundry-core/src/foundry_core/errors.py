@@ -9,6 +9,9 @@ from collections.abc import Iterable
 class FoundryError(Exception):
     """Base for errors caused by user input (config, data, plugins); shown without a traceback."""
 
+    #: The process exit status the CLI uses for this error.
+    exit_code = 2
+
 
 class ConfigError(FoundryError):
     """A config file or override is malformed or does not validate."""
@@ -16,6 +19,14 @@ class ConfigError(FoundryError):
 
 class ComponentError(FoundryError):
     """An unknown component kind/name, or a component registered twice."""
+
+
+class Interrupted(FoundryError):
+    """The user stopped a command (Ctrl-C / SIGTERM); the message says what was saved."""
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
 class DataError(FoundryError):

@@ -120,8 +120,19 @@ def load_pretrained(path: str | Path, *, device: str = "cpu", registry: Registry
         BuildContext(registry, device=device, pretrained_dir=str(folder)),
         where="model",
     )
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise FoundryError(
+            f"{weights}: missing; {folder} is an incomplete export (copy the whole folder again)"
+        )
+    from safetensors import SafetensorError
+
     try:
-        load_model(model, str(folder / WEIGHTS), strict=True, device=device)
+        load_model(model, str(weights), strict=True, device=device)
+    except SafetensorError as exc:
+        raise FoundryError(
+            f"{weights}: unreadable ({exc}); the file is truncated or corrupt: copy it again"
+        ) from None
     except RuntimeError as exc:
-        raise FoundryError(f"{folder / WEIGHTS} does not match the model of {cfg_path}: {exc}") from None
+        raise FoundryError(f"{weights} does not match the model of {cfg_path}: {exc}") from None
     return model.to(device).eval()

@@ -12,11 +12,12 @@ KindNames = dict[str, list[str]]
 FIRST_PARTY: dict[str, KindNames] = {
     "foundry-action": {
         "action_expert": ["diffusion", "flow_matching", "l1_regression"],
-        "converter": ["lerobot_v3", "replay_buffer", "wds"],
-        "data_source": ["zarr_episodes"],
+        "converter": ["lbm_spartan", "lerobot_v3", "replay_buffer", "wds"],
+        "data_source": ["wds_robot_shards", "zarr_episodes"],
         "model": ["vla"],
     },
     "foundry-eval": {
+        "callback": ["closed_loop_eval"],
         "task": ["pick_place_bin", "point_reach", "push_to_target", "put_on_plate", "reach_target", "stack_blocks"],
     },
     "foundry-vision": {
@@ -34,6 +35,7 @@ FIRST_PARTY_COMMANDS: dict[str, str] = {
     "data validate": "foundry-action",
     "eval compare": "foundry-eval",
     "eval demos": "foundry-eval",
+    "eval import-lbm": "foundry-eval",
     "eval run": "foundry-eval",
     "serve": "foundry-eval",
     "pipeline": "foundry-pipeline",

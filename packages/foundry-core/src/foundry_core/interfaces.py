@@ -104,7 +104,9 @@ class Backbone(Protocol):
     ``encode(images uint8 [B, N, 3, H, W], prompts list[str])`` returns ``(tokens float [B, L, out_dim],
     mask bool [B, L])``. A backbone does its own image preprocessing and tokenization. Optional:
     ``image_token_span(num_images) -> (first, count)`` where the image tokens sit at fixed positions
-    of ``tokens`` (needed by an expert's flat image read-out).
+    of ``tokens`` (needed by an expert's flat image read-out). Image validity is handled around the
+    backbone by the vla (foundry-action ``vla.py``): invalid images arrive as all-black frames, and the
+    tokens inside ``image_token_span`` of invalid images are masked out after ``encode``.
     """
 
     out_dim: int

@@ -19,7 +19,7 @@ from importlib.metadata import EntryPoint, entry_points
 import pluggy
 
 from foundry_core import hookspecs
-from foundry_core.registry import Registry, collect
+from foundry_core.registry import Registry, collect, record_plugin_error
 
 log = logging.getLogger(__name__)
 BUILTINS = ("foundry_core.plugin",)
@@ -68,7 +68,7 @@ def make_plugin_manager(*, entry_points_enabled: bool = True, strict: bool = Fal
         pm.dist_names["foundry-core"] = f"{DISTRIBUTION_PREFIX}core"
     if entry_points_enabled and not os.environ.get("FOUNDRY_DISABLE_PLUGIN_AUTOLOAD"):
         _load_entry_points(pm, strict=strict)
-    pm.check_pending()  # a misspelled hookimpl fails loudly instead of doing nothing
+    pm.check_pending()  # built-ins (and strict mode): a misspelled hookimpl fails loudly
     if os.environ.get("FOUNDRY_TRACE_HOOKS"):
         pm.add_hookcall_monitoring(_trace_before, _trace_after)
     return pm
@@ -99,20 +99,36 @@ def _load_entry_points(pm: PluginManager, *, strict: bool) -> None:
         try:
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
+            if not strict:
+                _check_hook_names(pm, ep.name, plugin)
         except Exception as exc:  # one broken plugin must not break the CLI: record and warn
             if strict:
                 raise
-            pm.load_errors[ep.name] = f"{type(exc).__name__}: {exc}"
-            log.warning("could not load plugin %s (%s): %s", ep.name, ep.value, exc)
+            if pm.get_plugin(ep.name) is not None:
+                pm.unregister(name=ep.name)
+            record_plugin_error(pm, ep.name, f"{type(exc).__name__}: {exc}", "could not load", ep.value)
             continue
         if dist is not None:
             pm.dist_versions[ep.name] = dist.version
             pm.dist_names[ep.name] = dist.name
 
 
+def _check_hook_names(pm: PluginManager, name: str, plugin: object) -> None:
+    """A hookimpl whose name is no hookspec would silently never run: refuse the plugin, naming the hook."""
+    from foundry_core.errors import did_you_mean
+
+    specs = [h for h in vars(pm.hook) if not h.startswith("_") and getattr(pm.hook, h).has_spec()]
+    for caller in pm.get_hookcallers(plugin) or ():
+        if not caller.has_spec():
+            raise pluggy.PluginValidationError(
+                plugin, f"unknown hook {caller.name!r}{did_you_mean(caller.name, specs)}"
+            )
+
+
 def plugin_infos(pm: PluginManager) -> list[PluginInfo]:
     """Describe every registered plugin and every plugin that failed to load."""
     infos = []
+    errors = dict(getattr(pm, "load_errors", {}))
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda np: np[0]):
         if plugin is None:
             continue
@@ -124,9 +140,10 @@ def plugin_infos(pm: PluginManager) -> list[PluginInfo]:
                 version=pm.dist_versions.get(name, "unknown"),
                 module=getattr(plugin, "__name__", type(plugin).__name__),
                 hooks=hooks,
+                error=errors.pop(name, ""),  # loaded, but one of its hooks failed
             )
         )
-    for name, err in sorted(pm.load_errors.items()):
+    for name, err in sorted(errors.items()):
         infos.append(PluginInfo(name=name, distribution=name, version="?", module="", error=err))
     return infos
 

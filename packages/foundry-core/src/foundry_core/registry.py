@@ -9,6 +9,7 @@ the component's nested ``Config`` dataclass (strictly validated) and then into t
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -176,17 +177,46 @@ class Registry:
             raise ComponentError(f"unknown component kind {kind!r}{did_you_mean(kind, KINDS)}")
 
 
+def record_plugin_error(pm: pluggy.PluginManager, name: str, error: str, what: str, where: str = "") -> None:
+    """Remember (for ``foundry plugins``) and warn about a failure inside plugin ``name``; the rest keeps working."""
+    errors = getattr(pm, "load_errors", None)
+    if errors is not None:
+        if errors.get(name) == error:
+            return  # the same failure seen again (the registry is collected more than once): warn once
+        errors[name] = error
+    logging.getLogger("foundry_core.plugins").warning("%s plugin %s%s: %s", what, name, f" ({where})" if where else "", error)
+
+
 def collect(pm: pluggy.PluginManager) -> Registry:
-    """Call every registration hookimpl one at a time so each name is attributed to its plugin."""
+    """Call every registration hookimpl one at a time so each name is attributed to its plugin.
+
+    A hook of an installed plugin that raises is a warning naming the plugin (shown by ``foundry
+    plugins``) and none of that hook's names are registered; the core's own hooks must not fail.
+    """
     registry = Registry()
     for hook_name, kind in HOOK_KIND.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            added: list[ComponentSpec] = []
 
             def register(
-                name: str, target: object | str, *, description: str = "", _kind: str = kind, _by: str = impl.plugin_name
+                name: str,
+                target: object | str,
+                *,
+                description: str = "",
+                _kind: str = kind,
+                _by: str = impl.plugin_name,
+                _added: list[ComponentSpec] = added,
             ) -> None:
-                registry.add(ComponentSpec(_kind, name, target, _by, description))
+                _added.append(ComponentSpec(_kind, name, target, _by, description))
 
-            impl.function(register=register)
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                if impl.plugin_name == "foundry-core":
+                    raise
+                record_plugin_error(pm, impl.plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}", "a hook failed in")
+                continue
+            for spec in added:
+                registry.add(spec)
     return registry
 

@@ -13,6 +13,13 @@ from foundry_core.config import component
 from foundry_core.errors import ConfigError
 
 
+def check_at_least(where: str, minimum: int, **values: int | float | None) -> None:
+    """Counts and sizes below ``minimum`` (``steps=-5``) would train nothing and still export: refuse them."""
+    for key, value in values.items():
+        if value is not None and value < minimum:
+            raise ConfigError(f"{where}.{key}: must be >= {minimum}, got {value}")
+
+
 @dataclass(kw_only=True)
 class RunSection:
     name: str = "run"
@@ -24,6 +31,9 @@ class RunSection:
     #: Retries (exponential backoff from 1 s) of a failed upload to ``remote_dir`` before it is reported.
     remote_retries: int = 3
     device: str = "auto"
+
+    def validate(self) -> None:
+        check_at_least("run", 0, remote_retries=self.remote_retries)
 
 
 @dataclass(kw_only=True)
@@ -59,6 +69,7 @@ class Budget:
         given = [k for k in ("samples", "tokens", "steps") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ConfigError(f"train.budget: give exactly one of samples/tokens/steps, got {given or 'none'}")
+        check_at_least("train.budget", 1, samples=self.samples, tokens=self.tokens, steps=self.steps)
 
 
 @dataclass(kw_only=True)
@@ -67,12 +78,20 @@ class EmaSection:
     #: Export EMA weights instead of the raw ones.
     use_for_export: bool = True
 
+    def validate(self) -> None:
+        if not 0.0 <= self.decay < 1.0:
+            raise ConfigError(f"train.ema.decay: must be in [0, 1), got {self.decay}")
+
 
 @dataclass(kw_only=True)
 class CheckpointSection:
     every_steps: int | None = None
     every_samples: int | None = None
     keep_last: int = 3
+
+    def validate(self) -> None:
+        check_at_least("train.checkpoint", 1, every_steps=self.every_steps, every_samples=self.every_samples,
+                       keep_last=self.keep_last)
 
 
 @dataclass(kw_only=True)
@@ -100,6 +119,11 @@ class TrainSection:
         unknown = set(self.batch) - {"global", "per_device"}
         if unknown or "global" not in self.batch:
             raise ConfigError(f"train.batch: expected keys 'global' and 'per_device', got {sorted(self.batch)}")
+        check_at_least("train.batch", 1, **self.batch)
+        check_at_least("train", 1, log_every=self.log_every, val_every=self.val_every, val_batches=self.val_batches)
+        check_at_least("train", 0, skip_nonfinite=self.skip_nonfinite)
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"train.grad_clip: must be > 0 (or null for no clipping), got {self.grad_clip}")
 
 
 @dataclass(kw_only=True)

@@ -14,6 +14,15 @@ def register_fake_tasks(register: Register) -> None:
     )
 
 
+@hookimpl
+def register_callbacks(register: Register) -> None:
+    register(
+        "closed_loop_eval",
+        "foundry_eval.closed_loop:ClosedLoopEval",
+        description="every N steps: export, roll out on named tasks, log success with its 90% interval",
+    )
+
+
 @hookimpl(specname="register_commands")
 def register_rollout_commands(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
     from foundry_eval.rollout.cli import add_commands
@@ -27,6 +36,14 @@ def register_compare_command(cli) -> None:  # noqa: ANN001 (click.Group, importe
     from foundry_eval.compare_cli import compare_command
 
     group(cli, "eval").add_command(compare_command)
+
+
+@hookimpl(specname="register_commands")
+def register_import_lbm_command(cli) -> None:  # noqa: ANN001 (click.Group, imported lazily)
+    from foundry_core.cli.groups import group
+    from foundry_eval.lbm_results import import_lbm_command
+
+    group(cli, "eval").add_command(import_lbm_command)
 
 
 @hookimpl(specname="register_tasks")

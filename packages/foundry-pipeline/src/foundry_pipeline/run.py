@@ -50,6 +50,7 @@ class Pipeline:
         for s in wanted:
             if s not in STAGES:
                 raise FoundryError(f"unknown pipeline stage {s!r}; stages: {', '.join(STAGES)}")
+        self.check_stage_configs(wanted)
         summary: dict[str, dict[str, Any]] = {}
         redo = False
         for i, stage in enumerate(STAGES):
@@ -76,6 +77,18 @@ class Pipeline:
             self.console.print(f"{stage}: done in {result['seconds']:.0f} s")
             redo = True
         return summary
+
+    def check_stage_configs(self, stages: Iterable[str]) -> None:
+        """Validate the run config of every training stage to run (overrides included) before the first
+        stage starts: a typo in ``vla.train...`` fails now, not an hour later when that stage begins."""
+        from foundry_core.config import parse_dataclass
+        from foundry_core.plugins import get_registry
+        from foundry_core.run_config import RunConfig
+
+        registry = get_registry()
+        for stage in TRAIN_STAGES:
+            if stage in stages:
+                parse_dataclass(RunConfig, self.recipe.stage_config(stage), where=stage, registry=registry)
 
     # ------------------------------------------------------------------ stages
     def world(self, d: Path) -> dict[str, Any]:

@@ -43,7 +43,9 @@ class FoundryVLMBackbone(nn.Module):
     def __init__(self, cfg: Config, vlm: nn.Module) -> None:
         super().__init__()
         if not hasattr(vlm, "encode"):
-            raise ConfigError(f"backbone foundry_vlm: the export at {cfg.path} is a {type(vlm).__name__}, not a vlm")
+            raise ConfigError(
+                f"backbone foundry_vlm: the export at {cfg.path} is a {type(vlm).__name__}, not a vlm"
+            )
         self.cfg = cfg
         self.vlm = vlm
         vlm.cfg.layers = list(cfg.layers)
@@ -72,7 +74,9 @@ class FoundryVLMBackbone(nn.Module):
         """(first, count) of the image tokens in ``encode``'s output: after BOS, before the prompt
         (prompts without ``<image>`` placeholders, as the VLA's instructions are)."""
         if self.cfg.tokens != "all":
-            raise ConfigError("backbone foundry_vlm: tokens: last keeps no image tokens (image_readout needs tokens: all)")
+            raise ConfigError(
+                "backbone foundry_vlm: tokens: last keeps no image tokens (image_readout needs tokens: all)"
+            )
         first = 0 if self.vlm.tokenizer.bos_token_id is None else 1
         return first, num_images * int(self.vlm.tokens_per_image)
 
@@ -94,18 +98,37 @@ def _vlm_node(vlm: nn.Module) -> dict[str, Any]:
 
 
 class VisionEncoderBackbone(nn.Module):
-    """A plain image encoder as a backbone: all patch tokens, no language (the non-language VLA baseline)."""
+    """An image encoder as a backbone: all patch tokens, and optionally the instruction's UTF-8 bytes.
+
+    Without ``text`` it ignores the prompt (the vision-only VLA baseline; a VLA that asks for the
+    instruction is refused at build time). With ``text: bytes`` each byte of the instruction becomes one
+    token (a learned byte embedding plus a learned position), appended after the image tokens: language
+    conditioning trained from scratch that needs no tokenizer and no pretrained language model, enough
+    to tell apart the instructions of a multi-task mix (e.g. Meta-World MT10).
+    """
 
     @dataclass(kw_only=True)
     class Config:
         encoder: dict[str, Any] = component("encoder")
         freeze: list[str] = field(default_factory=list)
+        #: ``none``: the prompt is ignored; ``bytes``: one token per UTF-8 byte of the prompt.
+        text: Literal["none", "bytes"] = "none"
+        #: With ``text: bytes``: longer prompts are cut to this many bytes.
+        max_text_bytes: int = 96
+
+        def validate(self) -> None:
+            if self.max_text_bytes < 1:
+                raise ConfigError(f"backbone.max_text_bytes must be >= 1, got {self.max_text_bytes}")
 
     def __init__(self, cfg: Config, encoder: nn.Module) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
         self.out_dim = int(encoder.out_dim)
+        self.reads_prompts = cfg.text != "none"
+        if self.reads_prompts:
+            self.byte_embedding = nn.Embedding(256, self.out_dim)
+            self.byte_position = nn.Parameter(torch.randn(cfg.max_text_bytes, self.out_dim) * 0.02)
         if cfg.freeze:
             freeze_by_patterns(self, cfg.freeze, "backbone.freeze")
 
@@ -115,13 +138,31 @@ class VisionEncoderBackbone(nn.Module):
 
     def encode(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.encoder(images)
-        return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        if not self.reads_prompts:
+            return tokens, mask
+        text, text_mask = self._byte_tokens(prompts, tokens.device)
+        return torch.cat([tokens, text.to(tokens.dtype)], 1), torch.cat([mask, text_mask], 1)
+
+    def _byte_tokens(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        limit = self.cfg.max_text_bytes
+        encoded = [p.encode("utf-8")[:limit] for p in prompts]
+        length = max(1, max((len(b) for b in encoded), default=0))
+        ids = torch.zeros(len(prompts), length, dtype=torch.long)
+        mask = torch.zeros(len(prompts), length, dtype=torch.bool)
+        for i, b in enumerate(encoded):
+            ids[i, : len(b)] = torch.tensor(list(b), dtype=torch.long)
+            mask[i, : len(b)] = True
+        ids, mask = ids.to(device), mask.to(device)
+        return self.byte_embedding(ids) + self.byte_position[:length], mask
 
     def image_token_span(self, num_images: int) -> tuple[int, int]:
         """(first, count) of the image tokens in ``encode``'s output: all of them."""
         per_image = getattr(self.encoder, "tokens_per_image", None)
         if per_image is None:
-            raise ConfigError(f"backbone vision_encoder: {type(self.encoder).__name__} has no fixed tokens_per_image")
+            raise ConfigError(
+                f"backbone vision_encoder: {type(self.encoder).__name__} has no fixed tokens_per_image"
+            )
         return 0, num_images * int(per_image)
 
     def export_artifacts(self, out_dir: str) -> dict[str, Any]:

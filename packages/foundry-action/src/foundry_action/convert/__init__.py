@@ -65,6 +65,10 @@ class ConvertOptions:
     fps: float | None = None
     task: str | None = None
     instruction: str | None = None
+    #: Cameras to keep, by name (converters listing "cameras" in their OPTIONS, e.g. lbm_spartan); None = all.
+    cameras: list[str] | None = None
+    #: wds (OPTIONS "keep_windows"): one episode per window even when the metadata places it in its episode.
+    keep_windows: bool = False
 
 
 @dataclass
@@ -210,9 +214,13 @@ def convert(
     elif src.exists():
         check_format(src, fmt, registry)
     module = _module(fmt, registry)
+    options = options or ConvertOptions()
+    for name in ("cameras", "keep_windows"):  # options only some converters read (their OPTIONS)
+        if getattr(options, name) and name not in getattr(module, "OPTIONS", ()):
+            raise DataError(f"option {name} does not apply to {fmt} sources")
     check_destination(dst, sources=[src], overwrite=overwrite)
     partial = prepare_partial(dst)
-    plan: Plan = module.plan(src, options or ConvertOptions())
+    plan: Plan = module.plan(src, options)
     if not plan.units:
         raise DataError(f"{src}: no {plan.unit_label} to convert")
     attrs = {"source_format": fmt, "source_path": str(src), **plan.attrs}

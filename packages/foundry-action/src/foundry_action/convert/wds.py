@@ -1,26 +1,35 @@
 """Reference-system robotics WebDataset shards -> episode store (REFERENCE.md b.1-b.3).
 
-Choice: every windowed sample becomes one short episode (T = past + 1 + future steps, 16 in the LBM
-sample). Grouping samples by ``metadata.json`` ``episode_id`` cannot rebuild episodes: the windows
-cover a few scattered parts of an episode (5 windows of 16 steps out of 124 in the shared sample) and
-images exist only at the image offsets. Every value is kept:
+The shards hold *windows* (T = past + 1 + future steps around an anchor, 16 in the LBM sample), shuffled
+across shards, with images only at the anchor's image offsets. Two layouts, chosen per dataset:
 
-* every numeric ``lowdim.npz`` array -> a field with its own shape and dtype (``past_mask`` and
-  ``future_mask`` included, so the original padding stays visible);
-* ``<cam>_t<offset>.jpg`` -> camera frames at step ``anchor_relative_idx + offset``; the other steps
-  repeat the nearest real frame and the bool field ``image_valid`` marks real frames (the sampler
-  masks copies);
-* ``language_instructions.json`` -> the episode's instructions (original, randomized, verbose,
-  alternative, in that order) and the full dict in metadata; ``metadata.json`` -> ``wds_metadata``;
-  the npz ``language_instruction`` strings -> ``lowdim_language_instruction``.
+* **episodes** (when every sample's ``metadata.json`` has ``episode_id``, ``anchor_timestep``,
+  ``anchor_relative_idx``, ``lowdim_start_timestep``, ``lowdim_end_timestep`` and ``image_timesteps``,
+  as the reference writes them): the windows of one ``episode_id`` are put back at their timesteps and
+  every contiguous run of covered steps becomes one episode (the shared LBM shard: 5 windows of one
+  124-step episode -> 4 runs, two windows overlap). Overlapping windows must agree on every value (else
+  an error names both samples). Fields are the per-step ``lowdim.npz`` arrays except the window-relative
+  ones (``*_relative``: relative to each window's own anchor, so not a property of a step; the data
+  source derives relative actions itself) and the window masks ``past_mask``/``future_mask``. Episode
+  metadata: ``wds_episode_id``, ``wds_first_timestep`` (timestep of step 0), ``wds_samples``.
+* **windows** (otherwise, or ``ConvertOptions.keep_windows``): every sample is its own short episode with
+  every numeric array kept (``past_mask``/``future_mask`` included); ``metadata.json`` -> ``wds_metadata``.
 
-Depth/point-map members are rejected with an error rather than dropped silently.
+In both, ``<cam>_t<offset>.jpg`` lands at its timestep (``image_timesteps``, else ``anchor +
+offset``); a step without a real image holds an all-black frame (Zarr stores no chunk for it, so it
+costs no space) and the bool field ``image_valid`` is false there: the sampler masks it and every
+backbone ignores masked images. ``language_instructions.json`` -> the episode's instructions (original,
+randomized, verbose, alternative, in that order; the union over an episode's samples) and the dict in
+metadata; the npz ``language_instruction`` strings -> ``lowdim_language_instruction`` (windows only).
+Depth/point-map members are rejected with an error rather than dropped silently. Shards are indexed
+once (tar headers + ``metadata.json``); members are then read by offset.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import tarfile
 from collections import defaultdict
 from pathlib import Path
@@ -31,8 +40,14 @@ import numpy as np
 from foundry_action.convert import ConvertOptions, Episode, Plan
 from foundry_core.errors import DataError
 
+log = logging.getLogger(__name__)
 INSTRUCTION_TYPES = ("original", "randomized", "verbose", "alternative")
+OPTIONS = ("keep_windows",)  # ConvertOptions this converter reads beyond fps/task/instruction
 DEFAULT_FPS = 10.0
+#: metadata.json keys that place a window in its episode (all needed to rebuild episodes).
+PLACEMENT_KEYS = ("episode_id", "anchor_timestep", "anchor_relative_idx", "lowdim_start_timestep",
+                  "lowdim_end_timestep", "image_timesteps")
+WINDOW_MASKS = ("past_mask", "future_mask")
 
 
 def _shards(src: Path) -> list[Path]:
@@ -60,8 +75,9 @@ def detect(src: Path) -> bool:
     return bool(_shards(src)) and not (src / "zarr.json").exists()
 
 
-def _read_samples(shard: Path) -> dict[str, dict[str, bytes]]:
-    samples: dict[str, dict[str, bytes]] = defaultdict(dict)
+def index_shard(shard: Path) -> dict[str, dict[str, tuple[int, int]]]:
+    """Sample key -> {extension: (data offset, size)} from the tar headers (no member data is read)."""
+    samples: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
     try:
         with tarfile.open(shard) as tar:
             for member in tar:
@@ -69,13 +85,31 @@ def _read_samples(shard: Path) -> dict[str, dict[str, bytes]]:
                     continue
                 base = member.name.rsplit("/", 1)[-1]
                 key, dot, ext = base.partition(".")
-                if not dot:
-                    continue
-                data = tar.extractfile(member)
-                samples[key][ext] = data.read() if data else b""
-    except tarfile.TarError as exc:
+                if dot:
+                    samples[key][ext] = (member.offset_data, member.size)
+    except (OSError, tarfile.TarError) as exc:
         raise DataError(f"{shard}: corrupt tar shard: {exc}") from exc
     return dict(samples)
+
+
+def read_members(shard: Path, members: dict[str, tuple[int, int]], only: tuple[str, ...] | None = None) -> dict[str, bytes]:
+    """The bytes of ``members`` (from :func:`index_shard`), or of the extensions in ``only``."""
+    out = {}
+    try:
+        with open(shard, "rb") as f:
+            for ext, (offset, size) in members.items():
+                if only is None or ext in only:
+                    f.seek(offset)
+                    out[ext] = f.read(size)
+                    if len(out[ext]) != size:
+                        raise DataError(f"{shard}: member {ext} is truncated")
+    except OSError as exc:
+        raise DataError(f"{shard}: cannot read: {exc}") from exc
+    return out
+
+
+def _read_samples(shard: Path) -> dict[str, dict[str, bytes]]:
+    return {key: read_members(shard, members) for key, members in index_shard(shard).items()}
 
 
 def _decode_jpeg(data: bytes, where: str) -> np.ndarray:
@@ -139,48 +173,88 @@ def _parse(key: str, members: dict[str, bytes], shard: Path) -> dict[str, Any]:
     return {"lowdim": lowdim, "meta": meta, "instructions": instructions, "images": dict(images)}
 
 
-def _layout(sample: dict[str, Any]) -> tuple[dict[str, tuple[int, ...]], dict[str, str], dict[str, tuple[int, int]]]:
+def _layout(
+    sample: dict[str, Any], rebuild: bool
+) -> tuple[dict[str, tuple[int, ...]], dict[str, str], dict[str, tuple[int, int]]]:
     fields, dtypes = {}, {}
     for k, v in sample["lowdim"].items():
-        if v.dtype.kind in "fiub":
-            fields[k], dtypes[k] = tuple(v.shape[1:]), str(v.dtype)
+        if v.dtype.kind not in "fiub" or (rebuild and (k.endswith("_relative") or k in WINDOW_MASKS)):
+            continue
+        fields[k], dtypes[k] = tuple(v.shape[1:]), str(v.dtype)
     fields["image_valid"], dtypes["image_valid"] = (), "bool"
     cameras = {c: tuple(next(iter(imgs.values())).shape[:2]) for c, imgs in sample["images"].items()}
     return fields, dtypes, cameras  # type: ignore[return-value]
+
+
+def _metadata(shard: Path, key: str, members: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    where = f"{shard}: sample {key}"
+    if "metadata.json" not in members:
+        raise DataError(f"{where}: missing metadata.json (a robotics sample needs lowdim.npz, metadata.json, JPEGs)")
+    try:
+        meta = json.loads(read_members(shard, members, ("metadata.json",))["metadata.json"])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{where}: metadata.json is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise DataError(f"{where}: metadata.json must be an object")
+    return meta
 
 
 def plan(src: Path, options: ConvertOptions) -> Plan:
     shards = _shards(src)
     if not shards:
         raise DataError(f"{src}: no WebDataset shards (manifest.jsonl or *.tar)")
-    first = _read_samples(shards[0])
-    if not first:
+    samples = [(shard, key, members) for shard in shards for key, members in sorted(index_shard(shard).items())]
+    if not samples:
         raise DataError(f"{shards[0]}: empty shard")
-    key = sorted(first)[0]
-    sample = _parse(key, first[key], shards[0])
-    fields, dtypes, cameras = _layout(sample)
-    image_offsets = {cam: sorted(imgs) for cam, imgs in sample["images"].items()}
-    attrs: dict[str, Any] = {"wds_shards": [s.name for s in shards], "fps_from": "option" if options.fps else "default"}
+    metas = [_metadata(shard, key, members) for shard, key, members in samples]
+    reason = "keep_windows option" if options.keep_windows else ""
+    for (shard, key, _), meta in zip(samples, metas):
+        missing = [k for k in PLACEMENT_KEYS if k not in meta]
+        if missing and not reason:
+            reason = f"{shard}: sample {key}: metadata.json has no {', '.join(missing)}"
+    rebuild = not reason
+    shard0, key0, members0 = samples[0]
+    fields, dtypes, cameras = _layout(_parse(key0, read_members(shard0, members0), shard0), rebuild)
+    attrs: dict[str, Any] = {"wds_shards": [s.name for s in shards], "fps_from": "option" if options.fps else "default",
+                             "wds_layout": "episodes" if rebuild else "windows"}
+    if not rebuild:
+        attrs["wds_windows_reason"] = reason
+        log.info("%s: keeping windows as episodes (%s)", src, reason)
     cfg = (src / "preprocessing_config.yaml") if src.is_dir() else None
     if cfg is not None and cfg.exists():
         import yaml
 
         attrs["preprocessing_config"] = yaml.safe_load(cfg.read_text())
     task = options.task or (src.name if src.is_dir() else src.stem)
-    semantics = {
-        "image_valid": "true where the frame is a real image of the source sample; false = copy of the nearest one",
-        "past_mask": "source window mask: valid past steps",
-        "future_mask": "source window mask: anchor and valid future steps",
-    }
+    semantics = {"image_valid": "true where the frame is a real image of the source; false = no image (black frame)"}
+    if not rebuild:
+        semantics["past_mask"] = "source window mask: valid past steps"
+        semantics["future_mask"] = "source window mask: anchor and valid future steps"
     for name in fields:
         if name.endswith("rot_6d") or name.endswith("rot_6d_relative"):
             semantics[name] = "rotation: first two rows of R, row-major (reference convention)"
-    units = [(str(s), task, options.instruction, image_offsets) for s in shards]
-    return Plan(options.fps or DEFAULT_FPS, fields, dtypes, cameras, units, semantics, attrs, unit_label="shards")
+    if rebuild:
+        groups: dict[str, list[tuple[str, str, dict[str, tuple[int, int]]]]] = defaultdict(list)
+        for (shard, key, members), meta in zip(samples, metas):
+            groups[str(meta["episode_id"])].append((str(shard), key, members))
+        units: list[Any] = [
+            {"layout": "episodes", "episode_id": eid, "samples": groups[eid], "fields": [f for f in fields if f != "image_valid"],
+             "cameras": cameras, "task": task, "instruction": options.instruction, "source": f"wds:{src.name}"}
+            for eid in sorted(groups)
+        ]
+        label = "episodes"
+    else:
+        units = [{"layout": "windows", "shard": str(s), "task": task, "instruction": options.instruction} for s in shards]
+        label = "shards"
+    return Plan(options.fps or DEFAULT_FPS, fields, dtypes, cameras, units, semantics, attrs, unit_label=label)
+
+
+def _instruction_list(instr_dict: dict[str, Any]) -> list[str]:
+    return [str(s) for t in INSTRUCTION_TYPES for s in instr_dict.get(t, [])]
 
 
 def sample_to_episode(sample: dict[str, Any], task: str, default_instruction: str | None, where: str, source: str) -> Episode:
-    """Turn one parsed windowed sample into a short episode (see the module docstring)."""
+    """Windows layout: one parsed windowed sample -> one short episode (see the module docstring)."""
     lowdim, meta = sample["lowdim"], sample["meta"]
     numeric = {k: v for k, v in lowdim.items() if v.dtype.kind in "fiub"}
     lengths = {len(v) for v in numeric.values()}
@@ -205,13 +279,15 @@ def sample_to_episode(sample: dict[str, Any], task: str, default_instruction: st
         bad = [s for s in steps if not 0 <= s < length]
         if bad:
             raise DataError(f"{where}: camera {cam} image offsets land outside the {length}-step window")
-        have = np.array(sorted(steps))
-        nearest = have[np.argmin(np.abs(np.arange(length)[:, None] - have[None, :]), axis=1)]
-        arrays[f"camera/{cam}"] = np.stack([steps[int(s)] for s in nearest])
-        valid[have] = True
+        first = next(iter(steps.values()))
+        frames = np.zeros((length, *first.shape), dtype=np.uint8)  # black = no image (image_valid false)
+        for step, img in steps.items():
+            frames[step] = img
+        arrays[f"camera/{cam}"] = frames
+        valid[sorted(steps)] = True
     arrays["image_valid"] = valid
     instr_dict = sample["instructions"]
-    instructions = [s for t in INSTRUCTION_TYPES for s in instr_dict.get(t, [])]
+    instructions = _instruction_list(instr_dict)
     extra: dict[str, Any] = {"wds_metadata": meta, "language_instructions": instr_dict}
     if "language_instruction" in lowdim:
         extra["lowdim_language_instruction"] = [str(s) for s in lowdim["language_instruction"].tolist()]
@@ -222,22 +298,107 @@ def sample_to_episode(sample: dict[str, Any], task: str, default_instruction: st
     return Episode(arrays, task=task, instruction=instructions, source=source, extra=extra)
 
 
-def _check_images(sample: dict[str, Any], expected: dict[str, list[int]], where: str) -> None:
-    """Every sample must carry the images the first one has (camera x offset): a missing one is reported."""
-    for cam, offsets in expected.items():
-        have = sample["images"].get(cam, {})
-        missing = [off for off in offsets if off not in have]
-        if missing:
-            names = ", ".join(f"{cam}_t{off}.jpg" for off in missing)
-            raise DataError(f"{where}: missing image member(s) {names} (the data set's samples have them); the shard is incomplete")
+def _window_steps(sample: dict[str, Any], fields: list[str], where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(timestep of every window position, which positions are real) from metadata + window masks."""
+    meta, lowdim = sample["meta"], sample["lowdim"]
+    missing = [f for f in fields if f not in lowdim]
+    if missing:
+        raise DataError(f"{where}: lowdim.npz has no {', '.join(missing)} (the first sample has them)")
+    extra = [k for k, v in lowdim.items() if v.dtype.kind in "fiub" and k not in fields
+             and not k.endswith("_relative") and k not in WINDOW_MASKS]
+    if extra:
+        raise DataError(f"{where}: lowdim.npz has {', '.join(extra)}, which the first sample lacks")
+    lengths = {len(lowdim[f]) for f in (*fields, *[m for m in WINDOW_MASKS if m in lowdim])}
+    if len(lengths) != 1:
+        raise DataError(f"{where}: lowdim arrays have different lengths {sorted(lengths)}")
+    length = lengths.pop()
+    steps = int(meta["anchor_timestep"]) - int(meta["anchor_relative_idx"]) + np.arange(length)
+    valid = np.ones(length, dtype=bool)
+    if all(m in lowdim for m in WINDOW_MASKS):
+        valid = lowdim["past_mask"].astype(bool) | lowdim["future_mask"].astype(bool)
+    lo, hi = int(meta["lowdim_start_timestep"]), int(meta["lowdim_end_timestep"])
+    if valid.any() and (steps[valid].min() < lo or steps[valid].max() > hi):
+        raise DataError(f"{where}: real window steps span timesteps {steps[valid].min()}..{steps[valid].max()}, "
+                        f"metadata.json says lowdim_start/end_timestep {lo}..{hi}")
+    return steps, valid
 
 
-def load(unit: tuple[str, str, str | None, dict[str, list[int]]]) -> list[Episode]:
-    shard_name, task, instruction, image_offsets = unit
-    shard = Path(shard_name)
+def _image_steps(sample: dict[str, Any], cam: str, where: str) -> list[tuple[int, np.ndarray]]:
+    """(timestep, frame) of one camera's images: ``image_timesteps`` in ascending offset order."""
+    meta, by_offset = sample["meta"], sample["images"][cam]
+    offsets, stamps = sorted(by_offset), [int(t) for t in meta["image_timesteps"]]
+    if len(offsets) != len(stamps):
+        raise DataError(f"{where}: camera {cam} has {len(offsets)} images, image_timesteps lists {len(stamps)}")
+    anchor, last = int(meta["anchor_timestep"]), meta.get("original_episode_length")
+    for off, t in zip(offsets, stamps):
+        want = anchor + off
+        clipped = (want < 0 and t == 0) or (last is not None and want > int(last) - 1 and t == int(last) - 1)
+        if t != want and not clipped:
+            raise DataError(f"{where}: image {cam}_t{off} should be at timestep {want}, image_timesteps says {t}")
+    return [(t, by_offset[off]) for off, t in zip(offsets, stamps)]
+
+
+def rebuild_episodes(unit: dict[str, Any], parsed: list[tuple[str, str, dict[str, Any]]]) -> list[Episode]:
+    """Episodes layout: the windows of one ``episode_id`` -> one episode per contiguous run of steps."""
+    eid, fields = unit["episode_id"], list(unit["fields"])
+    rows: dict[int, tuple[str, dict[str, np.ndarray]]] = {}
+    for key, where, sample in parsed:
+        steps, valid = _window_steps(sample, fields, where)
+        for i in np.flatnonzero(valid).tolist():
+            t, row = int(steps[i]), {f: sample["lowdim"][f][i] for f in fields}
+            if t not in rows:
+                rows[t] = (key, row)
+                continue
+            other_key, other = rows[t]
+            for f in fields:
+                if not np.array_equal(other[f], row[f]):
+                    raise DataError(f"{where}: episode_id {eid} timestep {t}: {f} differs from sample {other_key} "
+                                    "(overlapping windows disagree: do two episodes share this episode_id?)")
+    images: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
+    for _key, where, sample in parsed:
+        for cam in sample["images"]:
+            for t, img in _image_steps(sample, cam, where):
+                if t not in rows:
+                    raise DataError(f"{where}: image of {cam} at timestep {t} lies outside every window's real steps")
+                images[cam].setdefault(t, img)
+    steps = np.array(sorted(rows))
+    runs = np.split(steps, np.flatnonzero(np.diff(steps) > 1) + 1)
+    episodes = []
+    for run in runs:
+        first, n = int(run[0]), len(run)
+        arrays: dict[str, Any] = {f: np.stack([rows[int(t)][1][f] for t in run]) for f in fields}
+        valid = np.zeros(n, dtype=bool)
+        for cam, (h, w) in unit["cameras"].items():
+            frames = np.zeros((n, h, w, 3), dtype=np.uint8)  # black = no image (image_valid false)
+            for t, img in images.get(cam, {}).items():
+                if first <= t < first + n:
+                    if img.shape != (h, w, 3):
+                        raise DataError(f"episode_id {eid}: camera {cam} image at timestep {t} is {img.shape}, "
+                                        f"expected ({h}, {w}, 3)")
+                    frames[t - first], valid[t - first] = img, True
+            arrays[f"camera/{cam}"] = frames
+        arrays["image_valid"] = valid
+        keys = sorted({rows[int(t)][0] for t in run})
+        in_run = [s for k, _w, s in parsed if k in keys]
+        instructions = list(dict.fromkeys(s for smp in in_run for s in _instruction_list(smp["instructions"])))
+        extra = {"wds_episode_id": eid, "wds_first_timestep": first, "wds_samples": keys,
+                 "original_episode_length": in_run[0]["meta"].get("original_episode_length"),
+                 "language_instructions": in_run[0]["instructions"]}
+        episodes.append(Episode(arrays, task=unit["task"], instruction=instructions or [unit["instruction"] or ""],
+                                source=unit["source"], extra=extra))
+    return episodes
+
+
+def load(unit: dict[str, Any]) -> list[Episode]:
+    if unit["layout"] == "episodes":
+        parsed = []
+        for shard_name, key, members in unit["samples"]:
+            shard = Path(shard_name)
+            parsed.append((key, f"{shard}: sample {key}", _parse(key, read_members(shard, members), shard)))
+        return rebuild_episodes(unit, parsed)
+    shard = Path(unit["shard"])
     samples = _read_samples(shard)
-    parsed = [(key, _parse(key, members, shard)) for key, members in samples.items()]
-    for key, p in parsed:
-        _check_images(p, image_offsets, f"{shard}: sample {key}")
-    parsed.sort(key=lambda kv: (str(kv[1]["meta"].get("episode_id", "")), int(kv[1]["meta"].get("anchor_timestep", 0)), kv[0]))
-    return [sample_to_episode(p, task, instruction, f"{shard}: sample {key}", f"wds:{shard.parent.name}") for key, p in parsed]
+    parsed_w = [(key, _parse(key, members, shard)) for key, members in samples.items()]
+    parsed_w.sort(key=lambda kv: (str(kv[1]["meta"].get("episode_id", "")), int(kv[1]["meta"].get("anchor_timestep", 0)), kv[0]))
+    return [sample_to_episode(p, unit["task"], unit["instruction"], f"{shard}: sample {key}", f"wds:{shard.parent.name}")
+            for key, p in parsed_w]

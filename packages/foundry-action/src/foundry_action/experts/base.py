@@ -194,7 +194,7 @@ class ExpertTransformer(nn.Module):
             nn.init.zeros_(self.readout_out.weight)
             nn.init.zeros_(self.readout_out.bias)
 
-    def readout(self, cond: torch.Tensor) -> torch.Tensor:
+    def readout(self, cond: torch.Tensor, cond_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Flat image read-out [B, width] of the image tokens of ``cond`` (see the module docstring).
 
         The tokens are standardized per (token, feature) by a batch norm first: a language backbone's
@@ -218,6 +218,8 @@ class ExpertTransformer(nn.Module):
         else:
             flat = bn(flat)
         image = flat.view_as(image).to(cond.dtype)
+        if cond_mask is not None:  # a masked image token (e.g. an invalid frame) reads out as zero
+            image = image * cond_mask[:, first : first + count, None].to(image.dtype)
         return self.readout_out(self.readout_in(image).flatten(1))
 
     def forward(
@@ -247,7 +249,7 @@ class ExpertTransformer(nn.Module):
             masks.append(torch.ones(b, d.proprio_steps, dtype=torch.bool, device=cond.device))
         act = self.action_in(actions) + self.action_pos + self.type_emb[2]
         if d.image_readout:
-            act = act + self.readout(cond)[:, None]
+            act = act + self.readout(cond, cond_mask.bool())[:, None]
         parts.append(act + context[..., None].to(act.dtype) * self.context_emb)
         masks.append(torch.ones(b, horizon, dtype=torch.bool, device=cond.device))
         if self.use_time:

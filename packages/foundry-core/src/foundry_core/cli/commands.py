@@ -80,11 +80,22 @@ def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:
     @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
     @click.argument("overrides", nargs=-1)
     @click.option("--resume", default=None, help="'latest' or a checkpoint path (local or remote).")
-    def train(config_path: str, overrides: tuple[str, ...], resume: str | None) -> None:
-        """Train from a YAML run config, with dotted key=value overrides after it."""
+    @click.option(
+        "--trust-checkpoint",
+        is_flag=True,
+        help="Resume from a checkpoint without a checksum manifest (one you wrote, in a folder only you can write).",
+    )
+    def train(
+        config_path: str, overrides: tuple[str, ...], resume: str | None, trust_checkpoint: bool
+    ) -> None:
+        """Train from a YAML run config, with dotted key=value overrides after it.
+
+        Exit status: 0 when the budget is spent and the model exported; 2 for a bad config, data or
+        checkpoint; 130 (143) when stopped by Ctrl-C (SIGTERM), after saving a checkpoint.
+        """
         from foundry_core.train.run import run
 
-        run(config_path, list(overrides), resume=resume, pm=pm_factory())
+        run(config_path, list(overrides), resume=resume, pm=pm_factory(), trust_checkpoint=trust_checkpoint)
 
     from foundry_core.cli.llm import add_llm_commands
 

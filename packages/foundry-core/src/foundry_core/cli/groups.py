@@ -5,6 +5,7 @@ Plugins import :func:`group` from here (not from ``cli.main``, which builds the 
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -27,20 +28,27 @@ class FoundryGroup(click.Group):
         self._attached = False
 
     def attach_plugins(self) -> None:
+        """Call each plugin's ``register_commands``; a plugin that raises or shadows a built-in command is
+        refused with a warning naming it (shown by ``foundry plugins``) and every other command keeps working."""
         if self._attached:
             return
         self._attached = True
+        from foundry_core.plugins import record_plugin_error
+
         builtin = dict(self.commands)
         builtin_sub = {name: dict(getattr(cmd, "commands", {})) for name, cmd in builtin.items()}
-        self.pm_factory().hook.register_commands(cli=self)
-        for name, cmd in builtin.items():
-            if self.commands.get(name) is not cmd:
-                self.commands[name] = cmd
-                raise FoundryError(f"a plugin tried to replace the built-in command 'foundry {name}'")
-            for sub, subcmd in builtin_sub[name].items():
-                if getattr(cmd, "commands", {}).get(sub) is not subcmd:
-                    cmd.commands[sub] = subcmd  # type: ignore[attr-defined]
-                    raise FoundryError(f"a plugin tried to replace the built-in command 'foundry {name} {sub}'")
+        pm = self.pm_factory()
+        for impl in reversed(pm.hook.register_commands.get_hookimpls()):  # the order a hook call uses
+            try:
+                impl.function(cli=self)
+            except Exception as exc:
+                if impl.plugin_name == "foundry-core":
+                    raise
+                error = f"register_commands raised {type(exc).__name__}: {exc}"
+                record_plugin_error(pm, impl.plugin_name, error, "a hook failed in")
+            for shadowed in _restore_builtins(self, builtin, builtin_sub):
+                error = f"tried to replace the built-in command 'foundry {shadowed}' (refused)"
+                record_plugin_error(pm, impl.plugin_name, error, "a hook failed in")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self.attach_plugins()
@@ -54,10 +62,54 @@ class FoundryGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FoundryError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
+            debug = bool(ctx.obj and ctx.obj.get("debug"))
+            if debug:
+                traceback.print_exc()
             click.secho(f"error: {exc}", err=True, fg="red")
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.secho("interrupted (Ctrl-C)", err=True, fg="red")
+            ctx.exit(130)
+        except OSError as exc:  # a path the user gave is missing, read-only, full: name it, no traceback
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.secho(f"error: {describe_os_error(exc)} (--debug shows the traceback)", err=True, fg="red")
             ctx.exit(2)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``/x/y: Permission denied; <what to do>`` for the common cases."""
+    import errno
+
+    path = exc.filename if exc.filename is not None else "a file"
+    hints = {
+        errno.EACCES: "check the permissions or choose another output folder",
+        errno.EROFS: "the filesystem is read-only: choose another output folder",
+        errno.ENOENT: "check the path (its parent folder must exist)",
+        errno.ENOSPC: "the disk is full: free space or choose another output folder",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EEXIST: "it already exists",
+    }
+    hint = hints.get(exc.errno or 0, "check the path")
+    return f"{path}: {exc.strerror or exc}; {hint}"
+
+
+def _restore_builtins(
+    cli: click.Group, builtin: dict[str, click.Command], builtin_sub: dict[str, dict[str, click.Command]]
+) -> list[str]:
+    """Put back any built-in (sub)command a plugin replaced; return the names it tried to replace."""
+    shadowed = []
+    for name, cmd in builtin.items():
+        if cli.commands.get(name) is not cmd:
+            cli.commands[name] = cmd
+            shadowed.append(name)
+        for sub, subcmd in builtin_sub[name].items():
+            if getattr(cmd, "commands", {}).get(sub) is not subcmd:
+                cmd.commands[sub] = subcmd  # type: ignore[attr-defined]
+                shadowed.append(f"{name} {sub}")
+    return shadowed
 
 
 class SharedGroup(click.Group):

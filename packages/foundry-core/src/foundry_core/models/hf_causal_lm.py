@@ -8,9 +8,9 @@ Same interface as ``transformer`` (see :mod:`foundry_core.models.transformer`): 
 here, never by HF. Packed batches: ``document_ids`` become a 4-D boolean block-diagonal causal mask,
 which HF's attention uses as given (eager and SDPA attention).
 
-A folder without weights (only ``config.json``, e.g. inside a Foundry export, where the weights are
-the trainer's safetensors) is built with random weights from its config; ``random_init: true`` does
-the same on purpose. Nothing is downloaded: ``local_files_only`` always. :meth:`HFCausalLM.save_hf`
+Weights (:mod:`foundry_core.models.hf_weights`): a folder without a loadable weight file is an error
+unless ``init: random`` (random weights of the architecture, on purpose) or it sits inside a Foundry
+export (the weights are the export's safetensors). Nothing is downloaded: ``local_files_only`` always. :meth:`HFCausalLM.save_hf`
 writes a plain HF folder (weights + config + tokenizer) that ``transformers`` loads directly.
 
 Test: ``uv run pytest packages/foundry-core/tests/test_llm_hf_causal_lm.py``.
@@ -27,10 +27,9 @@ from torch import nn
 
 from foundry_core.errors import ConfigError
 from foundry_core.models.generation import LMOutput, check_token_ids, generate, next_token_loss
+from foundry_core.models.hf_weights import Init, load_pretrained_checked, wants_pretrained_weights
 from foundry_core.registry import BuildContext
 from foundry_core.tokenizers import check_vocab, load_tokenizer
-
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 class HFCausalLM(nn.Module):
@@ -42,8 +41,9 @@ class HFCausalLM(nn.Module):
         path: str
         #: Tokenizer folder (or ``byte``); default: ``path`` when it holds tokenizer files.
         tokenizer: str | None = None
-        #: Ignore weights in ``path`` and start from random weights of the same architecture.
-        random_init: bool = False
+        #: ``pretrained``: the folder's weights (an error when it has none); ``random``: random weights of
+        #: the same architecture, on purpose.
+        init: Init = "pretrained"
         attn_implementation: str = "sdpa"
 
     def __init__(self, model: nn.Module, tokenizer: Any = None) -> None:
@@ -66,10 +66,10 @@ class HFCausalLM(nn.Module):
         if not (folder / "config.json").is_file():
             raise ConfigError(f"hf_causal_lm.path: no config.json in {folder} (give a local Hugging Face model folder)")
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-        has_weights = any((folder / f).exists() for f in _WEIGHT_FILES)
-        if has_weights and not cfg.random_init:
-            model = AutoModelForCausalLM.from_pretrained(
-                str(folder), local_files_only=True, dtype=torch.float32, attn_implementation=cfg.attn_implementation
+        if wants_pretrained_weights(folder, cfg.init, "hf_causal_lm", in_export=ctx.pretrained_dir is not None):
+            model = load_pretrained_checked(
+                AutoModelForCausalLM.from_pretrained, folder, "hf_causal_lm",
+                dtype=torch.float32, attn_implementation=cfg.attn_implementation,
             )
         else:
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=cfg.attn_implementation)
@@ -167,7 +167,7 @@ class HFCausalLM(nn.Module):
     def export_artifacts(self, out_dir: str) -> dict[str, Any]:
         """Write the HF config (weights live in the trainer's safetensors) and the tokenizer into ``out_dir``."""
         self.model.config.save_pretrained(str(Path(out_dir) / "hf_config"))
-        fields: dict[str, Any] = {"path": "hf_config", "random_init": False}
+        fields: dict[str, Any] = {"path": "hf_config", "init": "pretrained"}
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(Path(out_dir) / "tokenizer"))
             fields["tokenizer"] = "tokenizer"

@@ -1,9 +1,11 @@
 """Atomic, sharded checkpoints: torch.distributed.checkpoint (model, optimizer, EMA) + trainer state.
 
 Layout of ``<run>/checkpoints/step_XXXXXXXX/``: DCP shard files and ``.metadata``, one
-``rank_XXXXX.pt`` per rank (counters, RNG states, data cursors, mixer state) and ``meta.json``
-(step, world size, plugins) written last. Everything is written into ``.tmp_step_XXXXXXXX`` first and
-renamed by rank 0 once complete, so a torn checkpoint (a kill during save) is never picked up.
+``rank_XXXXX.pt`` per rank (counters, RNG states, data cursors, mixer state), ``meta.json``
+(step, world size, plugins, the run config) and ``manifest.json`` (sha256 of every file) written last.
+Everything is written into ``.tmp_step_XXXXXXXX`` first and renamed by rank 0 once complete, so a torn
+checkpoint (a kill during save) is never picked up. Loading verifies the manifest first and never
+unpickles freely (:mod:`foundry_core.train.checkpoint_integrity`).
 The directory must be on a filesystem every rank can see. Tested by ``tests/test_train_checkpoint.py``.
 """
 
@@ -24,6 +26,7 @@ import torch.distributed.checkpoint as dcp
 
 from foundry_core.distributed import DistInfo, barrier
 from foundry_core.errors import FoundryError
+from foundry_core.train.checkpoint_integrity import SafeFileSystemReader, SafeLoadPlanner, write_manifest
 
 log = logging.getLogger("foundry")
 STEP_RE = re.compile(r"^step_(\d{8})$")
@@ -75,6 +78,7 @@ def save_checkpoint(
     if info.is_main:
         meta = {**meta, "step": step, "world_size": info.world_size, "saved_at": time.time()}
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
+        write_manifest(tmp)
         if final.exists():  # re-saving the same step (e.g. a stop signal right after a periodic save)
             shutil.rmtree(final)
         tmp.rename(final)
@@ -87,8 +91,11 @@ def prune(root: Path, keep_last: int, protect: set[Path] | None = None) -> None:
     protect = protect or set()
     found = complete_checkpoints(root)
     for old in found[: max(0, len(found) - keep_last)]:
-        if old not in protect:
-            shutil.rmtree(old, ignore_errors=True)
+        if old not in protect:  # out of sight first: a kill during the delete leaves no half checkpoint
+            trash = old.with_name(f".tmp_{old.name}")
+            shutil.rmtree(trash, ignore_errors=True)
+            old.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
     newest = found[-1].name if found else None
     for tmp in root.glob(".tmp_step_*"):
         if newest is None or tmp.name[len(".tmp_") :] <= newest:
@@ -108,15 +115,35 @@ def load_checkpoint(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Load shards into ``app_state`` in place; return (this rank's trainer state, meta).
 
+    Call :func:`~foundry_core.train.checkpoint_integrity.verify_checkpoint` first: this reads the files.
+
     On a different world size the DCP shards reshard automatically; the per-rank state comes from the
     same rank index when it exists, else from rank 0 (the trainer then reseeds per-rank RNGs).
     """
     meta = read_meta(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.load(app_state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
     rank_file = path / f"rank_{info.rank:05d}.pt"
     if not rank_file.is_file():
         rank_file = path / "rank_00000.pt"
-    rank_state = torch.load(rank_file, weights_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(
+                app_state,
+                storage_reader=SafeFileSystemReader(str(path)),
+                planner=SafeLoadPlanner(),
+                no_dist=not dist.is_initialized(),
+            )
+        rank_state = torch.load(rank_file, weights_only=True)
+    except FoundryError:
+        raise
+    except Exception as exc:  # DCP wraps reader errors (a refused global, a torn shard) in its own types
+        raise FoundryError(
+            f"{path}: cannot load this checkpoint ({type(exc).__name__}: {_first_line(exc)}); resume from another "
+            "one (--resume <run>/checkpoints/step_XXXXXXXX)"
+        ) from exc
     return rank_state, meta
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""

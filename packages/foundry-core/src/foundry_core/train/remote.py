@@ -40,8 +40,12 @@ def upload_dir(fs: fsspec.AbstractFileSystem, local: Path, remote: str) -> None:
     """Upload every file of ``local`` under ``remote``, then write the completion marker."""
     if fs.exists(f"{remote}/{MARKER}"):
         fs.rm(f"{remote}/{MARKER}")
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    needs_dirs = "file" in protocols  # object stores have no folders; a local/NFS remote_dir does
     for path in sorted(p for p in local.rglob("*") if p.is_file()):
         rel = path.relative_to(local).as_posix()
+        if needs_dirs:
+            fs.makedirs(os.path.dirname(f"{remote}/{rel}"), exist_ok=True)
         fs.put_file(str(path), f"{remote}/{rel}")
     with fs.open(f"{remote}/{MARKER}", "w") as f:
         f.write(json.dumps({"uploaded_at": time.time()}))

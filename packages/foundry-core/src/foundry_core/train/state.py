@@ -23,6 +23,8 @@ class TrainState:
     tokens: int = 0
     #: Optimizer steps the schedule spans; fixed at the first step for token budgets.
     total_steps: int | None = None
+    #: Non-finite steps skipped so far (``train.skip_nonfinite``); written by the trainer, kept on resume.
+    nonfinite_skipped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -31,7 +33,7 @@ class TrainState:
     def from_dict(cls, d: dict[str, Any]) -> TrainState:
         # Checkpoints written before these never-written fields were removed still carry them at
         # their defaults; anything else unknown is an error (TypeError naming the key).
-        legacy = {"nonfinite_skipped": 0, "samples_per_source": {}, "tokens_per_source": {}}
+        legacy = {"samples_per_source": {}, "tokens_per_source": {}}
         d = {k: v for k, v in d.items() if not (k in legacy and v == legacy[k])}
         return cls(**d)
 

@@ -27,6 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from foundry_core.config import to_dict
 from foundry_core.data.base import batch_num_samples, batch_num_tokens, move_to_device
 from foundry_core.data.mixer import Mixer
 from foundry_core.distributed import (
@@ -45,9 +46,11 @@ from foundry_core.registry import BuildContext, Registry
 from foundry_core.run_config import RunConfig
 from foundry_core.train import checkpoint as ckpt
 from foundry_core.train import precision as prec
+from foundry_core.train.checkpoint_integrity import UntrustedCheckpointError, stored_shapes, verify_checkpoint
 from foundry_core.train.ema import EMA
 from foundry_core.train.metrics import MetricsWriter, peak_flops, plot_loss
 from foundry_core.train.remote import RemoteSync, download_checkpoint
+from foundry_core.train.resume_check import check_resume
 from foundry_core.train.state import TrainState, capture_rng, restore_rng
 
 log = logging.getLogger("foundry")
@@ -69,6 +72,8 @@ class Trainer:
         self.ckpt_root = run_dir / "checkpoints"
         self.state = TrainState()
         self.stop_requested = False
+        #: The signal that stopped training early (SIGINT/SIGTERM; SIGTERM when another rank was stopped).
+        self.stop_signal: int | None = None
         self.last_checkpoint: Path | None = None
         self.remote: RemoteSync | None = None
         self.metrics: MetricsWriter | None = None
@@ -78,8 +83,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ build
 
-    def build(self, resume: str | None = None) -> None:
-        """Process group, model, wrapping, optimizer, data, sinks; then resume if asked."""
+    def build(self, resume: str | None = None, *, trust_checkpoint: bool = False) -> None:
+        """Process group, model, wrapping, optimizer, data, sinks; then resume if asked.
+
+        ``trust_checkpoint``: resume from a checkpoint without a checksum manifest (see ``_resume``).
+        """
         cfg, t = self.cfg, self.cfg.train
         self.info = info = init_distributed(cfg.distributed.strategy, cfg.distributed.backend, cfg.run.device)
         if self.pm is not None:
@@ -102,6 +110,7 @@ class Trainer:
         elif budget.samples is not None:
             self.state.total_steps = math.ceil(budget.samples / self.global_batch)
 
+        self._prepare_run_dir()
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
         ctx = BuildContext(self.registry, device=str(info.device))
         model = self.registry.build("model", cfg.model, ctx, where="model")
@@ -142,9 +151,6 @@ class Trainer:
 
         torch.manual_seed(cfg.run.seed + 1 + info.rank)  # per-rank randomness (dropout, noise) from here on
         self.peak, self.peak_known, self.device_name = peak_flops(info.device)
-        if info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        barrier()
         self.metrics = MetricsWriter(
             self.run_dir, list(t.metrics), enabled=info.is_main, run_name=cfg.run.name, config=self.raw
         )
@@ -154,7 +160,7 @@ class Trainer:
             )
         if resume:
             planned = self.state.total_steps
-            self._resume(resume)
+            self._resume(resume, trust_checkpoint)
             if planned is not None:  # steps/samples budgets come from the config (it may have been raised)
                 self.state.total_steps = planned
         log.info(
@@ -168,6 +174,24 @@ class Trainer:
             self.accum,
             self.state.total_steps or "(set at the first step)",
         )
+
+    def _prepare_run_dir(self) -> None:
+        """Create the run folder and prove it is writable before anything is built (all ranks fail together)."""
+        error = None
+        if self.info.is_main:
+            probe = self.run_dir / ".foundry_write_test"
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                probe.write_text("")
+                probe.unlink()
+            except OSError as exc:
+                error = (
+                    f"run folder {self.run_dir}: cannot write there ({exc.strerror or exc}); set run.out_dir to a "
+                    "writable folder"
+                )
+        error = _broadcast(error)
+        if error is not None:
+            raise FoundryError(error)
 
     # ------------------------------------------------------------------ loop
 
@@ -202,6 +226,7 @@ class Trainer:
                         self._task, completed=step, total=self.state.total_steps, loss=out["loss"]
                     )
                 if self.stop_requested:
+                    self.stop_signal = self.stop_signal or signal.SIGTERM  # set by another rank's signal
                     log.warning("stop signal received: saving a checkpoint at step %d and exiting", step)
                     self.save()
                     return
@@ -365,6 +390,7 @@ class Trainer:
             "tokens": self.state.tokens,
             "ema": self.ema is not None,
             "plugins": self._plugin_versions(),
+            "config": to_dict(self.cfg),  # compared with the config of a later --resume
         }
         path = ckpt.save_checkpoint(
             self.ckpt_root, self.state.step, self._app_state(), rank_state, meta, info
@@ -379,7 +405,8 @@ class Trainer:
             log.info("saved checkpoint %s", path)
         return path
 
-    def _resume(self, resume: str) -> None:
+    def _resume(self, resume: str, trust_checkpoint: bool = False) -> None:
+        """Load ``resume`` ('latest', a folder, or a URL) after verifying it (see checkpoint_integrity)."""
         info = self.info
         path: Path | None
         if resume == "latest":
@@ -399,10 +426,12 @@ class Trainer:
             path = Path(resume.removeprefix("file://"))
             if not path.is_dir():
                 raise FoundryError(f"--resume {resume}: no such checkpoint directory")
-        has_ema = bool(ckpt.read_meta(path).get("ema"))
+        self._verify(path, trust_checkpoint)
         app_state = self._app_state()
+        has_ema = bool(ckpt.read_meta(path).get("ema"))
         if not has_ema:
             app_state.pop("ema", None)
+        self._check_resume(path, app_state)
         rank_state, meta = ckpt.load_checkpoint(path, app_state, info)
         set_state_dict(
             self.module,
@@ -429,6 +458,34 @@ class Trainer:
         self.last_checkpoint = path
         log.info("resumed from %s (step %d, %d samples)", path, self.state.step, self.state.samples)
 
+    def _verify(self, path: Path, trust_checkpoint: bool) -> None:
+        """Rank 0 checks the manifest (hashing once); every rank raises the same error if it fails."""
+        error, verified = None, False
+        if self.info.is_main:
+            try:
+                verified = verify_checkpoint(path, trust_unverified=trust_checkpoint)
+            except FoundryError as exc:
+                error = str(exc)
+        error, verified = _broadcast((error, verified))
+        if error is not None:
+            raise UntrustedCheckpointError(error)
+        if not verified and self.info.is_main:
+            log.warning("%s has no checksum manifest; loading it because --trust-checkpoint was given", path)
+
+    def _check_resume(self, path: Path, app_state: dict[str, Any]) -> None:
+        """Refuse a model/optimizer that does not fit the checkpoint; warn about changed settings."""
+        from torch.distributed.checkpoint._nested_dict import flatten_state_dict  # the keys DCP uses
+
+        flat, _ = flatten_state_dict(app_state)
+        wanted = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in flat.items()}
+        old_cfg = ckpt.read_meta(path).get("config")
+        warnings = check_resume(str(path), old_cfg, to_dict(self.cfg), stored_shapes(path), wanted)
+        if self.info.is_main:
+            if old_cfg is None:
+                log.warning("--resume %s: the checkpoint records no run config; settings cannot be compared", path)
+            for warning in warnings:
+                log.warning("%s", warning)
+
     def _download(self, url: str) -> Path | None:
         path = None
         if self.info.is_main:
@@ -441,8 +498,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ export
 
-    def export(self) -> Path:
-        """Collective: gather full weights (EMA if enabled), rebuild the model on rank 0, write ``export/``."""
+    def export(self, out_dir: Path | None = None) -> Path:
+        """Collective: gather full weights (EMA if enabled), rebuild the model on rank 0, write ``export/``
+        (or ``out_dir``: an export of the current weights during training, e.g. for closed-loop evaluation)."""
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         full = (
             get_model_state_dict(self.module, options=opts)
@@ -454,7 +512,7 @@ class Trainer:
         ema_full = (
             {n: full_tensor(t).detach().cpu() for n, t in self.ema.state_dict().items()} if use_ema else {}
         )
-        out = self.run_dir / "export"
+        out = Path(out_dir) if out_dir is not None else self.run_dir / "export"
         if self.info.is_main:
             from foundry_core.export import export_model
 
@@ -477,7 +535,7 @@ class Trainer:
                 "ema": use_ema,
             }
             export_model(fresh, self.cfg.model, out, extra_meta=meta)
-            if self.remote is not None:
+            if self.remote is not None and out_dir is None:
                 self.remote.submit(out, "export")
             log.info("exported the model to %s", out)
         barrier()
@@ -602,6 +660,7 @@ class Trainer:
             if self.stop_requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self.stop_requested = True
+            self.stop_signal = signum
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._old_handlers[sig] = signal.signal(sig, request_stop)

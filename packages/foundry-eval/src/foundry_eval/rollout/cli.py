@@ -6,9 +6,17 @@ Tested by ``tests/test_eval_rollout.py`` and ``tests/test_eval_serving.py``.
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from foundry_core.errors import FoundryError
+
+
+class TooManyCrashes(FoundryError):
+    """The evaluation ran and its results are written, but more episodes crashed than allowed."""
+
+    exit_code = 1
 
 
 def _split_tasks(values: tuple[str, ...]) -> list[str]:
@@ -44,6 +52,13 @@ def _split_tasks(values: tuple[str, ...]) -> list[str]:
     "--max-videos", type=click.IntRange(min=0), default=None, help="Record only the first K scenarios."
 )
 @click.option("--device", default="cpu", show_default=True, help="Torch device of an exported policy.")
+@click.option(
+    "--max-crash-rate",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.05,
+    show_default=True,
+    help="Exit 1 when a larger share of all episodes crashed (simulator or policy exception).",
+)
 def eval_run(
     policy: str | None,
     server: str | None,
@@ -62,8 +77,13 @@ def eval_run(
     video_format: str,
     max_videos: int | None,
     device: str,
+    max_crash_rate: float,
 ) -> None:
-    """Roll out a policy in simulated tasks and write results.json files (LBM Eval layout)."""
+    """Roll out a policy in simulated tasks and write results.json files (LBM Eval layout).
+
+    A crashed episode (an exception in the simulator or the policy) counts as a failure in results.json;
+    crashes are printed, and the exit status is 1 when their share exceeds --max-crash-rate.
+    """
     from foundry_eval.rollout.runner import run_rollouts, success_count
     from foundry_eval.sim.cli import parse_cameras
 
@@ -86,8 +106,21 @@ def eval_run(
         cameras=parse_cameras(cameras) if cameras is not None else None,
         device=device,
     )
+    crashed = total = 0
     for (task, (ok, n)), path in zip(success_count(paths).items(), paths):
-        click.echo(f"{task}: {ok}/{n} successes -> {path}")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        n_crashed = int(doc.get("num_crashed", 0))
+        crashed, total = crashed + n_crashed, total + n
+        click.echo(f"{task}: {ok}/{n} successes, {n_crashed} crashed -> {path}")
+        crashes = [e for e in doc["evaluations"] if str(e.get("failure_message", "")).startswith("Traceback")]
+        for e in crashes[:3]:  # the runner stores a crash's traceback as its failure_message
+            last = e["failure_message"].strip().splitlines()[-1]
+            click.secho(f"  crashed: scenario {e['scenario_index']}: {last}", fg="red", err=True)
+    if total and crashed / total > max_crash_rate:
+        raise TooManyCrashes(
+            f"{crashed}/{total} episodes crashed (more than --max-crash-rate {max_crash_rate:g}); they count as "
+            "failures in the results above. The tracebacks are in each results.json (failure_message)"
+        )
 
 
 @click.command("serve")

@@ -1,13 +1,15 @@
 """Built-in baseline policies (``--policy random`` / ``--policy expert``) and policy loading.
 
 ``random``: each chunk row commands the current pose moved by uniform noise (±5 cm) with a random
-gripper opening (seeded per episode, so reruns are identical). ``expert``: the env's privileged
+gripper opening (seeded per episode, so reruns are identical); a task with its own action format
+(e.g. Meta-World's displacement commands) supplies ``random_actions(rng, horizon)`` instead. ``expert``: the env's privileged
 scripted expert (``env.expert()`` after ``env.reset``), one action per chunk. An export folder is
 loaded with foundry-action's ``Policy.from_pretrained``. Tested by ``tests/test_eval_rollout.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,17 @@ MAX_OPENING = 0.08
 class RandomPolicy:
     """Random absolute targets around the current pose (proprio in the 10-per-arm action format)."""
 
-    def __init__(self, horizon: int = 8, noise: float = 0.05, action_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        horizon: int = 8,
+        noise: float = 0.05,
+        action_dim: int | None = None,
+        sampler: Callable[[np.random.Generator, int], np.ndarray] | None = None,
+    ) -> None:
         self.horizon = horizon
         self.noise = noise
         self.action_dim = action_dim
+        self.sampler = sampler
         self._rng = np.random.default_rng(0)
 
     def reset(self) -> None:
@@ -36,6 +45,8 @@ class RandomPolicy:
         self._rng = np.random.default_rng(seed)
 
     def act(self, observation: Any) -> np.ndarray:
+        if self.sampler is not None:
+            return np.asarray(self.sampler(self._rng, self.horizon), dtype=np.float32)
         proprio = np.asarray(observation["proprio"], dtype=np.float32)
         dim = self.action_dim or proprio.shape[0]
         if proprio.shape[0] != dim or dim % ARM_DIM:

@@ -214,14 +214,31 @@ def make_client(spec: RunSpec, env: Task | None) -> PolicyClient:
 
     factory: Callable[[], Policy]
     if spec.policy == "random":
-        factory = RandomPolicy
+        factory = lambda: RandomPolicy(sampler=getattr(env, "random_actions", None))  # noqa: E731
     elif spec.policy == "expert":
         factory = lambda: ExpertPolicy(env)  # noqa: E731
     elif isinstance(spec.policy, str | Path):
         factory = ExportedPolicyFactory(spec.policy, spec.device)
     else:
         factory = spec.policy
-    return InProcessClient(PolicySessions(factory, execute_steps=spec.execute_steps))
+    return InProcessClient(
+        PolicySessions(factory, execute_steps=spec.execute_steps, pose_actions=pose_actions(spec))
+    )
+
+
+def pose_actions(spec: RunSpec) -> bool:
+    """Whether the run's tasks take 10-per-arm pose actions; tasks with their own action vectors (e.g.
+    Meta-World's) say ``pose_actions = False``. One policy cannot serve both kinds in one run."""
+    from foundry_core.plugins import get_registry
+
+    registry = get_registry()
+    kinds = {
+        bool(getattr(registry.get("task", node["name"]).load(), "pose_actions", True))
+        for _, node in spec.tasks
+    }
+    if len(kinds) > 1:
+        raise FoundryError(f"tasks {[t for t, _ in spec.tasks]} mix pose actions and other action vectors")
+    return kinds.pop() if kinds else True
 
 
 _WORKER: Worker | None = None

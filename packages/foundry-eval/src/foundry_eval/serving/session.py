@@ -15,6 +15,7 @@ Tested by ``tests/test_eval_serving.py``.
 
 from __future__ import annotations
 
+import functools
 import random
 import sys
 import threading
@@ -47,8 +48,11 @@ class PolicyClient(Protocol):
     def close(self) -> None: ...
 
 
-def validate_chunk(chunk: Any) -> np.ndarray:
-    """A policy's output -> float32 [H, A]; raises PolicyOutputError for wrong shapes, dtypes or NaN."""
+def validate_chunk(chunk: Any, pose_actions: bool = True) -> np.ndarray:
+    """A policy's output -> float32 [H, A]; raises PolicyOutputError for wrong shapes, dtypes or NaN.
+
+    ``pose_actions``: A must be 10 per arm (xyz, rot6d, gripper); off for tasks with their own action
+    vectors (e.g. Meta-World's 4-D displacement commands)."""
     if hasattr(chunk, "detach"):  # a torch tensor, possibly on an accelerator
         chunk = chunk.detach().float().cpu().numpy()
     try:
@@ -57,7 +61,7 @@ def validate_chunk(chunk: Any) -> np.ndarray:
         raise PolicyOutputError(f"policy returned {type(chunk).__name__}, not an array: {exc}") from None
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise PolicyOutputError(f"policy returned an action chunk of dtype {arr.dtype}; expected float32")
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[1] % ARM_DIM:
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0 or (pose_actions and arr.shape[1] % ARM_DIM):
         raise PolicyOutputError(
             f"policy returned an action chunk of shape {list(arr.shape)}; expected [H, A] with H >= 1 and "
             f"A a multiple of {ARM_DIM} (xyz, rot6d, gripper per arm)"
@@ -82,7 +86,9 @@ class Session:
     """One episode of one client: the policy, foundry-action's chunk executor with the server's output
     checks (every chunk validated, every action canonical), and the episode seed spread to every RNG."""
 
-    def __init__(self, policy: Policy, execute_steps: int = DEFAULT_EXECUTE_STEPS) -> None:
+    def __init__(
+        self, policy: Policy, execute_steps: int = DEFAULT_EXECUTE_STEPS, pose_actions: bool = True
+    ) -> None:
         from foundry_action.executor import ChunkExecutor
 
         if execute_steps < 1:
@@ -91,14 +97,17 @@ class Session:
         if future is not None:  # a chunk length the executor checks: ask for at most that many steps
             execute_steps = min(execute_steps, int(future) + 1)
         self.policy = policy
-        self.executor = ChunkExecutor(policy, execute_steps=execute_steps, check_chunk=validate_chunk)
+        self.pose_actions = pose_actions
+        check = functools.partial(validate_chunk, pose_actions=pose_actions)
+        self.executor = ChunkExecutor(policy, execute_steps=execute_steps, check_chunk=check)
 
     def reset(self, seed: int) -> None:
         seed_everything(seed)
         self.executor.reset(seed)
 
     def step(self, observation: Mapping[str, Any]) -> np.ndarray:
-        return canonical_action(self.executor.step(observation))
+        action = self.executor.step(observation)
+        return canonical_action(action) if self.pose_actions else action
 
 
 class PolicySessions:
@@ -111,8 +120,10 @@ class PolicySessions:
         execute_steps: int = DEFAULT_EXECUTE_STEPS,
         max_sessions: int = 64,
         allow_extra_cameras: bool = False,
+        pose_actions: bool = True,
     ) -> None:
         self.policy_factory = policy_factory
+        self.pose_actions = pose_actions
         self.allow_extra_cameras = allow_extra_cameras
         self.execute_steps = execute_steps
         self.max_sessions = max_sessions
@@ -134,7 +145,7 @@ class PolicySessions:
         with self._lock:
             session = self._sessions.get(client_id)
             if session is None:
-                session = Session(self._take_policy(), self.execute_steps)
+                session = Session(self._take_policy(), self.execute_steps, self.pose_actions)
                 self._sessions[client_id] = session
             self._sessions.move_to_end(client_id)
         session.reset(seed)

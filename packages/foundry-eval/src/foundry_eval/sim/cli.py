@@ -22,7 +22,7 @@ def parse_cameras(value: str) -> list[str]:
 @click.argument("task")
 @click.option("--episodes", type=click.IntRange(min=1), required=True, help="Episodes to store.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Episode store (Zarr folder).")
-@click.option("--cameras", default="scene,wrist", show_default=True, help="Comma-separated, or 'none'.")
+@click.option("--cameras", default=None, help="Comma-separated, or 'none' (default: the task's own cameras).")
 @click.option("--image-size", type=click.IntRange(min=8), default=64, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed-start", type=click.IntRange(min=0), default=1_000_000, show_default=True)
@@ -37,7 +37,7 @@ def demos_command(
     task: str,
     episodes: int,
     out: str,
-    cameras: str,
+    cameras: str | None,
     image_size: int,
     workers: int,
     seed_start: int,
@@ -45,7 +45,7 @@ def demos_command(
     append: bool,
     overwrite: bool,
 ) -> None:
-    """Generate scripted-expert demonstrations of a Drake task (e.g. push_to_target)."""
+    """Generate scripted-expert demonstrations of a task with a scripted expert (e.g. push_to_target)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from foundry_core.plugins import get_registry
@@ -56,7 +56,9 @@ def demos_command(
     cls = registry.get("task", task).load()
     if not hasattr(cls, "expert"):
         raise ConfigError(f"env {task!r} has no scripted expert")
-    node = {"name": task, "cameras": parse_cameras(cameras), "image_size": image_size}
+    node = {"name": task, "image_size": image_size}
+    if cameras is not None:
+        node["cameras"] = parse_cameras(cameras)
     with Progress(
         TextColumn(f"[bold]{task}[/]"),
         BarColumn(),

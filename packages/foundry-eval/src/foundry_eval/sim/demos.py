@@ -146,8 +146,11 @@ def generate_demos(
             fps=1.0 / env.control_dt,
             fields={"action": (env.action_dim,), "proprio": (env.proprio_dim,)},
             cameras=cameras,
-            semantics=SEMANTICS,
-            attrs={"source": "foundry-eval drake expert", "task": str(node.get("name"))},
+            semantics=getattr(env, "field_semantics", SEMANTICS),
+            attrs={
+                "source": getattr(env, "demo_source", "foundry-eval drake expert"),
+                "task": str(node.get("name")),
+            },
             mode="a" if append else "w",
         )
 
@@ -162,7 +165,7 @@ def generate_demos(
                     task=registry_name,  # configs (task_weights, tasks) name a task one way: its registry name
                     instruction=result["instruction"],
                     success=result["success"],
-                    source="drake-expert",
+                    source=getattr(env, "demo_source", "drake-expert"),
                     extra={"seed": result["seed"], "duration_s": result["duration_s"]},
                 )
                 stored += 1

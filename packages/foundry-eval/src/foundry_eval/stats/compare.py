@@ -95,7 +95,14 @@ class _Tester:
     """Runs one pairwise test and caches synthesized boundaries per (n_max, alpha)."""
 
     def __init__(
-        self, test: str, conservative: bool, seed: int, lai_threshold: int, progress, correction: str
+        self,
+        test: str,
+        conservative: bool,
+        seed: int,
+        lai_threshold: int,
+        progress,
+        correction: str,
+        construction: str = "lp",
     ) -> None:
         if test not in TESTS:
             raise ConfigError(f"unknown test {test!r}; choose one of {TESTS}")
@@ -108,6 +115,7 @@ class _Tester:
         self.correction = correction
         self.test, self.conservative, self.seed = test, conservative, seed
         self.lai_threshold, self.progress = lai_threshold, progress
+        self.construction = construction
         self._cache: dict[tuple[str, int, float], StepTest | LaiTest] = {}
 
     def sequential(self, n_max: int, alpha: float) -> StepTest | LaiTest:
@@ -119,7 +127,12 @@ class _Tester:
             else:
                 log.info("synthesizing/loading STEP boundary n_max=%d alpha=%.3g", n_max, alpha)
                 self._cache[key] = StepTest(
-                    n_max, alpha, conservative=self.conservative, seed=self.seed, progress=self.progress
+                    n_max,
+                    alpha,
+                    conservative=self.conservative,
+                    seed=self.seed,
+                    construction=self.construction,
+                    progress=self.progress,
                 )
         return self._cache[key]
 
@@ -207,14 +220,17 @@ def compare(
     confidence: float = 0.9,
     correction: str = "bonferroni",
     progress: Callable[[int, int], None] | None = None,
+    step_construction: str = "lp",
 ) -> Comparison:
     """Rows, pairwise results, warnings and errors for every eval set, task and task group of ``rs``.
 
     ``correction``: ``bonferroni`` (default; the only choice for sequential tests) or ``holm`` (Barnard).
+    ``step_construction``: STEP boundary construction, ``lp`` (default) or ``legacy`` (the previous one,
+    to reproduce older letters). Aggregates: every ``rename.yaml`` task group plus "All Tasks".
     """
     if not 0 < alpha < 0.5:
         raise ConfigError(f"--alpha must be in (0, 0.5), got {alpha}")
-    tester = _Tester(test, conservative, seed, lai_threshold, progress, correction)
+    tester = _Tester(test, conservative, seed, lai_threshold, progress, correction, step_construction)
     rows: list[Row] = []
     pairs: list[PairResult] = []
     warnings, errors = list(rs.warnings), []
@@ -277,14 +293,16 @@ def compare(
         "correction": correction,
         "confidence": confidence,
         "aggregate_seed": DEFAULT_SEED,
+        "step_construction": step_construction,
     }
     return Comparison(rows, pairs, warnings, errors, settings)
 
 
 def _task_groups(rs: ResultSet, trs, warnings: list[str], es: str) -> dict[str, list[str]]:
+    """Task groups from ``rename.yaml`` (those with a loaded task) plus, always, the all-tasks group."""
     present = {r.task for r in trs}
+    groups: dict[str, list[str]] = {}
     if rs.rename is not None and rs.rename.task_groups:
-        groups = {}
         for g, tasks in rs.rename.task_groups.items():
             have = [t for t in tasks if t in present]
             if have:
@@ -293,8 +311,13 @@ def _task_groups(rs: ResultSet, trs, warnings: list[str], es: str) -> dict[str, 
                     warnings.append(
                         f"{es or '-'} / task group {g!r}: only {len(have)} of its {len(tasks)} tasks are loaded"
                     )
-        return groups
-    return {ALL_TASKS: sorted(present)}
+    if ALL_TASKS in groups:
+        warnings.append(
+            f"{es or '-'}: rename.yaml defines a task group named {ALL_TASKS!r}; it replaces ours"
+        )
+    else:
+        groups[ALL_TASKS] = sorted(present)
+    return groups
 
 
 def _aggregate_rows(

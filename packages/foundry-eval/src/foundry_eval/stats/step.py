@@ -5,15 +5,21 @@ Written from the paper (Snyder et al., "Is your imitation learning policy better
 
 One-sided H0: p0 ≥ p1 vs H1: p0 < p1, on pairs (d0, d1) observed one at a time up to a horizon n_max
 fixed in advance. Offline synthesis walks t = 1..n_max over the state grid (x, y) = (successes of
-policy 0, of policy 1), carrying the null mass m_k(x, y) for 129 control points p_k on the null boundary
-p0 = p1 = p_k. After a dead time of d steps, each step spends the new type-I budget B(t) − B(t−1) (plus any
-unspent budget) on rejections. The per-step LP — maximise rejection along a fixed candidate order
-subject to "rejected mass ≤ B(t)" at every control point, with rejection probabilities non-increasing
-along the order — has a closed-form optimum: reject candidates fully in order until the first one that
-does not fit, which gets the largest fractional probability that fits (see ``_solve_step``; the test suite
-checks it against ``scipy.optimize.linprog``). Candidates are states with y > x, ordered by the pooled
-Wald z statistic (most extreme first), which is increasing in y at fixed x, so the rejection region is a
-boundary; a state (x, y) and its label-swapped twin (t − y, t − x) form one variable (equal r).
+policy 0, of policy 1) and, after a dead time of d steps, chooses rejection probabilities r(t, x, y) so
+that the rejected null mass stays within a cumulative budget B(t) at 129 control points p_k on the null
+boundary p0 = p1 = p_k. Two constructions:
+
+* ``lp`` (default, ``step_lp.py``): one HiGHS LP per step over all candidate states at the frontier,
+  maximising the number of rejected states under the budget at every control point, with a monotone,
+  label-swap-symmetric boundary. The budget accrues over the decision steps t > d (linear:
+  α·(t − d)/(n − d)). After synthesis, the exact size is computed at every null rate (a Bernstein
+  polynomial in p, evaluated on a dense grid and refined at its local maxima); if it exceeds α anywhere
+  between control points, the budget is scaled down and the boundary re-synthesized, so the size is
+  ≤ α at every null rate, not only at the control points.
+* ``legacy`` (``step_legacy.py``): the previous fixed-order construction, kept for comparison.
+
+A boundary is stored per (t, x): continue if y < lo, reject surely if y ≥ hi, and in between reject with
+the probability listed for that state (``frac``; r is non-decreasing in y).
 
 Test: ``uv run pytest packages/foundry-eval/tests/test_eval_step.py``.
 """
@@ -33,12 +39,26 @@ from pathlib import Path
 import numpy as np
 
 from foundry_core.errors import ConfigError, DataError
+from foundry_eval.stats.step_legacy import synthesize_legacy
+from foundry_eval.stats.step_lp import bernstein_eval, elevate, push_conditional, synthesize_lp
 
 log = logging.getLogger(__name__)
 
 N_CONTROL_POINTS = 129
 SHAPES = ("linear", "power", "zeta")
-FORMAT_VERSION = 1
+CONSTRUCTIONS = ("lp", "legacy")
+FORMAT_VERSION = 3
+#: Null rates at which the exact size is evaluated after synthesis (per half of [0, 1], dense in arcsin).
+N_SIZE_GRID = 4000
+#: The size is brought to at most α·(1 − SIZE_SLACK): float rounding can never push it above α.
+SIZE_SLACK = 1e-9
+#: The LP bounds the size at the control points only; between them it can exceed α (measured: 2e-4
+#: relative at α = 0.05, 0.4% at α = 0.05/66, n_max 200, near p = 1/n). Overshoots get control points
+#: added where the size peaked, then (after MAX_PASSES // 2 passes) a scaled budget. The first pass runs
+#: at (1 − margin)·B(t). A margin of 1e-3 would usually save the second pass but costs power near the
+#: extremes (measured at α = 0.05, 0 vs 0.05: 0.9778 vs 0.9806 with 1e-4), so we pay the time.
+FIRST_PASS_MARGIN = 1e-4
+MAX_PASSES = 6
 #: Decision names of the two-sided test.
 P0_LESS, P0_GREATER, UNDECIDED = "p0 < p1", "p0 > p1", "undecided"
 
@@ -54,13 +74,19 @@ def risk_budget(
     shape: str = "linear",
     lam: float = 0.0,
     increments: Sequence[float] | None = None,
+    start: int = 0,
 ) -> np.ndarray:
     """Cumulative type-I budget B(0..n_max) with B(0) = 0, B(n_max) = alpha, non-decreasing.
 
     ``linear``: α·t/n. ``power``: α·(t/n)^(1/(1+λ)) (λ > 0 spends earlier). ``zeta``: partial sums of
-    1/i^λ, normalised. λ = 0 is linear in both families. ``increments``: a user per-step budget
-    (length n_max, non-negative), normalised to sum to α.
+    1/i^λ, normalised. λ = 0 is linear in both families. ``start``: the budget accrues only after this
+    many steps (the shapes apply to t − start over n − start), so the LP construction does not dump the
+    dead time's share at its first decision. ``increments``: a user per-step budget (length n_max,
+    non-negative), normalised to sum to α (``start`` does not apply).
     """
+    if increments is None and 0 < start < n_max:
+        b = risk_budget(n_max - start, alpha, shape, lam)
+        return np.concatenate([np.zeros(start), b])
     t = np.arange(n_max + 1, dtype=np.float64)
     if increments is not None:
         inc = np.asarray(increments, dtype=np.float64)
@@ -100,53 +126,6 @@ def _push(m: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
     return out
 
 
-def _candidate_order(t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Representatives (x, y), y > x, x + y ≤ t, with twins (t − y, t − x), ordered by pooled z desc."""
-    x, y = np.triu_indices(t + 1, k=1)
-    keep = x + y <= t
-    x, y = x[keep], y[keep]
-    s = (x + y).astype(np.float64)
-    z = (y - x) / np.sqrt(s * (2 * t - s) / (2 * t))
-    order = np.lexsort((x, -(y - x), -z))
-    x, y = x[order], y[order]
-    return x, y, t - y, t - x
-
-
-def _solve_step(cost: np.ndarray, room: np.ndarray) -> tuple[int, float]:
-    """Closed-form optimum of the per-step LP: (number of fully rejected groups, r of the next group).
-
-    ``cost[g, k]``: null mass of group g under control point k; ``room[k]``: unspent budget. The LP is
-    lexicographic along g with r non-increasing in g; its optimum rejects a prefix fully and the next
-    group with the largest probability that fits.
-    """
-    cum = np.cumsum(cost, axis=0)
-    over = np.any(cum > room[None, :], axis=1)
-    full = int(np.argmax(over)) if over.any() else cost.shape[0]
-    if full == cost.shape[0]:
-        return full, 0.0
-    prev = cum[full - 1] if full > 0 else np.zeros_like(room)
-    c = cost[full]
-    pos = c > 0
-    with np.errstate(over="ignore"):  # a denormal mass gives +inf here, i.e. no limit from that point
-        r = float(np.min((room[pos] - prev[pos]) / c[pos])) if pos.any() else 1.0
-    return full, min(max(r, 0.0), 1.0)
-
-
-def _push_inplace(a: np.ndarray, tmp: np.ndarray, s: int, p: np.ndarray) -> None:
-    """``_push`` for p0 = p1 = p on preallocated (x, y, k) buffers: the s×s block grows to (s+1)×(s+1)."""
-    q = 1.0 - p
-    v = tmp[:s, :s]
-    np.multiply(a[:s, :s], p, out=v)
-    a[:s, :s] *= q
-    a[s, :s] = 0.0
-    a[1 : s + 1, :s] += v
-    v = tmp[: s + 1, :s]
-    np.multiply(a[: s + 1, :s], p, out=v)
-    a[: s + 1, :s] *= q
-    a[: s + 1, s] = 0.0
-    a[: s + 1, 1 : s + 1] += v
-
-
 @dataclass(frozen=True)
 class StepSpec:
     """What a boundary is synthesized for; the cache key."""
@@ -157,6 +136,7 @@ class StepSpec:
     lam: float = 0.0
     n_points: int = N_CONTROL_POINTS
     increments: tuple[float, ...] | None = None
+    construction: str = "lp"
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_max, int) or self.n_max < 1:
@@ -165,28 +145,58 @@ class StepSpec:
             raise ConfigError(f"STEP alpha must be in (0, 0.5), got {self.alpha}")
         if self.shape not in SHAPES:
             raise ConfigError(f"unknown STEP budget shape {self.shape!r}; choose one of {SHAPES}")
+        if self.construction not in CONSTRUCTIONS:
+            raise ConfigError(
+                f"unknown STEP construction {self.construction!r}; choose one of {CONSTRUCTIONS}"
+            )
 
     def key(self) -> str:
         inc = "" if self.increments is None else hashlib.sha1(repr(self.increments).encode()).hexdigest()[:12]
-        raw = f"n{self.n_max}_a{self.alpha!r}_{self.shape}_l{self.lam!r}_k{self.n_points}_{inc}_v{FORMAT_VERSION}"
+        raw = f"n{self.n_max}_a{self.alpha!r}_{self.shape}_l{self.lam!r}_k{self.n_points}_{inc}_{self.construction}_v{FORMAT_VERSION}"
         return "step_" + "".join(c if c.isalnum() or c in "._-" else "_" for c in raw)
 
 
 @dataclass
 class StepPolicy:
-    """A synthesized one-sided boundary. At (t, x, y): continue if y < lo[t, x]; reject if y ≥ hi[t, x];
-    otherwise reject with probability ``band[t, x]``. ``rejected[k]``: total null rejection per control point."""
+    """A synthesized one-sided boundary. At (t, x, y): continue if y < lo[t, x]; reject surely if
+    y ≥ hi[t, x]; otherwise reject with the probability listed for (t, x, y) in ``frac``/``frac_r``.
+    ``rejected[k]``: null rejection at control point k; ``size_max``: the largest exact size over the
+    null rates checked after synthesis (NaN for the legacy construction, which was never checked)."""
 
     spec: StepSpec
     lo: np.ndarray
     hi: np.ndarray
-    band: np.ndarray
+    frac: np.ndarray  # (F, 3) int32 (t, x, y), sorted
+    frac_r: np.ndarray  # (F,)
     rejected: np.ndarray
+    size_max: float = float("nan")
 
-    def reject_probability(self, t: int, x: np.ndarray | int, y: np.ndarray | int) -> np.ndarray:
-        x, y = np.asarray(x), np.asarray(y)
+    def __post_init__(self) -> None:
+        order = np.argsort(self._keys(self.frac[:, 0], self.frac[:, 1], self.frac[:, 2]), kind="stable")
+        self.frac, self.frac_r = self.frac[order], self.frac_r[order]
+        self._sorted_keys = self._keys(self.frac[:, 0], self.frac[:, 1], self.frac[:, 2])
+
+    def _keys(self, t, x, y) -> np.ndarray:
+        w = self.spec.n_max + 1
+        return (np.asarray(t, np.int64) * w + np.asarray(x, np.int64)) * w + np.asarray(y, np.int64)
+
+    def reject_probability(self, t: int | np.ndarray, x: np.ndarray | int, y: np.ndarray | int) -> np.ndarray:
+        t, x, y = np.broadcast_arrays(np.asarray(t), np.asarray(x), np.asarray(y))
         lo, hi = self.lo[t, x], self.hi[t, x]
-        return np.where(y >= hi, 1.0, np.where(y >= lo, self.band[t, x], 0.0))
+        out = np.where(y >= hi, 1.0, 0.0)
+        band = (y >= lo) & (y < hi)
+        if band.any():
+            keys = self._keys(t[band], x[band], y[band])
+            i = np.searchsorted(self._sorted_keys, keys)
+            i = np.minimum(i, len(self._sorted_keys) - 1)
+            found = self._sorted_keys[i] == keys
+            out[band] = np.where(found, self.frac_r[i], 0.0)
+        return out
+
+    def dense(self, t: int) -> np.ndarray:
+        """r(t, x, y) for all x, y ≤ t (a (t+1)×(t+1) array)."""
+        x, y = np.indices((t + 1, t + 1))
+        return self.reject_probability(t, x, y)
 
 
 def synthesize(spec: StepSpec, progress: Callable[[int, int], None] | None = None) -> StepPolicy:
@@ -195,74 +205,56 @@ def synthesize(spec: StepSpec, progress: Callable[[int, int], None] | None = Non
     d = dead_time(n)
     if n <= d:  # horizon within the dead time: the test can never decide
         never = np.full((n + 1, n + 1), n + 2, dtype=np.int32)
-        return StepPolicy(spec, never, never.copy(), np.zeros((n + 1, n + 1)), np.zeros(spec.n_points))
-    budget = risk_budget(n, spec.alpha, spec.shape, spec.lam, spec.increments)
-    p_all = control_points(n, spec.n_points)
-    # The map (x, y, p) → (t − y, t − x, 1 − p) (swap labels and policies) preserves the grid, the twin
-    # groups and the absorption, so control points above 1/2 duplicate those below: simulate half.
-    half = (len(p_all) + 1) // 2
-    p = p_all[:half]
-    m = np.zeros((n + 2, n + 2, len(p)))  # m[x, y, k]: control points last, for contiguous gathers
-    tmp = np.empty_like(m)
-    m[0, 0] = 1.0
-    rejected = np.zeros(len(p))
-    lo = np.full((n + 1, n + 1), n + 2, dtype=np.int32)
-    hi = np.full((n + 1, n + 1), n + 2, dtype=np.int32)
-    band = np.zeros((n + 1, n + 1))
-    for t in range(1, n + 1):
-        _push_inplace(m, tmp, t, p)
-        if progress is not None:
-            progress(t, n)
-        if t <= d:
-            continue
-        room = budget[t] - rejected
-        xs, ys, xt, yt = _candidate_order(t)
-        twin = (xs != xt)[:, None]
-        full, r = 0, 0.0
-        start, chunk = 0, 256
-        while start < len(xs):  # the prefix is usually short: evaluate the order in growing chunks
-            sl = slice(start, min(len(xs), start + chunk))
-            cost = m[xs[sl], ys[sl]] + np.where(twin[sl], m[xt[sl], yt[sl]], 0.0)
-            f, r = _solve_step(cost, room)
-            if f < cost.shape[0]:
-                full = start + f
-                break
-            room = room - cost.sum(axis=0)
-            full, start, chunk = sl.stop, sl.stop, chunk * 4
-        _absorb(m, rejected, xs[:full], ys[:full], xt[:full], yt[:full], 1.0)
-        if full < len(xs) and r > 0:
-            _absorb(
-                m,
-                rejected,
-                xs[full : full + 1],
-                ys[full : full + 1],
-                xt[full : full + 1],
-                yt[full : full + 1],
-                r,
-            )
-        _store_boundary(t, xs, ys, xt, yt, full, r, lo, hi, band)
-    full_rejected = np.concatenate([rejected, rejected[: len(p_all) - half][::-1]])
-    return StepPolicy(spec=spec, lo=lo, hi=hi, band=band, rejected=full_rejected)
+        return StepPolicy(
+            spec, never, never.copy(), np.zeros((0, 3), np.int32), np.zeros(0), np.zeros(spec.n_points), 0.0
+        )
+    if spec.construction == "legacy":
+        budget = risk_budget(n, spec.alpha, spec.shape, spec.lam, spec.increments)
+        lo, hi, band, rejected = synthesize_legacy(n, d, budget, control_points(n, spec.n_points), progress)
+        t, x = np.nonzero(lo < hi)
+        frac = [(tt, xx, yy) for tt, xx in zip(t, x) for yy in range(lo[tt, xx], hi[tt, xx])]
+        frac_arr = np.array(frac, dtype=np.int32).reshape(-1, 3)
+        return StepPolicy(spec, lo, hi, frac_arr, band[frac_arr[:, 0], frac_arr[:, 1]], rejected)
+    budget = risk_budget(n, spec.alpha, spec.shape, spec.lam, spec.increments, start=d)
+    target = spec.alpha * (1.0 - SIZE_SLACK)
+    scale = 1.0 - FIRST_PASS_MARGIN
+    points = control_points(n, spec.n_points)
+    for attempt in range(MAX_PASSES):
+        b = synthesize_lp(n, d, budget * scale, points, progress)
+        peaks = size_peaks(b.size_coeffs)
+        size, at = peaks[0]
+        if size <= target:
+            return StepPolicy(spec, b.lo, b.hi, b.frac, b.frac_r, b.rejected, size)
+        log.info("STEP n_max=%d alpha=%.4g: size %.8g at p=%.5f > alpha", n, spec.alpha, size, at)
+        over = np.array([q for v, q in peaks if v > target])
+        if (
+            attempt < MAX_PASSES // 2
+        ):  # first: constrain exactly where the size peaked (no power lost elsewhere)
+            points = np.unique(np.concatenate([points, over, 1.0 - over]))
+        else:  # then: scale the whole budget down
+            scale *= target / size * (1.0 - FIRST_PASS_MARGIN)
+    raise RuntimeError(f"STEP synthesis for {spec.key()} could not bring the size below alpha")
 
 
-def _absorb(m, rejected, xs, ys, xt, yt, r: float) -> None:
-    for a, b in ((xs, ys), (xt[xt != xs], yt[xt != xs])):
-        if len(a):
-            rejected += r * m[a, b].sum(axis=0)
-            m[a, b] *= 1.0 - r
+def size_peaks(coeffs: np.ndarray) -> list[tuple[float, float]]:
+    """(size, null rate) at the local maxima of a size polynomial, largest first: a grid of 8,000 rates
+    dense in arcsin √p, then each of the 8 highest maxima refined to 1e-13 in p."""
+    from scipy.optimize import minimize_scalar
 
-
-def _store_boundary(t, xs, ys, xt, yt, full, r, lo, hi, band) -> None:
-    """Per x: hi = smallest fully rejected y (all states further out are rejected too); band = fractional."""
-    ax = np.concatenate([xs[:full], xt[:full]])
-    ay = np.concatenate([ys[:full], yt[:full]])
-    if len(ax):
-        np.minimum.at(hi[t], ax, ay)
-    if full < len(xs) and r > 0:
-        for x, y in {(int(xs[full]), int(ys[full])), (int(xt[full]), int(yt[full]))}:
-            lo[t, x] = y
-            band[t, x] = r
-    lo[t] = np.minimum(lo[t], hi[t])
+    theta = np.linspace(0.0, math.pi / 2, 2 * N_SIZE_GRID + 1)[1:-1]
+    p = np.sin(theta) ** 2
+    f = bernstein_eval(coeffs, p)
+    idx = np.flatnonzero((f[1:-1] >= f[:-2]) & (f[1:-1] >= f[2:])) + 1
+    out = [(float(f.max()), float(p[f.argmax()]))]
+    for i in idx[np.argsort(f[idx])[::-1][:8]]:
+        res = minimize_scalar(
+            lambda q: -float(bernstein_eval(coeffs, np.array([q]))[0]),
+            bounds=(p[i - 1], p[i + 1]),
+            method="bounded",
+            options={"xatol": 1e-13},
+        )
+        out.append((max(float(-res.fun), float(f[i])), float(res.x) if -res.fun > f[i] else float(p[i])))
+    return sorted(out, reverse=True)
 
 
 # ---------------------------------------------------------------------------------------------- caching
@@ -281,7 +273,9 @@ def load_or_synthesize(spec: StepSpec, progress: Callable[[int, int], None] | No
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                pol = StepPolicy(spec, z["lo"], z["hi"], z["band"], z["rejected"])
+                pol = StepPolicy(
+                    spec, z["lo"], z["hi"], z["frac"], z["frac_r"], z["rejected"], float(meta["size_max"])
+                )
             if meta.get("key") == spec.key() and pol.lo.shape == (spec.n_max + 1, spec.n_max + 1):
                 return pol
             log.warning("STEP cache %s does not match %s; re-synthesizing", path, spec.key())
@@ -296,9 +290,10 @@ def load_or_synthesize(spec: StepSpec, progress: Callable[[int, int], None] | No
                 f,
                 lo=pol.lo,
                 hi=pol.hi,
-                band=pol.band,
+                frac=pol.frac,
+                frac_r=pol.frac_r,
                 rejected=pol.rejected,
-                meta=json.dumps({"key": spec.key()}),
+                meta=json.dumps({"key": spec.key(), "size_max": pol.size_max}),
             )
         os.replace(tmp, path)
     except BaseException:
@@ -352,7 +347,7 @@ def first_rejection(
     inband = (y >= lo) & ~certain
     u = rng.random(int(inband.sum()))
     hit = certain.copy()
-    hit[inband] = u < policy.band[t[inband], x[inband]]
+    hit[inband] = u < policy.reject_probability(t[inband], x[inband], y[inband])
     idx = np.flatnonzero(hit)
     return int(idx[0]) + 1 if len(idx) else None
 
@@ -370,10 +365,11 @@ class StepTest:
         lam: float = 0.0,
         conservative: bool = False,
         seed: int = 42,
+        construction: str = "lp",
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         a = alpha / 2 if conservative else alpha
-        self.spec = StepSpec(n_max=n_max, alpha=a, shape=shape, lam=lam)
+        self.spec = StepSpec(n_max=n_max, alpha=a, shape=shape, lam=lam, construction=construction)
         self.policy = load_or_synthesize(self.spec, progress)
         self.seed = seed
 
@@ -390,18 +386,48 @@ class StepTest:
         return SequentialResult(P0_GREATER, greater, "step")
 
 
-def exact_rejection_probability(policy: StepPolicy, p0: float, p1: float) -> float:
-    """Exact probability that the one-sided test rejects by n_max when the true rates are (p0, p1)."""
-    m = np.ones((1, 1, 1))
-    a, b = np.array([p0]), np.array([p1])
-    total = 0.0
+def exact_rejection_probabilities(policy: StepPolicy, p0: Sequence[float], p1: Sequence[float]) -> np.ndarray:
+    """Exact probabilities (forward recursion, no simulation) that the one-sided test rejects by n_max
+    when the true rates are (p0[i], p1[i]); all pairs in one pass."""
+    a, b = np.asarray(p0, dtype=np.float64).ravel(), np.asarray(p1, dtype=np.float64).ravel()
+    m = np.ones((len(a), 1, 1))
+    total = np.zeros(len(a))
     for t in range(1, policy.spec.n_max + 1):
         m = _push(m, a, b)
-        x = np.arange(t + 1)[:, None]
-        y = np.arange(t + 1)[None, :]
-        r = policy.reject_probability(
-            t, np.broadcast_to(x, (t + 1, t + 1)), np.broadcast_to(y, (t + 1, t + 1))
-        )
-        total += float((m[0] * r).sum())
-        m[0] *= 1.0 - r
+        r = policy.dense(t)
+        if r.any():
+            total += (m * r).sum(axis=(1, 2))
+            m *= 1.0 - r
     return total
+
+
+def exact_rejection_probability(policy: StepPolicy, p0: float, p1: float) -> float:
+    """Exact probability that the one-sided test rejects by n_max when the true rates are (p0, p1)."""
+    return float(exact_rejection_probabilities(policy, [p0], [p1])[0])
+
+
+def exact_size(policy: StepPolicy, p: Sequence[float] | np.ndarray, two_sided: bool = False) -> np.ndarray:
+    """Exact size (rejection probability under p0 = p1 = p) at every given p, from the stored policy;
+    ``two_sided``: of the reflected two-sided test (either direction rejects; the two one-sided
+    boundaries never overlap, since each rejects only where its own policy leads).
+
+    Under the null every path to (x, y) has probability p^(x+y)(1−p)^(2t−x−y), so one forward pass of
+    the surviving path weights (independent of p) gives the rejected mass per step and diagonal, i.e.
+    the size as a polynomial in p, evaluated exactly at each p.
+    """
+    n = policy.spec.n_max
+    u = np.zeros((n + 1, n + 1))
+    u[0, 0] = 1.0
+    coeffs = np.zeros(1)
+    for t in range(1, n + 1):
+        push_conditional(u, t)
+        coeffs = elevate(coeffs, 2)
+        r = policy.dense(t)
+        if two_sided:
+            r = r + r.T
+        if r.any():
+            uu = u[: t + 1, : t + 1]
+            s = np.add.outer(np.arange(t + 1), np.arange(t + 1))
+            coeffs += np.bincount(s.ravel(), weights=(uu * r).ravel(), minlength=2 * t + 1)
+            uu *= 1.0 - r
+    return bernstein_eval(coeffs, np.asarray(p, dtype=np.float64))

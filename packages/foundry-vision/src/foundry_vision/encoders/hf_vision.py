@@ -19,10 +19,9 @@ import torch
 from torch import nn
 
 from foundry_core.errors import ConfigError
+from foundry_core.models.hf_weights import Init, load_pretrained_checked, wants_pretrained_weights
 from foundry_core.registry import BuildContext
 from foundry_vision.preprocess import IMAGENET_MEAN, IMAGENET_STD, check_images, resize_normalize
-
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 class HFVisionEncoder(nn.Module):
@@ -36,6 +35,8 @@ class HFVisionEncoder(nn.Module):
         use_processor: bool = True
         #: Hidden-state layer to return (-1 = last).
         layer: int = -1
+        #: ``pretrained``: the folder's weights (an error when it has none); ``random``: on purpose.
+        init: Init = "pretrained"
 
     def __init__(self, cfg: Config, folder: Path, load_weights: bool = True) -> None:
         super().__init__()
@@ -47,9 +48,12 @@ class HFVisionEncoder(nn.Module):
             from transformers import SiglipVisionModel
 
             config = config.vision_config  # full SigLIP (text + vision): keep the vision tower
-            model = SiglipVisionModel.from_pretrained(str(folder), local_files_only=True) if load_weights else SiglipVisionModel(config)
+            if load_weights:
+                model = load_pretrained_checked(SiglipVisionModel.from_pretrained, folder, "hf_vision_encoder")
+            else:
+                model = SiglipVisionModel(config)
         elif load_weights:
-            model = AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
+            model = load_pretrained_checked(AutoModel.from_pretrained, folder, "hf_vision_encoder", dtype=torch.float32)
             config = model.config
         else:
             model = AutoModel.from_config(config, dtype=torch.float32)
@@ -74,8 +78,8 @@ class HFVisionEncoder(nn.Module):
             folder = Path(ctx.pretrained_dir) / folder
         if not (folder / "config.json").is_file():
             raise ConfigError(f"hf_vision_encoder.path: no config.json in {folder} (give a local Hugging Face folder)")
-        has_weights = any((folder / f).exists() for f in _WEIGHT_FILES)
-        return cls(cfg, folder, load_weights=has_weights)
+        in_export = ctx.pretrained_dir is not None
+        return cls(cfg, folder, load_weights=wants_pretrained_weights(folder, cfg.init, "hf_vision_encoder", in_export=in_export))
 
     def export_artifacts(self, out_dir: str) -> dict[str, Any]:
         """Config + image processor (weights live in the owner's safetensors); returns the new ``path``."""

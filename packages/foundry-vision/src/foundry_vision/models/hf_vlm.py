@@ -26,10 +26,9 @@ from torch import nn
 
 from foundry_core.errors import ConfigError, DataError
 from foundry_core.freeze import freeze_by_patterns
+from foundry_core.models.hf_weights import Init, load_pretrained_checked, wants_pretrained_weights
 from foundry_core.registry import BuildContext
 from foundry_vision.preprocess import check_images
-
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 #: model_type -> (family, accepted processor classes, placeholder text for one image)
 FAMILIES: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -88,8 +87,10 @@ class HFVLM(nn.Module):
         tokens: Literal["all", "last"] = "all"
         dtype: Literal["float32", "bfloat16"] = "float32"
         max_new_tokens: int = 32
+        #: ``pretrained``: the folder's weights (an error when it has none); ``random``: on purpose.
+        init: Init = "pretrained"
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, in_export: bool = False) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -115,9 +116,9 @@ class HFVLM(nn.Module):
                 f"(expects {' or '.join(accepted)}): processor and model families differ"
             )
         dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-        if any((folder / f).exists() for f in _WEIGHT_FILES):
-            self.hf = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True, dtype=dtype)
-        else:  # an export folder: config only, the weights come from the export's safetensors
+        if wants_pretrained_weights(folder, cfg.init, "hf_vlm", in_export=in_export):
+            self.hf = load_pretrained_checked(AutoModelForImageTextToText.from_pretrained, folder, "hf_vlm", dtype=dtype)
+        else:  # init: random, or an export folder (the weights come from the export's safetensors)
             self.hf = AutoModelForImageTextToText.from_config(config, dtype=dtype)
         self.tokenizer = self.processor.tokenizer
         image_id = self.hf.config.image_token_id
@@ -140,7 +141,7 @@ class HFVLM(nn.Module):
             fix = {k: str(Path(ctx.pretrained_dir) / v) for k in ("path", "processor")
                    if isinstance(v := getattr(cfg, k), str) and not Path(v).is_absolute()}
             cfg = HFVLM.Config(**{**cfg.__dict__, **fix})
-        return cls(cfg).to(ctx.device)
+        return cls(cfg, in_export=ctx.pretrained_dir is not None).to(ctx.device)
 
     # ------------------------------------------------------------------ inputs
 

@@ -1,0 +1,32 @@
+"""``foundry pipeline`` validates every training stage's config (with overrides) before the first stage runs.
+
+Before: a typo in a ``vla.*`` override was found only when the vla stage started, after world, tokenizer,
+llm and vlm had run.
+"""
+
+from __future__ import annotations
+
+from foundry_core.cli.main import build_cli
+
+
+def test_a_typo_in_a_late_stage_fails_before_the_first_stage(tmp_path, cli_runner):
+    out = tmp_path / "pipeline"
+    args = ["pipeline", f"run.out_dir={out}", "vla.train.optim.lrr=1e-3"]
+    result = cli_runner.invoke(build_cli(), args)
+    assert result.exit_code == 2, result.output
+    assert "vla.train.optim.lrr: unknown key; did you mean 'lr'?" in result.output
+    assert not out.exists()  # the world stage never started
+
+
+def test_only_the_stages_asked_for_are_checked(tmp_path):
+    from foundry_pipeline.recipe import load_recipe
+    from foundry_pipeline.run import Pipeline
+
+    recipe = load_recipe(None, [f"run.out_dir={tmp_path}", "baseline.model.nme=x"])
+    Pipeline(recipe).check_stage_configs(["llm"])  # baseline is not run: not checked
+    import pytest
+
+    from foundry_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"baseline\.model"):
+        Pipeline(recipe).check_stage_configs(["llm", "baseline"])
