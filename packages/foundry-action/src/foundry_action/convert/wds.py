@@ -214,7 +214,9 @@ def plan(src: Path, options: ConvertOptions) -> Plan:
             reason = f"{shard}: sample {key}: metadata.json has no {', '.join(missing)}"
     rebuild = not reason
     shard0, key0, members0 = samples[0]
-    fields, dtypes, cameras = _layout(_parse(key0, read_members(shard0, members0), shard0), rebuild)
+    sample0 = _parse(key0, read_members(shard0, members0), shard0)
+    fields, dtypes, cameras = _layout(sample0, rebuild)
+    image_offsets = {cam: sorted(imgs) for cam, imgs in sample0["images"].items()}
     attrs: dict[str, Any] = {"wds_shards": [s.name for s in shards], "fps_from": "option" if options.fps else "default",
                              "wds_layout": "episodes" if rebuild else "windows"}
     if not rebuild:
@@ -244,7 +246,8 @@ def plan(src: Path, options: ConvertOptions) -> Plan:
         ]
         label = "episodes"
     else:
-        units = [{"layout": "windows", "shard": str(s), "task": task, "instruction": options.instruction} for s in shards]
+        units = [{"layout": "windows", "shard": str(s), "task": task, "instruction": options.instruction,
+                  "image_offsets": image_offsets} for s in shards]
         label = "shards"
     return Plan(options.fps or DEFAULT_FPS, fields, dtypes, cameras, units, semantics, attrs, unit_label=label)
 
@@ -389,6 +392,15 @@ def rebuild_episodes(unit: dict[str, Any], parsed: list[tuple[str, str, dict[str
     return episodes
 
 
+def _check_images(sample: dict[str, Any], expected: dict[str, list[int]], where: str) -> None:
+    """Windows layout: every sample carries the images the first one has (camera x offset); a gap is an error."""
+    for cam, offsets in expected.items():
+        missing = [off for off in offsets if off not in sample["images"].get(cam, {})]
+        if missing:
+            names = ", ".join(f"{cam}_t{off}.jpg" for off in missing)
+            raise DataError(f"{where}: missing image member(s) {names} (the data set's samples have them)")
+
+
 def load(unit: dict[str, Any]) -> list[Episode]:
     if unit["layout"] == "episodes":
         parsed = []
@@ -399,6 +411,8 @@ def load(unit: dict[str, Any]) -> list[Episode]:
     shard = Path(unit["shard"])
     samples = _read_samples(shard)
     parsed_w = [(key, _parse(key, members, shard)) for key, members in samples.items()]
+    for key, p in parsed_w:
+        _check_images(p, unit.get("image_offsets", {}), f"{shard}: sample {key}")
     parsed_w.sort(key=lambda kv: (str(kv[1]["meta"].get("episode_id", "")), int(kv[1]["meta"].get("anchor_timestep", 0)), kv[0]))
     return [sample_to_episode(p, unit["task"], unit["instruction"], f"{shard}: sample {key}", f"wds:{shard.parent.name}")
             for key, p in parsed_w]
