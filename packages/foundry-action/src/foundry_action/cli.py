@@ -29,7 +29,8 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--cameras", default=None, help="Comma-separated camera names to keep (lbm_spartan: semantic names).")
     @click.option("--keep-windows", is_flag=True,
                   help="wds: one episode per window even when metadata.json places windows in their episodes.")
-    @click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+    @click.option("--overwrite", is_flag=True,
+                  help="Replace DST if it is an episode store (never the source, never another folder).")
     @click.option("--no-stats", is_flag=True, help="Skip computing normalization statistics.")
     def convert_cmd(src: str, dst: str, fmt: str | None, workers: int, use_ray: bool, fps: float | None,
                     task: str | None, instruction: str | None, cameras: str | None, keep_windows: bool, overwrite: bool,
@@ -88,9 +89,10 @@ def add_commands(cli: click.Group) -> None:
 
     @data.command("validate")
     @click.argument("path", type=click.Path(exists=True))
-    @click.option("--full", is_flag=True, help="Decode every frame (default: first and last of each episode).")
+    @click.option("--full", is_flag=True,
+                  help="Check that every chunk exists and decodes (default: first and last frame of each episode).")
     def validate_cmd(path: str, full: bool) -> None:
-        """Check an episode store: commit record, NaN/inf, metadata, frames, stats compatibility."""
+        """Check an episode store: commit record, index, shapes, NaN/inf, metadata, frames, stats; exit 2 on a problem."""
         from foundry_action.inspection import validate
 
         store, warnings = validate(path, full_frames=full)

@@ -19,14 +19,16 @@ class FrameReader:
 
     Fast path: the spec pins one frame per chunk encoded as bytes + Blosc-LZ4 (or zstd), so on a local
     store a frame is one file read and one decode (several times faster than Zarr's generic async path).
-    Any other layout falls back to Zarr's orthogonal selection.
+    Any other layout falls back to Zarr's orthogonal selection. ``missing_is_error``: the store wrote
+    every chunk, so a missing chunk file is lost data (an error), not an all-zero frame.
     """
 
-    def __init__(self, array: Any) -> None:
+    def __init__(self, array: Any, *, missing_is_error: bool = False) -> None:
         from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
         from zarr.storage import LocalStore
 
         self.array = array
+        self._missing_is_error = missing_is_error
         self.frame_shape = tuple(array.shape[1:])
         meta = array.metadata
         codecs = tuple(meta.codecs)
@@ -65,7 +67,12 @@ class FrameReader:
         try:
             with open(f"{self._prefix}{index}/{self._suffix}", "rb", buffering=0) as f:
                 raw = f.read()
-        except FileNotFoundError:  # Zarr skips chunks equal to the fill value (an all-black frame)
+        except FileNotFoundError as exc:  # older stores skipped all-zero chunks (an all-black frame)
+            if self._missing_is_error:
+                raise DataError(
+                    f"{self._dir}: chunk {index} (frame {index}) is missing: the frame is lost; "
+                    "run `foundry data validate --full` and restore or re-create the store"
+                ) from exc
             target[...] = 0
             return
         try:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from foundry_action.normalization import FILENAME, NormStats
-from foundry_action.store import EpisodeStore, camera_key, committed_count, open_store
+from foundry_action.store import EpisodeStore, camera_key, open_store
 from foundry_core.errors import DataError
 
 
@@ -84,34 +84,92 @@ def contact_sheet(store: EpisodeStore, out: str | Path, *, episodes: int = 4, fr
     return out
 
 
+def _stored_chunk_keys(arr: Any) -> set[str]:
+    """Keys (``c/<i>/0/...``) of the chunks that exist in the store, from one listing."""
+    from zarr.core.sync import sync
+
+    prefix = f"{arr.path}/"
+
+    async def collect() -> set[str]:
+        return {k[len(prefix) :] async for k in arr.store.list_prefix(prefix + "c/")}
+
+    return sync(collect())
+
+
+def _chunk_problems(arr: Any, name: str, length: int, *, legacy: bool = False, decode: bool = True,
+                    presence: bool = True) -> list[str]:
+    """Missing chunks (an error: zarr would return its fill value) and, with ``decode``, corrupt ones."""
+    problems = []
+    step = int(arr.chunks[0])
+    stored = _stored_chunk_keys(arr) if presence else None
+    zeros = (0,) * (len(arr.shape) - 1)
+    hint = (" (this store predates complete chunk writing: an all-zero chunk was skipped; if the data is "
+            "really all zeros, re-create the store)") if legacy else ""
+    for i in range(-(-length // step)):
+        lo, hi = i * step, min((i + 1) * step, length)
+        if stored is not None and arr.metadata.encode_chunk_key((i, *zeros)) not in stored:
+            problems.append(f"{name}: chunk {i} (steps {lo}..{hi - 1}) is missing: that data is lost{hint}")
+            continue
+        if decode:
+            try:
+                np.asarray(arr[lo:hi])
+            except Exception as exc:  # codec-specific errors (blosc/zstd RuntimeError, shape ValueError)
+                problems.append(f"{name}: chunk {i} (steps {lo}..{hi - 1}) cannot be decoded: {type(exc).__name__}: {exc}")
+    return problems
+
+
+def _read_or_report(store: EpisodeStore, key: str, problems: list[str]) -> np.ndarray | None:
+    try:
+        return store.read(key, 0, store.num_steps)
+    except DataError:  # find and name every corrupt chunk
+        problems.extend(_chunk_problems(store.array(key), f"data/{key}", store.num_steps, presence=False))
+        return None
+
+
 def validate(path: str | Path, *, full_frames: bool = False) -> tuple[EpisodeStore, list[str]]:
-    """Check a store; raise DataError listing every problem, else return (store, warnings)."""
-    store = open_store(path)
+    """Check a store; raise DataError listing every problem, else return (store, warnings).
+
+    Always: the commit record and monotonic ``episode_ends`` (``open_store``), declared shapes and
+    dtypes, array lengths, NaN/inf, metadata, first/last frame of each episode, stats. ``full_frames``:
+    every chunk of every array exists and decodes.
+    """
+    store = open_store(path)  # refuses a damaged index, undeclared shapes or short arrays, naming them
     problems: list[str] = []
     warnings: list[str] = []
     root = store._root
-    raw_ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64)
-    if committed_count(raw_ends) != len(raw_ends):
-        warnings.append(f"meta/episode_ends has {len(raw_ends) - len(store)} uncommitted entries (ignored)")
+    extra_ends = root["meta/episode_ends"].shape[0] - len(store)
+    if extra_ends > 0:
+        warnings.append(f"meta/episode_ends has {extra_ends} uncommitted entries (an interrupted write; ignored)")
     for key in store.keys():
         n = store.array(key).shape[0]
         if n > store.num_steps:
             warnings.append(f"data/{key} has an uncommitted tail of {n - store.num_steps} steps (ignored)")
     floats = [k for k in store.fields if np.dtype(store.dtypes[k]).kind == "f"]
-    data = {k: store.read(k, 0, store.num_steps) for k in floats}
+    data = {k: _read_or_report(store, k, problems) for k in floats}
+    readers = {cam: store.frame_reader(cam) for cam in store.cameras}
     for i in range(len(store)):
         start, stop = store.bounds(i)
         for k in floats:
+            if data[k] is None:
+                continue
             x = data[k][start:stop].reshape(stop - start, -1)
             if not np.isfinite(x).all():
                 step, ch = np.argwhere(~np.isfinite(x))[0]
                 problems.append(f"episode {i}: field {k!r} has NaN/inf at step {step} channel {ch}")
-        for cam in store.cameras:
-            idx = np.arange(start, stop) if full_frames else np.array([start, stop - 1])
-            try:
-                store.array(camera_key(cam)).get_orthogonal_selection((idx,))
-            except Exception as exc:  # a corrupt chunk raises codec-specific errors
-                problems.append(f"episode {i}: camera {cam!r} frames cannot be read: {exc}")
+        if not full_frames:
+            for cam, reader in readers.items():
+                try:
+                    reader.read(np.array([start, stop - 1]))
+                except Exception as exc:  # a corrupt chunk raises codec-specific errors
+                    problems.append(f"episode {i}: camera {cam!r} frames cannot be read: {exc}")
+    if full_frames:
+        legacy = not store.all_chunks_written
+        for key in store.keys():
+            decode = key.startswith("camera/") or key not in floats  # floats were decoded above
+            problems += _chunk_problems(store.array(key), f"data/{key}", store.num_steps, legacy=legacy, decode=decode)
+        info_len = int(store._info_ends[-1]) if len(store) else 0
+        for name, length in (("episode_ends", len(store)), ("episode_info_ends", len(store)), ("episode_info", info_len)):
+            problems += _chunk_problems(root[f"meta/{name}"], f"meta/{name}", length)
     try:
         metas = store.all_meta()
         for i, m in enumerate(metas):

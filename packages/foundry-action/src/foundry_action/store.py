@@ -1,20 +1,23 @@
 """Zarr v3 robot-episode store: an append-only writer and a reader (spec: docs/episode_store.md).
 
 Layout: ``data/<field>`` arrays concatenated over time, ``data/camera/<name>`` uint8 frames (one
-Blosc-LZ4 or zstd chunk per frame), ``meta/episode_ends`` (exclusive cumulative ends; the commit record),
+Blosc-LZ4 or zstd chunk per frame), ``meta/episode_ends`` (exclusive cumulative ends),
 ``meta/episode_info`` + ``meta/episode_info_ends`` (per-episode JSON), store attributes in the root.
 
-Crash safety: an episode's data and metadata are written first and its ``episode_ends`` entry last;
-readers trust only the committed prefix of ``episode_ends`` (strictly increasing, non-negative entries;
-the fill value -1 marks a slot whose value was never written). Opening for append truncates dangling
-tails. Test: ``uv run pytest packages/foundry-action/tests/test_action_store.py``.
+Crash safety: an episode's data and metadata are written first, its ``episode_ends`` entry next and
+the root attribute ``committed`` last (episode/step/byte counts + CRC-32s of the metadata arrays): the
+commit. Readers see exactly the committed episodes and refuse a store whose committed part does not
+verify (a corrupt entry never silently hides the episodes after it). Opening for append truncates only
+what lies beyond the commit record, i.e. the tail of the crash it recovers from. Every chunk is written
+(also all-zero ones), so a missing chunk is lost data, never an implicit fill value.
+Test: ``uv run pytest packages/foundry-action/tests/test_action_store.py``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from foundry_action.store_commit import COMMIT_ATTR, crc32_int64, legacy_committed, verify_commit
 from foundry_core.errors import DataError
 
 if TYPE_CHECKING:
@@ -35,6 +39,8 @@ CAMERA_PREFIX = "camera/"
 LOWDIM_CHUNK_BYTES = 1 << 20  # ~1 MB of steps per low-dim chunk
 ENDS_CHUNK = 4096
 IMAGE_CODECS = ("lz4", "zstd")
+ALL_CHUNKS_ATTR = "all_chunks_written"  # true: every chunk exists, so a missing chunk is lost data
+WRITE_ALL_CHUNKS = {"write_empty_chunks": True}  # zarr skips all-fill chunks by default
 
 
 def _zarr() -> Any:
@@ -60,18 +66,6 @@ def _image_compressor(codec: str) -> list[Any]:
 
 def camera_key(name: str) -> str:
     return CAMERA_PREFIX + name
-
-
-def committed_count(ends: np.ndarray, data_len: int | None = None) -> int:
-    """Number of committed episodes: the longest strictly increasing, non-negative prefix of ``ends``."""
-    n = 0
-    prev = 0
-    for value in ends.tolist():
-        if value <= prev or (data_len is not None and value > data_len):
-            break
-        prev = value
-        n += 1
-    return n
 
 
 class EpisodeStore:
@@ -107,16 +101,53 @@ class EpisodeStore:
         self.dtypes: dict[str, str] = {k: v["dtype"] for k, v in specs.items()}
         self.semantics: dict[str, str] = {k: v.get("semantics", "") for k, v in specs.items()}
         self.cameras: dict[str, tuple[int, int]] = {k: tuple(v) for k, v in self.attrs["cameras"].items()}
-        raw_ends = np.asarray(self._root["meta/episode_ends"][:], dtype=np.int64)
-        lengths = [self._root[f"data/{k}"].shape[0] for k in self.keys()]
-        data_len = min(lengths) if lengths else 0
-        n = committed_count(raw_ends, data_len)
+        self._check_declared_shapes()
+        raw_ends = self._read_meta("episode_ends")
+        info_ends = self._read_meta("episode_info_ends")
+        lengths = {k: self._root[f"data/{k}"].shape[0] for k in self.keys()}
+        commit = self.attrs.get(COMMIT_ATTR)
+        if commit is None:
+            n = legacy_committed(self.path, raw_ends, min(lengths.values()) if lengths else 0)
+            if len(info_ends) < n:
+                raise DataError(f"{self.path}: meta/episode_info_ends has {len(info_ends)} entries for {n} episodes")
+        else:
+            n = verify_commit(self.path, commit, raw_ends, info_ends)
         self.episode_ends: np.ndarray = raw_ends[:n]
-        info_ends = np.asarray(self._root["meta/episode_info_ends"][:], dtype=np.int64)
-        if len(info_ends) < n:
-            raise DataError(f"{self.path}: meta/episode_info_ends has {len(info_ends)} entries for {n} episodes")
         self._info_ends = info_ends[:n]
+        steps = int(self.episode_ends[-1]) if n else 0
+        for key, length in lengths.items():
+            if length < steps:
+                raise DataError(
+                    f"{self.path}: data/{key} has {length} steps but {n} committed episodes need {steps}: "
+                    "chunks or array metadata were lost; restore the store from a copy or re-create it"
+                )
+        info_len = self._root["meta/episode_info"].shape[0]
+        if n and info_len < int(self._info_ends[-1]):
+            raise DataError(f"{self.path}: meta/episode_info has {info_len} bytes, the episodes need {int(self._info_ends[-1])}")
         self._info_cache: list[dict[str, Any]] | None = None
+
+    def _read_meta(self, name: str) -> np.ndarray:
+        try:
+            return np.asarray(self._root[f"meta/{name}"][:], dtype=np.int64)
+        except Exception as exc:  # a corrupt chunk raises codec-specific errors
+            raise DataError(f"{self.path}: meta/{name} cannot be read ({type(exc).__name__}: {exc}); the store is damaged") from exc
+
+    def _check_declared_shapes(self) -> None:
+        """Every array must have the per-step shape and dtype zarr.json declares (cheap: metadata only)."""
+        for key in self.keys():
+            is_cam = key.startswith(CAMERA_PREFIX)
+            name = key.removeprefix(CAMERA_PREFIX)
+            want_shape = (*self.cameras[name], 3) if is_cam else self.fields[key]
+            want_dtype = np.dtype("uint8") if is_cam else np.dtype(self.dtypes[key])
+            try:
+                arr = self._root[f"data/{key}"]
+            except KeyError as exc:
+                raise DataError(f"{self.path}: data/{key} is declared in zarr.json but missing") from exc
+            if tuple(arr.shape[1:]) != tuple(want_shape) or np.dtype(arr.dtype) != want_dtype:
+                raise DataError(
+                    f"{self.path}: data/{key} has per-step shape {tuple(arr.shape[1:])} and dtype {arr.dtype}, but "
+                    f"zarr.json declares {tuple(want_shape)} {want_dtype}; the store is inconsistent (re-create it)"
+                )
 
     # ------------------------------------------------------------------ structure
     def keys(self) -> list[str]:
@@ -125,6 +156,11 @@ class EpisodeStore:
 
     def __len__(self) -> int:
         return len(self.episode_ends)
+
+    @property
+    def all_chunks_written(self) -> bool:
+        """True for stores whose writer kept every chunk: a missing chunk is then lost data."""
+        return bool(self.attrs.get(ALL_CHUNKS_ATTR, False))
 
     @property
     def num_steps(self) -> int:
@@ -152,7 +188,15 @@ class EpisodeStore:
     # ------------------------------------------------------------------ reading
     def read(self, key: str, start: int, stop: int) -> np.ndarray:
         """Steps [start, stop) of ``key`` (global indices)."""
-        return np.asarray(self.array(key)[start:stop])
+        arr = self.array(key)
+        try:
+            return np.asarray(arr[start:stop])
+        except Exception as exc:  # a corrupt chunk raises codec-specific errors
+            chunk = int(arr.chunks[0])
+            raise DataError(
+                f"{self.path}: data/{key} steps [{start}, {stop}) (chunks {start // chunk}..{max(start, stop - 1) // chunk}) "
+                f"cannot be decoded ({type(exc).__name__}: {exc}); run `foundry data validate --full` to list damaged chunks"
+            ) from exc
 
     def episode(self, i: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """All (or the given) per-step arrays of episode ``i``: ``{"action": [T, 10], "camera/scene": [T,H,W,3]}``."""
@@ -163,7 +207,7 @@ class EpisodeStore:
         """A fast reader of ``camera``'s frames by global step index."""
         from foundry_action.frames import FrameReader
 
-        return FrameReader(self.array(camera_key(camera)))
+        return FrameReader(self.array(camera_key(camera)), missing_is_error=self.all_chunks_written)
 
     def meta(self, i: int) -> dict[str, Any]:
         """Per-episode metadata: ``task``, ``instructions`` (list), ``success``, ``source`` and extras."""
@@ -172,7 +216,13 @@ class EpisodeStore:
     def all_meta(self) -> list[dict[str, Any]]:
         if self._info_cache is None:
             n = len(self)
-            blob = bytes(np.asarray(self._root["meta/episode_info"][: int(self._info_ends[-1]) if n else 0]))
+            try:
+                blob = bytes(np.asarray(self._root["meta/episode_info"][: int(self._info_ends[-1]) if n else 0]))
+            except Exception as exc:  # a corrupt chunk raises codec-specific errors
+                raise DataError(f"{self.path}: meta/episode_info cannot be read ({type(exc).__name__}: {exc})") from exc
+            commit = self.attrs.get(COMMIT_ATTR)
+            if commit is not None and n == int(commit["episodes"]) and zlib.crc32(blob) != int(commit.get("episode_info_crc32", -1)):
+                raise DataError(f"{self.path}: meta/episode_info does not match the commit record's checksum; the store is damaged")
             starts = np.concatenate([[0], self._info_ends[:-1]]) if n else []
             out = []
             for i, (a, b) in enumerate(zip(starts, self._info_ends)):
@@ -208,11 +258,13 @@ def is_store(path: str | Path) -> bool:
 
 
 class EpisodeWriter:
-    """Append episodes to a store (a context manager). ``mode="w"`` replaces, ``"a"`` appends or creates.
+    """Append episodes to a store (a context manager). ``mode="w"`` creates, ``"a"`` appends (or creates).
 
-    ``fields`` maps a low-dim field to its per-step shape; ``dtypes`` (default float32) may override
-    a field's dtype (float*, int*, bool). ``cameras`` maps a camera name to (H, W). ``attrs`` adds store
-    attributes (e.g. ``{"source_format": "lerobot_v3"}``).
+    ``mode="w"`` needs a path that does not exist or is an empty folder: the writer never deletes
+    anything (replacing a store is the caller's decision: write a new one beside it and swap, see
+    ``foundry_action.ownership``). ``fields`` maps a low-dim field to its per-step shape; ``dtypes``
+    (default float32) may override a field's dtype (float*, int*, bool). ``cameras`` maps a camera name
+    to (H, W). ``attrs`` adds store attributes (e.g. ``{"source_format": "lerobot_v3"}``).
     """
 
     def __init__(
@@ -243,9 +295,15 @@ class EpisodeWriter:
         else:
             if fps is None or fields is None:
                 raise DataError(f"{self.path}: a new store needs fps and fields")
-            if self.path.exists():
-                shutil.rmtree(self.path)
+            if self.path.exists() and not (self.path.is_dir() and not any(self.path.iterdir())):
+                what = "an episode store" if is_store(self.path) else "not an episode store"
+                raise DataError(f"{self.path} already exists ({what}); a new store needs a new path or an empty folder")
             self._create(fps, fields, cameras or {}, semantics or {}, dtypes or {}, attrs or {})
+        self._arrays = {
+            name: self._root[name].with_config(WRITE_ALL_CHUNKS)
+            for name in [f"data/{k}" for k in (*self.fields, *(camera_key(c) for c in self.cameras))]
+            + ["meta/episode_ends", "meta/episode_info_ends", "meta/episode_info"]
+        }
 
     # ------------------------------------------------------------------ setup
     def _create(
@@ -271,7 +329,29 @@ class EpisodeWriter:
         if unknown:
             raise DataError(f"semantics given for unknown fields {sorted(unknown)}")
         self.dtypes = {k: str(np.dtype(dtypes.get(k, "float32"))) for k in self.fields}
-        root = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+        self._ends: list[int] = []
+        self._info_ends: list[int] = []
+        self._crcs = {"episode_ends_crc32": 0, "episode_info_ends_crc32": 0, "episode_info_crc32": 0}
+        # The marker attributes are in the very first file written, so even a store interrupted while
+        # being created is recognisable as ours (and the empty commit record makes it a valid store).
+        root = zarr.create_group(
+            str(self.path),
+            zarr_format=3,
+            attributes={
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "fps": self.fps,
+                "fields": {
+                    k: {"shape": list(v), "dtype": self.dtypes[k], "semantics": semantics.get(k, "")}
+                    for k, v in self.fields.items()
+                },
+                "cameras": {k: list(v) for k, v in self.cameras.items()},
+                "camera_semantics": {k: semantics.get(k, "") for k in self.cameras},
+                ALL_CHUNKS_ATTR: True,
+                COMMIT_ATTR: self._commit_record(),
+                **dict(attrs),
+            },
+        )
         data = root.create_group("data")
         for name, shape in self.fields.items():
             itemsize = np.dtype(self.dtypes[name]).itemsize * int(np.prod(shape, dtype=np.int64))
@@ -289,23 +369,15 @@ class EpisodeWriter:
         meta.create_array("episode_ends", shape=(0,), dtype="int64", chunks=(ENDS_CHUNK,), fill_value=-1, compressors=None)
         meta.create_array("episode_info_ends", shape=(0,), dtype="int64", chunks=(ENDS_CHUNK,), fill_value=-1, compressors=None)
         meta.create_array("episode_info", shape=(0,), dtype="uint8", chunks=(1 << 16,), compressors=None)
-        root.attrs.update(
-            {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "fps": self.fps,
-                "fields": {
-                    k: {"shape": list(v), "dtype": self.dtypes[k], "semantics": semantics.get(k, "")}
-                    for k, v in self.fields.items()
-                },
-                "cameras": {k: list(v) for k, v in self.cameras.items()},
-                "camera_semantics": {k: semantics.get(k, "") for k in self.cameras},
-                **dict(attrs),
-            }
-        )
         self._root = root
-        self._ends: list[int] = []
-        self._info_ends: list[int] = []
+
+    def _commit_record(self) -> dict[str, int]:
+        return {
+            "episodes": len(self._ends),
+            "steps": self._ends[-1] if self._ends else 0,
+            "info_bytes": self._info_ends[-1] if self._info_ends else 0,
+            **self._crcs,
+        }
 
     def _load_existing(
         self,
@@ -314,7 +386,7 @@ class EpisodeWriter:
         cameras: Mapping[str, Iterable[int]] | None,
         dtypes: Mapping[str, str] | None,
     ) -> None:
-        reader = EpisodeStore(self.path)  # validates format
+        reader = EpisodeStore(self.path)  # validates format and the committed part (refuses a damaged store)
         self.fps, self.fields, self.cameras, self.dtypes = reader.fps, reader.fields, reader.cameras, reader.dtypes
         if fps is not None and float(fps) != self.fps:
             raise DataError(f"{self.path}: store has fps {self.fps}, appending with fps {fps}")
@@ -332,25 +404,37 @@ class EpisodeWriter:
                     raise DataError(f"{self.path}: field {k!r} has dtype {self.dtypes[k]}, writer asks {v}")
         self._ends = [int(x) for x in reader.episode_ends]
         self._info_ends = [int(x) for x in reader._info_ends]
+        commit = reader.attrs.get(COMMIT_ATTR)
+        if commit is None:  # a store written before the commit record: the verified prefix becomes the record
+            info = bytes(np.asarray(self._root["meta/episode_info"][: self._info_ends[-1] if self._info_ends else 0]))
+            self._crcs = {
+                "episode_ends_crc32": crc32_int64(self._ends),
+                "episode_info_ends_crc32": crc32_int64(self._info_ends),
+                "episode_info_crc32": zlib.crc32(info),
+            }
+        else:
+            self._crcs = {k: int(commit[k]) for k in ("episode_ends_crc32", "episode_info_ends_crc32", "episode_info_crc32")}
         self._truncate_tails(reader)
+        if commit is None:
+            self._root.attrs.update({COMMIT_ATTR: self._commit_record()})
 
     def _truncate_tails(self, reader: EpisodeStore) -> None:
-        """Drop whatever a crashed writer left beyond the last committed episode."""
+        """Drop what a crashed writer left beyond the verified commit record (and nothing else)."""
         total = self._ends[-1] if self._ends else 0
         n = len(self._ends)
         dropped = []
         for key in reader.keys():
             arr = self._root[f"data/{key}"]
-            if arr.shape[0] != total:
+            if arr.shape[0] > total:
                 dropped.append(f"{key}: {arr.shape[0] - total} steps")
                 arr.resize((total, *arr.shape[1:]))
         info_len = self._info_ends[-1] if self._info_ends else 0
         for name, length in (("episode_ends", n), ("episode_info_ends", n), ("episode_info", info_len)):
             arr = self._root[f"meta/{name}"]
-            if arr.shape[0] != length:
+            if arr.shape[0] > length:
                 dropped.append(f"meta/{name}: {arr.shape[0] - length} entries")
                 arr.resize((length,))
-        for partial in self.path.rglob("*.partial"):
+        for partial in self.path.rglob("*.partial"):  # zarr's own temporary files (temp name + rename)
             partial.unlink()
         if dropped:
             log.warning("%s: truncated an uncommitted tail (%s)", self.path, "; ".join(dropped))
@@ -415,20 +499,36 @@ class EpisodeWriter:
             blob = np.frombuffer(json.dumps(info, ensure_ascii=False).encode(), dtype=np.uint8)
         except TypeError as exc:
             raise DataError(f"{self.path}: episode {len(self)}: metadata is not JSON-serialisable: {exc}") from exc
+        self._drop_failed_append()
         for key, value in checked.items():
-            self._root[f"data/{key}"].append(value, axis=0)
-        self._root["meta/episode_info"].append(blob)
+            self._arrays[f"data/{key}"].append(value, axis=0)
+        self._arrays["meta/episode_info"].append(blob)
         info_end = (self._info_ends[-1] if self._info_ends else 0) + len(blob)
-        self._root["meta/episode_info_ends"].append(np.array([info_end], dtype=np.int64))
         end = (self._ends[-1] if self._ends else 0) + length
-        self._root["meta/episode_ends"].append(np.array([end], dtype=np.int64))  # the commit
+        self._arrays["meta/episode_info_ends"].append(np.array([info_end], dtype=np.int64))
+        self._arrays["meta/episode_ends"].append(np.array([end], dtype=np.int64))
         self._info_ends.append(info_end)
         self._ends.append(end)
+        self._crcs = {
+            "episode_ends_crc32": crc32_int64([end], self._crcs["episode_ends_crc32"]),
+            "episode_info_ends_crc32": crc32_int64([info_end], self._crcs["episode_info_ends_crc32"]),
+            "episode_info_crc32": zlib.crc32(blob.tobytes(), self._crcs["episode_info_crc32"]),
+        }
+        self._root.attrs.update({COMMIT_ATTR: self._commit_record()})  # the commit (zarr.json is replaced atomically)
         return len(self._ends) - 1
+
+    def _drop_failed_append(self) -> None:
+        """After an append that raised midway (e.g. a full disk) in this process, cut its arrays back to the commit."""
+        total, info = (self._ends[-1] if self._ends else 0), (self._info_ends[-1] if self._info_ends else 0)
+        for name, arr in self._arrays.items():
+            length = {"meta/episode_ends": len(self._ends), "meta/episode_info_ends": len(self._ends),
+                      "meta/episode_info": info}.get(name, total)
+            if arr.shape[0] != length:
+                arr.resize((length, *arr.shape[1:]))
 
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         """Add store attributes (reserved keys cannot be changed)."""
-        reserved = {"format", "format_version", "fps", "fields", "cameras"} & set(attrs)
+        reserved = {"format", "format_version", "fps", "fields", "cameras", COMMIT_ATTR, ALL_CHUNKS_ATTR} & set(attrs)
         if reserved:
             raise DataError(f"{self.path}: attributes {sorted(reserved)} are fixed when the store is created")
         self._root.attrs.update(dict(attrs))

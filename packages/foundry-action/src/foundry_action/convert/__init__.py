@@ -5,7 +5,9 @@ are registered by foundry-action's plugin, a lab adds its own format the same wa
 object) with ``detect(src) -> bool``, ``plan(src, options) -> Plan`` (store layout and a list of
 picklable work units) and ``load(unit) -> list[Episode]`` (runs in worker processes or Ray tasks). The main process appends episodes in unit order, so the result is deterministic whatever
 the parallelism. Output goes to ``<dst>.partial`` and is renamed to ``<dst>`` only when complete
-(with its statistics), so an interrupted conversion never leaves a store that looks complete.
+(with its statistics), so an interrupted conversion never leaves a store that looks complete; an
+existing ``<dst>`` is replaced only with ``overwrite`` and only if it is an episode store and not the
+source (``foundry_action.ownership``).
 Test: ``uv run pytest packages/foundry-action/tests/test_action_convert.py``.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -119,6 +122,17 @@ def detect_format(src: str | Path, registry: Registry | None = None) -> str:
     raise DataError(f"{src}: unrecognised source; registered converters: {expected}; use --format")
 
 
+def check_format(src: Path, fmt: str, registry: Registry | None = None) -> None:
+    """Raise when ``src`` is not what converter ``fmt`` reads (a wrong ``--format``), naming what it looks like."""
+    if _module(fmt, registry).detect(src):
+        return
+    specs = _registry(registry).specs("converter")
+    expects = next((spec.description for spec in specs if spec.name == fmt), fmt)
+    others = [spec.name for spec in specs if spec.name != fmt and spec.load().detect(src)]
+    hint = f"it looks like {others[0]} (try --format {others[0]} or leave --format out)" if others else "no format matches it"
+    raise DataError(f"{src}: --format {fmt} expects {expects}; {hint}")
+
+
 def _load_unit(converter: Any, unit: Any) -> list[Episode]:
     """Runs in workers: ``converter`` is a module name (imported there) or a picklable converter object."""
     if isinstance(converter, str):
@@ -188,22 +202,24 @@ def convert(
 ) -> Summary:
     """Convert ``src`` into a new store at ``dst``; ``progress(done_units, total_units)`` is called as it goes."""
     from foundry_action.normalization import NormStats
+    from foundry_action.ownership import check_destination, install, prepare_partial
     from foundry_action.store import EpisodeWriter, open_store
 
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
-    fmt = fmt or detect_format(src, registry)
+    if src.name in ("", ".", ".."):
+        src = src.resolve()  # names the task and provenance
+    if fmt is None:
+        fmt = detect_format(src, registry)
+    elif src.exists():
+        check_format(src, fmt, registry)
     module = _module(fmt, registry)
     options = options or ConvertOptions()
     for name in ("cameras", "keep_windows"):  # options only some converters read (their OPTIONS)
         if getattr(options, name) and name not in getattr(module, "OPTIONS", ()):
             raise DataError(f"option {name} does not apply to {fmt} sources")
-    if dst.exists():
-        if not overwrite:
-            raise DataError(f"{dst} already exists (use --overwrite to replace it)")
-    partial = dst.with_name(dst.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
+    check_destination(dst, sources=[src], overwrite=overwrite)
+    partial = prepare_partial(dst)
     plan: Plan = module.plan(src, options)
     if not plan.units:
         raise DataError(f"{src}: no {plan.unit_label} to convert")
@@ -228,11 +244,12 @@ def convert(
             stats = NormStats.compute(store)
             stats.source["path"] = str(dst)  # where the store will live, not the temporary name
             stats.save(partial / "stats")
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise DataError(f"{exc.filename or dst}: {exc.strerror or exc} (while converting {src} into {dst})") from exc
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # never leave something that could pass for a store
         raise
-    if dst.exists():
-        shutil.rmtree(dst)
-    partial.rename(dst)
-    size = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
+    install(partial, dst)
+    size = sum(os.path.getsize(p) for p in Path(dst).rglob("*") if p.is_file())
     return Summary(fmt, dst, len(store), store.num_steps, store.fields, store.cameras, time.perf_counter() - t0, size)

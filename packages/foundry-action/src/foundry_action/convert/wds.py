@@ -122,19 +122,42 @@ def _decode_jpeg(data: bytes, where: str) -> np.ndarray:
         raise DataError(f"{where}: cannot decode image: {exc}") from exc
 
 
+def _load_npz(data: bytes, where: str) -> dict[str, np.ndarray]:
+    """Numeric and string arrays only: an object array would need unpickling, which we never do."""
+    import zipfile
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            out = {}
+            for k in npz.files:
+                try:
+                    out[k] = npz[k]
+                except ValueError as exc:
+                    raise DataError(
+                        f"{where}: array {k!r} holds Python objects (loading it would unpickle code); "
+                        "re-export the shard with numeric or string arrays"
+                    ) from exc
+            return out
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{where}: not a readable .npz archive: {exc}") from exc
+
+
+def _load_json(data: bytes, where: str) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{where}: invalid JSON: {exc}") from exc
+
+
 def _parse(key: str, members: dict[str, bytes], shard: Path) -> dict[str, Any]:
     """One sample -> {"lowdim": {...}, "meta": {...}, "instructions": {...}, "images": {cam: {offset: img}}}."""
     where = f"{shard}: sample {key}"
     for required in ("lowdim.npz", "metadata.json"):
         if required not in members:
             raise DataError(f"{where}: missing {required} (a robotics sample needs lowdim.npz, metadata.json, JPEGs)")
-    try:
-        with np.load(io.BytesIO(members["lowdim.npz"]), allow_pickle=False) as npz:
-            lowdim = {k: npz[k] for k in npz.files}
-        meta = json.loads(members["metadata.json"])
-        instructions = json.loads(members.get("language_instructions.json", b"{}") or b"{}")
-    except (OSError, ValueError) as exc:  # a bad npz/zip, an object array, bad JSON
-        raise DataError(f"{where}: unreadable lowdim.npz/metadata.json/language_instructions.json: {exc}") from exc
+    lowdim = _load_npz(members["lowdim.npz"], f"{where} lowdim.npz")
+    meta = _load_json(members["metadata.json"], f"{where} metadata.json")
+    instructions = _load_json(members.get("language_instructions.json", b"{}") or b"{}", f"{where} language_instructions.json")
     images: dict[str, dict[int, np.ndarray]] = defaultdict(dict)
     for ext, data in members.items():
         if ext.endswith((".png", ".tiff", ".tif")):
@@ -191,7 +214,9 @@ def plan(src: Path, options: ConvertOptions) -> Plan:
             reason = f"{shard}: sample {key}: metadata.json has no {', '.join(missing)}"
     rebuild = not reason
     shard0, key0, members0 = samples[0]
-    fields, dtypes, cameras = _layout(_parse(key0, read_members(shard0, members0), shard0), rebuild)
+    sample0 = _parse(key0, read_members(shard0, members0), shard0)
+    fields, dtypes, cameras = _layout(sample0, rebuild)
+    image_offsets = {cam: sorted(imgs) for cam, imgs in sample0["images"].items()}
     attrs: dict[str, Any] = {"wds_shards": [s.name for s in shards], "fps_from": "option" if options.fps else "default",
                              "wds_layout": "episodes" if rebuild else "windows"}
     if not rebuild:
@@ -221,7 +246,8 @@ def plan(src: Path, options: ConvertOptions) -> Plan:
         ]
         label = "episodes"
     else:
-        units = [{"layout": "windows", "shard": str(s), "task": task, "instruction": options.instruction} for s in shards]
+        units = [{"layout": "windows", "shard": str(s), "task": task, "instruction": options.instruction,
+                  "image_offsets": image_offsets} for s in shards]
         label = "shards"
     return Plan(options.fps or DEFAULT_FPS, fields, dtypes, cameras, units, semantics, attrs, unit_label=label)
 
@@ -246,7 +272,12 @@ def sample_to_episode(sample: dict[str, Any], task: str, default_instruction: st
         raise DataError(f"{where}: metadata.json has no anchor_relative_idx and lowdim no future_mask")
     arrays: dict[str, Any] = dict(numeric)
     valid = np.zeros(length, dtype=bool)
+    offsets = set().union(*(set(imgs) for imgs in sample["images"].values()))
     for cam, by_offset in sample["images"].items():
+        missing = sorted(offsets - set(by_offset))
+        if missing:  # never stand in a neighbour for a lost frame (image_valid is per step, not per camera)
+            names = ", ".join(f"{cam}_t{off}.jpg" for off in missing)
+            raise DataError(f"{where}: missing image member(s) {names} (other cameras have these offsets); the shard is incomplete")
         steps = {anchor + off: img for off, img in by_offset.items()}
         bad = [s for s in steps if not 0 <= s < length]
         if bad:
@@ -361,6 +392,15 @@ def rebuild_episodes(unit: dict[str, Any], parsed: list[tuple[str, str, dict[str
     return episodes
 
 
+def _check_images(sample: dict[str, Any], expected: dict[str, list[int]], where: str) -> None:
+    """Windows layout: every sample carries the images the first one has (camera x offset); a gap is an error."""
+    for cam, offsets in expected.items():
+        missing = [off for off in offsets if off not in sample["images"].get(cam, {})]
+        if missing:
+            names = ", ".join(f"{cam}_t{off}.jpg" for off in missing)
+            raise DataError(f"{where}: missing image member(s) {names} (the data set's samples have them)")
+
+
 def load(unit: dict[str, Any]) -> list[Episode]:
     if unit["layout"] == "episodes":
         parsed = []
@@ -371,6 +411,8 @@ def load(unit: dict[str, Any]) -> list[Episode]:
     shard = Path(unit["shard"])
     samples = _read_samples(shard)
     parsed_w = [(key, _parse(key, members, shard)) for key, members in samples.items()]
+    for key, p in parsed_w:
+        _check_images(p, unit.get("image_offsets", {}), f"{shard}: sample {key}")
     parsed_w.sort(key=lambda kv: (str(kv[1]["meta"].get("episode_id", "")), int(kv[1]["meta"].get("anchor_timestep", 0)), kv[0]))
     return [sample_to_episode(p, unit["task"], unit["instruction"], f"{shard}: sample {key}", f"wds:{shard.parent.name}")
             for key, p in parsed_w]

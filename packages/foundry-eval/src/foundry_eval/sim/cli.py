@@ -27,7 +27,12 @@ def parse_cameras(value: str) -> list[str]:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed-start", type=click.IntRange(min=0), default=1_000_000, show_default=True)
 @click.option("--keep-failures", is_flag=True, help="Store failed episodes too (marked success=false).")
-@click.option("--append", is_flag=True, help="Append to an existing store instead of replacing it.")
+@click.option(
+    "--append", is_flag=True, help="Append to an existing store (or create it); never deletes episodes."
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing episode store at --out (never another folder)."
+)
 def demos_command(
     task: str,
     episodes: int,
@@ -38,6 +43,7 @@ def demos_command(
     seed_start: int,
     keep_failures: bool,
     append: bool,
+    overwrite: bool,
 ) -> None:
     """Generate scripted-expert demonstrations of a task with a scripted expert (e.g. push_to_target)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -76,6 +82,7 @@ def demos_command(
             seed_start=seed_start,
             keep_failures=keep_failures,
             append=append,
+            overwrite=overwrite,
             on_episode=on_episode,
         )
     click.echo(
