@@ -201,7 +201,12 @@ class ZarrEpisodes:
             "normalization": self.stats.method,
             "relative_actions": self.cfg.relative_actions,
             "per_timestep_stats": self.per_timestep,
-            **({"camera_id_to_semantic_name": dict(self._camera_serials)} if self._camera_serials else {}),
+            # (subclasses that build their own state, like the unconverted shard source, may have none)
+            **(
+                {"camera_id_to_semantic_name": dict(serials)}
+                if (serials := getattr(self, "_camera_serials", None))
+                else {}
+            ),
         }
 
     # ------------------------------------------------------------------ batches
