@@ -30,3 +30,32 @@ def test_only_the_stages_asked_for_are_checked(tmp_path):
 
     with pytest.raises(ConfigError, match=r"baseline\.model"):
         Pipeline(recipe).check_stage_configs(["llm", "baseline"])
+
+
+def test_the_pipeline_never_replaces_a_folder_it_did_not_write(tmp_path, cli_runner):
+    """Stages rewrite their sub-folders: only a new/empty folder, one with our marker, or an old run is used."""
+    from foundry_pipeline.run import RUN_MARKER, claim_run_folder
+
+    mine = tmp_path / "data"
+    (mine / "world").mkdir(parents=True)
+    (mine / "world" / "keep.txt").write_text("months of demonstrations")
+    (mine / "notes.txt").write_text("mine")
+    result = cli_runner.invoke(build_cli(), ["pipeline", f"run.out_dir={mine}", "--stage", "world"])
+    assert result.exit_code == 2, result.output
+    assert "not a folder that `foundry pipeline` wrote" in result.output and "notes.txt" in result.output
+    assert (mine / "world" / "keep.txt").read_text() == "months of demonstrations"
+    assert not (mine / RUN_MARKER).exists()
+
+    old_run = tmp_path / "old"  # only stage folders and the report: a run from before the marker
+    (old_run / "world").mkdir(parents=True)
+    (old_run / "report.html").write_text("<html></html>")
+    claim_run_folder(old_run)
+    claim_run_folder(tmp_path / "new")
+    assert (old_run / RUN_MARKER).is_file() and (tmp_path / "new" / RUN_MARKER).is_file()
+    (tmp_path / "file").write_text("x")
+    import pytest
+
+    from foundry_core.errors import FoundryError
+
+    with pytest.raises(FoundryError, match="is a file"):
+        claim_run_folder(tmp_path / "file")

@@ -23,6 +23,32 @@ from foundry_pipeline.recipe import STAGES, TRAIN_STAGES, Recipe
 
 log = logging.getLogger("foundry.pipeline")
 DONE = "DONE.json"
+#: Written into the run folder before any stage runs: stages replace folders only inside a folder we own.
+RUN_MARKER = ".foundry-pipeline.json"
+_OUR_ENTRIES = {*STAGES, "report.html", RUN_MARKER}
+
+
+def claim_run_folder(out: Path) -> None:
+    """Mark ``out`` as a pipeline run folder, or refuse a folder that is not ours.
+
+    Stages delete and rewrite their own sub-folders (a redone stage starts clean), so they may only run
+    in a new or empty folder, one carrying our marker, or one that holds nothing but what the pipeline
+    writes (stage folders and ``report.html``: a run from before the marker existed).
+    """
+    if (out / RUN_MARKER).is_file():
+        return
+    if out.exists() and not out.is_dir():
+        raise FoundryError(f"{out}: run.out_dir is a file, not a folder; choose another run.out_dir")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in _OUR_ENTRIES) if out.is_dir() else []
+    if foreign:
+        raise FoundryError(
+            f"{out}: not a folder that `foundry pipeline` wrote (no {RUN_MARKER}; it holds {foreign[:5]}), and "
+            "stages replace their sub-folders; choose a new or empty run.out_dir"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (RUN_MARKER + ".tmp")
+    tmp.write_text(json.dumps({"format": "foundry-pipeline-run", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+    tmp.replace(out / RUN_MARKER)
 
 
 class Pipeline:
@@ -51,6 +77,7 @@ class Pipeline:
             if s not in STAGES:
                 raise FoundryError(f"unknown pipeline stage {s!r}; stages: {', '.join(STAGES)}")
         self.check_stage_configs(wanted)
+        claim_run_folder(self.out)
         summary: dict[str, dict[str, Any]] = {}
         redo = False
         for i, stage in enumerate(STAGES):
