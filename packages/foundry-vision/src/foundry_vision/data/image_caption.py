@@ -25,6 +25,7 @@ import io
 import itertools
 import json
 import tarfile
+import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -94,6 +95,7 @@ class ImageCaptionShards:
         if self._starts[-1] == 0:
             raise DataError(f"wds_image_caption: no samples under {cfg.path}")
         self._indexed: dict[int, list[SampleRef]] = {}  # shard position -> its samples, filled on first read
+        self._index_lock = threading.Lock()  # reader threads must not index one shard twice
         self._cursor = 0  # global samples consumed (all ranks)
         self._orders: dict[tuple[int, int], list[int]] = {}
         self._pool = ThreadPoolExecutor(max(1, cfg.num_workers)) if cfg.num_workers > 1 else None
@@ -110,14 +112,18 @@ class ImageCaptionShards:
         i = bisect.bisect_right(self._starts, index) - 1
         refs = self._indexed.get(i)
         if refs is None:
-            shard = self.shards[i]
-            refs = index_shard(shard.url)
-            if len(refs) != shard.num_sequences:
-                raise DataError(
-                    f"{shard.manifest}:{shard.line}: shard {shard.name!r} claims num_sequences={shard.num_sequences} "
-                    f"but holds {len(refs)} samples; fix the manifest (the sample order is planned from its counts)"
-                )
-            self._indexed[i] = refs
+            with self._index_lock:
+                refs = self._indexed.get(i)
+                if refs is None:
+                    shard = self.shards[i]
+                    refs = index_shard(shard.url)
+                    if len(refs) != shard.num_sequences:
+                        raise DataError(
+                            f"{shard.manifest}:{shard.line}: shard {shard.name!r} claims num_sequences="
+                            f"{shard.num_sequences} but holds {len(refs)} samples; fix the manifest (the sample "
+                            "order is planned from its counts)"
+                        )
+                    self._indexed[i] = refs
         return refs[index - self._starts[i]]
 
     # ------------------------------------------------------------------ state
