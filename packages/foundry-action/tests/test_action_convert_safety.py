@@ -110,6 +110,30 @@ def test_leftover_partial_is_removed_only_if_ours(wds, tmp_path):
     assert prepare_partial(dst) == dst.resolve().with_name("out.zarr.partial") and not foreign.exists()
 
 
+def test_a_removal_killed_halfway_leaves_a_store_the_next_run_clears(tmp_path, monkeypatch):
+    """After the swap the old store sits at ``.partial`` and is deleted; a kill then must not leave an
+    unmarked half-folder that the rerun refuses as foreign (the marker goes last)."""
+    import shutil
+
+    from foundry_action import ownership
+
+    dst = tmp_path / "out.zarr"
+    leftover = make_tiny_store(tmp_path / "out.zarr.partial", lengths=[2, 3], image_size=8)
+    real_rmtree, calls = shutil.rmtree, []
+
+    def dying_rmtree(path, *a, **k):
+        calls.append(path)
+        real_rmtree(path, *a, **k)
+        raise KeyboardInterrupt  # the process dies after deleting one sub-folder
+
+    monkeypatch.setattr(ownership.shutil, "rmtree", dying_rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        ownership.remove_store(leftover)
+    monkeypatch.setattr(ownership.shutil, "rmtree", real_rmtree)
+    assert len(calls) == 1 and leftover.exists() and (leftover / "zarr.json").exists()
+    assert prepare_partial(dst) == leftover.resolve() and not leftover.exists()
+
+
 def test_install_swaps_atomically_and_rechecks(tmp_path):
     old = make_tiny_store(tmp_path / "s.zarr", lengths=[2], image_size=8, with_stats=False)
     assert check_destination(old, overwrite=True) is True

@@ -4,7 +4,7 @@ A folder is ours when its ``zarr.json`` carries the store marker (``format: "fou
 written in the store's very first file). Writers that replace a store build the new one in a
 temporary sibling (``<dst>.partial``) and swap it in with one rename (an atomic exchange where the OS
 offers it), so an interrupted run leaves the previous store intact. Used by ``foundry data convert``
-and ``foundry eval demos``. Test: ``uv run pytest packages/foundry-action/tests/test_action_ownership.py``.
+and ``foundry eval demos``. Test: ``uv run pytest packages/foundry-action/tests/test_action_convert_safety.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,24 @@ AT_FDCWD = -100
 
 def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def remove_store(path: str | Path) -> None:
+    """Delete one of our stores with its marker (``zarr.json``) last.
+
+    A kill halfway through leaves a folder that still carries the marker, so the next run recognises
+    it as ours and finishes the job instead of refusing a half-deleted, unmarked folder.
+    """
+    path = Path(path)
+    for child in path.iterdir():
+        if child.name == "zarr.json":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    (path / "zarr.json").unlink(missing_ok=True)
+    path.rmdir()
 
 
 def check_destination(
@@ -68,7 +86,7 @@ def prepare_partial(dst: str | Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         if partial.exists() or partial.is_symlink():
             if is_store(partial) and not partial.is_symlink():
-                shutil.rmtree(partial)  # an interrupted earlier run of ours
+                remove_store(partial)  # an interrupted earlier run of ours
             elif not _is_empty_dir(partial):
                 raise DataError(
                     f"{partial} exists and is not an unfinished episode store; move it away (Foundry writes "
@@ -98,16 +116,16 @@ def install(partial: str | Path, dst: str | Path) -> None:
             f"{target} changed while writing and is no longer an episode store; left both in place"
         )
     if _exchange(partial, target):
-        shutil.rmtree(partial)  # now holds the previous store
+        remove_store(partial)  # now holds the previous store
         return
     old = target.with_name(target.name + ".replaced")
     if old.exists():
         if not is_store(old):
             raise DataError(f"{old} exists and is not an episode store; move it away")
-        shutil.rmtree(old)
+        remove_store(old)
     target.rename(old)
     partial.rename(target)
-    shutil.rmtree(old)
+    remove_store(old)
 
 
 def _exchange(a: Path, b: Path) -> bool:
