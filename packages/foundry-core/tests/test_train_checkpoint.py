@@ -148,7 +148,7 @@ def test_export_load_pretrained_round_trip(tmp_path, foundry_pm, ema):
     if ema:
         cfg["train"]["ema"] = {"decay": 0.5}
     trainer = Trainer(
-        parse_dataclass(RunConfig, cfg, registry=registry), cfg, registry, tmp_path / "run", pm=foundry_pm
+        parse_dataclass(RunConfig, cfg, resolve=registry.config_class), cfg, registry, tmp_path / "run", pm=foundry_pm
     )
     try:
         trainer.build()

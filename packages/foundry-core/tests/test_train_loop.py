@@ -164,7 +164,7 @@ def test_batch_sizes_must_divide(tmp_path, pm):
 def _trainer(cfg: dict, pm) -> Trainer:
     registry = collect(pm)
     return Trainer(
-        parse_dataclass(RunConfig, cfg, registry=registry), cfg, registry, Path(cfg["run"]["out_dir"]), pm=pm
+        parse_dataclass(RunConfig, cfg, resolve=registry.config_class), cfg, registry, Path(cfg["run"]["out_dir"]), pm=pm
     )
 
 

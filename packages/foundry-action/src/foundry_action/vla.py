@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from foundry_action.normalization import NormStats
-from foundry_core.config import component
+from foundry_core.config import Node, component, to_dict
 from foundry_core.errors import ConfigError, DataError
 from foundry_core.registry import BuildContext
 
@@ -81,10 +81,10 @@ class VLA(nn.Module):
 
     @dataclass(kw_only=True)
     class Config:
-        backbone: dict[str, Any] = component("backbone")
-        expert: dict[str, Any] = component("action_expert")
+        backbone: Node = component("backbone")
+        expert: Node = component("action_expert")
         #: The robot data source the policy is trained on: cameras, dims, window and stats come from it.
-        data: dict[str, Any] | None = component("data_source", None)
+        data: Node | None = component("data_source", None)
         #: Set by export: policy metadata file inside the export folder (replaces ``data``).
         policy: str | None = None
         freeze_backbone: bool = False
@@ -125,7 +125,7 @@ class VLA(nn.Module):
             raise ConfigError(f"model.backbone: {type(backbone).__name__} has no integer out_dim")
         if cfg.use_instruction and getattr(backbone, "reads_prompts", True) is False:
             raise ConfigError(
-                f"model.use_instruction: backbone {cfg.backbone.get('name')!r} ignores the instruction "
+                f"model.use_instruction: backbone {cfg.backbone.name!r} ignores the instruction "
                 "(no tokenizer or text input); set model.use_instruction=false for a vision-only policy, "
                 "or give the backbone a language input (vision_encoder: text: bytes; foundry_vlm; hf_vlm)"
             )
@@ -137,11 +137,11 @@ class VLA(nn.Module):
             "horizon": past + 1 + future,
             "proprio_steps": past + 1,
         }
-        if cfg.expert.get("image_readout"):
+        if getattr(cfg.expert.config, "image_readout", 0):
             span = getattr(backbone, "image_token_span", None)
             if span is None:
                 raise ConfigError(
-                    f"model.expert.image_readout: backbone {cfg.backbone.get('name')!r} "
+                    f"model.expert.image_readout: backbone {cfg.backbone.name!r} "
                     f"({type(backbone).__name__}) does not say where its image tokens are "
                     "(no image_token_span); use image_readout: 0 with it"
                 )
@@ -151,7 +151,7 @@ class VLA(nn.Module):
             )
         ectx = BuildContext(ctx.registry, device=ctx.device, dims=dims, extras=ctx.extras)
         expert = ctx.registry.build("action_expert", cfg.expert, ectx, where="model.expert")
-        spec = {**spec, "is_language_conditioned": cfg.use_instruction, "expert": cfg.expert.get("name")}
+        spec = {**spec, "is_language_conditioned": cfg.use_instruction, "expert": cfg.expert.name}
         return cls(cfg, backbone, expert, spec, stats).to(ctx.device)
 
     @staticmethod
@@ -171,10 +171,10 @@ class VLA(nn.Module):
         source = ctx.registry.build("data_source", cfg.data, ctx, where="model.data")
         if getattr(source, "modality", None) != "robot" or not hasattr(source, "metadata"):
             raise ConfigError(
-                f"model.data: {cfg.data.get('name')!r} is not a robot data source with metadata()"
+                f"model.data: {cfg.data.name!r} is not a robot data source with metadata()"
             )
         spec = dict(source.metadata())
-        check_spec(spec, source.stats, f"model.data ({cfg.data.get('path', cfg.data.get('name'))})")
+        check_spec(spec, source.stats, f"model.data ({getattr(cfg.data.config, 'path', cfg.data.name)})")
         return spec, source.stats
 
     def _apply_freeze(self) -> None:
@@ -310,5 +310,5 @@ class VLA(nn.Module):
             (out / BACKBONE_DIR).mkdir(exist_ok=True)
             updates = inner(str(out / BACKBONE_DIR))
             if updates:
-                node["backbone"] = {**self.cfg.backbone, **updates}
+                node["backbone"] = {**to_dict(self.cfg.backbone), **updates}
         return node

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from foundry_core.config import dump_yaml
+from foundry_core.config import Node, dump_yaml, to_dict
 from foundry_core.errors import ConfigError, FoundryError
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ WEIGHTS = "model.safetensors"
 
 def export_model(
     model: nn.Module,
-    raw_model_node: Mapping[str, Any],
+    model_node: Node | Mapping[str, Any],
     out_dir: str | Path,
     *,
     extra_meta: Mapping[str, Any] | None = None,
@@ -45,7 +45,7 @@ def export_model(
     tmp = out.with_name(f".tmp_{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    node = dict(raw_model_node)
+    node = to_dict(model_node)
     artifacts = getattr(model, "export_artifacts", None)
     if artifacts is not None:
         updates = artifacts(str(tmp))
