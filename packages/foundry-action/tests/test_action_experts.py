@@ -34,19 +34,19 @@ def build(registry, name, dims, **fields):
     return registry.build("action_expert", {"name": name, "preset": "debug", **fields}, BuildContext(registry, dims=dims))
 
 
-def toy_batch(b: int, horizon: int = 6, past: int = 2, a_dim: int = 3, p_dim: int = 4, seed: int = 0):
+def toy_batch(b: int, window: int = 6, past: int = 2, a_dim: int = 3, p_dim: int = 4, seed: int = 0):
     """Actions are a fixed linear function of the (single-step) proprio; cond is noise."""
     g = torch.Generator().manual_seed(seed)
     proprio = torch.randn(b, 2, p_dim, generator=g)
-    w = torch.linspace(-1, 1, p_dim * horizon * a_dim).view(p_dim, horizon * a_dim)
-    actions = (proprio[:, -1] @ w).view(b, horizon, a_dim).tanh()
-    steps = torch.arange(horizon)
+    w = torch.linspace(-1, 1, p_dim * window * a_dim).view(p_dim, window * a_dim)
+    actions = (proprio[:, -1] @ w).view(b, window, a_dim).tanh()
+    steps = torch.arange(window)
     batch = {
         "modality": "robot",
         "proprio": proprio,
         "actions": actions,
-        "past_mask": (steps < past).expand(b, horizon).clone(),
-        "future_mask": (steps >= past).expand(b, horizon).clone(),
+        "past_mask": (steps < past).expand(b, window).clone(),
+        "future_mask": (steps >= past).expand(b, window).clone(),
     }
     cond = torch.randn(b, 3, 8, generator=g)
     mask = torch.ones(b, 3, dtype=torch.bool)
@@ -54,7 +54,7 @@ def toy_batch(b: int, horizon: int = 6, past: int = 2, a_dim: int = 3, p_dim: in
     return cond, mask, batch
 
 
-DIMS = {"cond": 8, "action": 3, "proprio": 4, "horizon": 6, "proprio_steps": 2}
+DIMS = {"cond": 8, "action": 3, "proprio": 4, "window": 6, "proprio_steps": 2}
 
 
 @pytest.mark.parametrize("name", EXPERTS)
@@ -107,7 +107,7 @@ def test_padded_conditioning_tokens_are_ignored(registry):
 
 def test_missing_dims_and_bad_config_are_clear(registry):
     with pytest.raises(ConfigError, match="action_dim"):
-        build(registry, "flow_matching", {"cond": 8, "horizon": 4})
+        build(registry, "flow_matching", {"cond": 8, "window": 4})
     with pytest.raises(ConfigError, match="inference_steps"):
         build(registry, "diffusion", DIMS, inference_steps=0)
     with pytest.raises(ConfigError, match="num_action_head_repeats"):
@@ -115,7 +115,7 @@ def test_missing_dims_and_bad_config_are_clear(registry):
     expert = build(registry, "flow_matching", DIMS)
     cond, mask, batch = toy_batch(2)
     batch["actions"] = batch["actions"][:, :4]
-    with pytest.raises(ValueError, match="horizon 6"):
+    with pytest.raises(ValueError, match=r"\[B, window 6, 3\]"):
         expert.loss(cond, mask, batch)
 
 
@@ -135,7 +135,7 @@ def bimodal_fraction(samples: torch.Tensor) -> tuple[float, float, float]:
 def test_sampler_reproduces_bimodal_distribution(registry, name, fields, samplers):
     """1-D actions drawn from {-1, +1} (+ small noise) with identical conditioning: both modes appear."""
     torch.manual_seed(0)
-    dims = {"cond": 4, "action": 1, "proprio": 0, "horizon": 1, "proprio_steps": 1}
+    dims = {"cond": 4, "action": 1, "proprio": 0, "window": 1, "proprio_steps": 1}
     expert = build(registry, name, dims, **fields)
     opt = torch.optim.AdamW(expert.parameters(), lr=3e-3)
     b = 128
@@ -162,7 +162,7 @@ def test_sampler_reproduces_bimodal_distribution(registry, name, fields, sampler
 def test_l1_regression_collapses_bimodal_to_the_median_region(registry):
     """Contrast for the test above: a deterministic regressor cannot produce both modes."""
     torch.manual_seed(0)
-    dims = {"cond": 4, "action": 1, "proprio": 0, "horizon": 1, "proprio_steps": 1}
+    dims = {"cond": 4, "action": 1, "proprio": 0, "window": 1, "proprio_steps": 1}
     expert = build(registry, "l1_regression", dims)
     out = expert.sample(torch.ones(16, 1, 4), torch.ones(16, 1, dtype=torch.bool), {"actions": None})
     assert out.std() < 1e-5  # one answer per conditioning
@@ -192,7 +192,7 @@ def hot_token_batch(b: int, n_tokens: int = 8, seed: int = 0):
 
 
 def test_image_readout_localizes_where_attention_alone_does_not(registry):
-    dims = {"cond": 8, "action": 1, "proprio": 0, "horizon": 2, "proprio_steps": 1, "image_span": (0, 8)}
+    dims = {"cond": 8, "action": 1, "proprio": 0, "window": 2, "proprio_steps": 1, "image_span": (0, 8)}
     cond, mask, batch = hot_token_batch(256)
     test_cond, test_mask, test_batch = hot_token_batch(128, seed=1)
     errors = {}
@@ -214,7 +214,7 @@ def test_image_readout_localizes_where_attention_alone_does_not(registry):
 
 
 def test_image_readout_uses_token_order_and_needs_a_span(registry):
-    dims = {"cond": 8, "action": 3, "proprio": 4, "horizon": 6, "proprio_steps": 2}
+    dims = {"cond": 8, "action": 3, "proprio": 4, "window": 6, "proprio_steps": 2}
     with pytest.raises(ConfigError, match="image_readout needs the image tokens' positions"):
         build(registry, "l1_regression", dims, image_readout=4)
     with pytest.raises(ConfigError, match="image_readout must be >= 0"):

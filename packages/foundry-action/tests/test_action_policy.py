@@ -66,7 +66,7 @@ def test_round_trip_export_load_act(registry, exported, tiny_episodes):
     policy = Policy.from_pretrained(out, registry=registry)
     meta = policy.metadata()
     assert meta["cameras"] == ["scene", "wrist"] and meta["action_dim"] == 10 and meta["proprio_dim"] == 10
-    assert meta["horizon"] == 4 and meta["is_language_conditioned"] is True and meta["checkpoint"] == str(out)
+    assert meta["chunk_size"] == 4 and meta["is_language_conditioned"] is True and meta["checkpoint"] == str(out)
     obs, _ = observation(tiny_episodes, 0, 0)
     policy.reset(seed=3)
     chunk = policy.act(obs)

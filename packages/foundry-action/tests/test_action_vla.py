@@ -52,7 +52,7 @@ def test_vla_builds_from_store_and_trains(registry, tiny_episodes, expert):
     node = vla_node(tiny_episodes, expert)
     model = registry.build("model", node, BuildContext(registry))
     d = model.expert.dims
-    assert (d.action_dim, d.proprio_dim, d.horizon, d.proprio_steps, d.cond_dim) == (10, 10, 5, 2, 16)
+    assert (d.action_dim, d.proprio_dim, d.window, d.proprio_steps, d.cond_dim) == (10, 10, 5, 2, 16)
     assert model.spec["cameras"] == ["scene", "wrist"] and model.spec["is_language_conditioned"] is True
     batch = next(source_batches(registry, node, 16))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -195,3 +195,31 @@ def test_image_readout_span_comes_from_the_backbone_and_survives_export(registry
     object.__setattr__(reg.get("backbone", "tiny_nospan"), "target", NoSpanBackbone)
     with pytest.raises(ConfigError, match="'tiny_nospan'.*does not say where its image tokens are"):
         reg.build("model", {**node, "backbone": {"name": "tiny_nospan"}}, BuildContext(reg))
+
+
+def test_old_horizon_key_fails_in_a_config_and_loads_from_an_old_export(registry, tiny_episodes, tmp_path):
+    """``horizon`` was the expert's window: a config naming it fails naming ``window``; an export written
+    with it still loads (read under the new name) and a new export of that node writes ``window``."""
+    import yaml
+
+    from foundry_core.export import export_model, load_pretrained
+
+    old_expert = {"name": "flow_matching", "preset": "debug", "horizon": 5}
+    with pytest.raises(ConfigError, match=r"model\.expert\.horizon: this key is now called 'window'; rename it"):
+        registry.build("model", {**vla_node(tiny_episodes), "expert": old_expert}, where="model")
+    torch.manual_seed(0)
+    model = registry.build("model", vla_node(tiny_episodes), BuildContext(registry)).eval()
+    out = export_model(model, vla_node(tiny_episodes), tmp_path / "export")
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    cfg["model"]["expert"] = old_expert  # what an export written before the rename holds
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+    loaded = load_pretrained(out, registry=registry).eval()
+    assert loaded.expert.dims.window == 5
+    batch = next(source_batches(registry, vla_node(tiny_episodes), 4))
+    torch.manual_seed(1)
+    want = model.predict(batch)
+    torch.manual_seed(1)
+    torch.testing.assert_close(loaded.predict(batch), want)
+    again = export_model(loaded, registry.node("model", cfg["model"], upgrade=True), tmp_path / "again")
+    expert = yaml.safe_load((again / "config.yaml").read_text())["model"]["expert"]
+    assert expert["window"] == 5 and "horizon" not in expert

@@ -191,8 +191,8 @@ def write_synthetic_wds(
 
 
 def assert_invalid_frames_ignored(model: Any, batch: dict[str, Any]) -> None:
-    """A vla's loss, sampled chunk and conditioning are identical when the pixels of frames marked
-    invalid (``image_mask`` false) change, and its chunk changes with a valid frame's pixels."""
+    """A vla's loss, sampled action window and conditioning are identical when the pixels of frames marked
+    invalid (``image_mask`` false) change, and its window changes with a valid frame's pixels."""
     import torch
 
     assert not batch["image_mask"].all() and batch["image_mask"].any()

@@ -77,7 +77,7 @@ def check_spec(spec: dict[str, Any], stats: NormStats, where: str) -> None:
 
 
 class VLA(nn.Module):
-    """Vision-language-action model; ``compute_loss`` trains, ``predict`` samples normalized chunks."""
+    """Vision-language-action model; ``compute_loss`` trains, ``predict`` samples normalized action windows."""
 
     @dataclass(kw_only=True)
     class Config:
@@ -134,7 +134,7 @@ class VLA(nn.Module):
             "cond": backbone.out_dim,
             "action": int(spec["action_dim"]),
             "proprio": int(spec["proprio_dim"]),
-            "horizon": past + 1 + future,
+            "window": past + 1 + future,
             "proprio_steps": past + 1,
         }
         if getattr(cfg.expert.config, "image_readout", 0):
@@ -268,7 +268,7 @@ class VLA(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Any], **sample_kw: Any) -> torch.Tensor:
-        """Normalized action chunk [B, T, A] (past steps pinned to ``batch['actions']`` where given)."""
+        """Normalized action window [B, T, A] (past steps pinned to ``batch['actions']`` where given)."""
         tokens, mask = self.condition(batch)
         return self.expert.sample(tokens, mask, batch, **sample_kw)
 
@@ -290,7 +290,7 @@ class VLA(nn.Module):
             return float(inner(batch)) if inner is not None else 0.0
         d = self.expert.dims
         seq = (
-            1 + getattr(self, "_cond_tokens", 1) + d.proprio_steps + d.horizon
+            1 + getattr(self, "_cond_tokens", 1) + d.proprio_steps + d.window
         )  # time + cond + proprio + actions
         n = sum(p.numel() for p in self.expert.parameters())
         expert = 6.0 * n * seq * getattr(self.expert.cfg, "num_action_head_repeats", 1)

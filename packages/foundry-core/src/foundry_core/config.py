@@ -251,10 +251,14 @@ def to_dict(value: Any) -> Any:
 # --------------------------------------------------------------------------- validation
 
 
-def parse_dataclass(cls: type[T], data: Any, *, where: str = "", resolve: Resolver | None = None) -> T:
+def parse_dataclass(
+    cls: type[T], data: Any, *, where: str = "", resolve: Resolver | None = None, upgrade: bool = False
+) -> T:
     """Build dataclass ``cls`` from a mapping, strictly: unknown keys and wrong types raise ConfigError.
 
-    ``resolve`` is needed only when ``cls`` (or a nested dataclass) has :func:`component` fields.
+    ``resolve`` is needed only when ``cls`` (or a nested dataclass) has :func:`component` fields. A key
+    in ``cls.RENAMED_KEYS`` (old -> new) fails naming the new key; ``upgrade=True`` (for configs Foundry
+    wrote itself: exports, checkpoints) reads it under its new name instead.
     """
     label = where or cls.__name__
     if dataclasses.is_dataclass(data) and isinstance(data, cls):
@@ -265,6 +269,7 @@ def parse_dataclass(cls: type[T], data: Any, *, where: str = "", resolve: Resolv
         raise ConfigError(f"{label}: expected a mapping, got {type(data).__name__} {data!r}")
     fields = {_yaml_key(f): f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
+    data = _renamed(cls, data, label, upgrade)
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
@@ -284,7 +289,7 @@ def parse_dataclass(cls: type[T], data: Any, *, where: str = "", resolve: Resolv
             value = to_dict(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
         else:
             continue
-        kwargs[f.name] = _coerce(hints[f.name], value, key, resolve, kind)
+        kwargs[f.name] = _coerce(hints[f.name], value, key, resolve, kind, upgrade)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -300,7 +305,7 @@ def parse_dataclass(cls: type[T], data: Any, *, where: str = "", resolve: Resolv
     return obj
 
 
-def parse_node(kind: str, value: Any, resolve: Resolver, where: str = "") -> Node:
+def parse_node(kind: str, value: Any, resolve: Resolver, where: str = "", *, upgrade: bool = False) -> Node:
     """Validate one component node ``{name: ..., **fields}`` (or a bare ``name``) into a :class:`Node`."""
     key = where or kind
     if isinstance(value, Node):
@@ -321,7 +326,24 @@ def parse_node(kind: str, value: Any, resolve: Resolver, where: str = "") -> Nod
         if fields:
             raise ConfigError(f"{key}: {name!r} takes no fields, got {sorted(fields)}")
         return Node(kind, name)
-    return Node(kind, name, parse_dataclass(config_cls, fields, where=key, resolve=resolve))
+    return Node(kind, name, parse_dataclass(config_cls, fields, where=key, resolve=resolve, upgrade=upgrade))
+
+
+def _renamed(cls: type, data: Mapping[str, Any], label: str, upgrade: bool) -> Mapping[str, Any]:
+    """Old keys of ``cls.RENAMED_KEYS``: an error naming the new key, or (``upgrade``) the new key."""
+    renamed: Mapping[str, str] = getattr(cls, "RENAMED_KEYS", {})
+    old = [k for k in data if k in renamed]
+    if not old:
+        return data
+    if not upgrade:
+        key = old[0]
+        raise ConfigError(f"{_join(label, key)}: this key is now called {renamed[key]!r}; rename it")
+    out = dict(data)
+    for key in old:
+        if renamed[key] in out:
+            raise ConfigError(f"{_join(label, key)}: given together with its new name {renamed[key]!r}")
+        out[renamed[key]] = out.pop(key)
+    return out
 
 
 def _holds_nodes(tp: Any) -> bool:
@@ -348,7 +370,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(tp: Any, value: Any, key: str, resolve: Resolver | None, kind: str | None = None) -> Any:
+def _coerce(
+    tp: Any, value: Any, key: str, resolve: Resolver | None, kind: str | None = None, upgrade: bool = False
+) -> Any:
     """Check ``value`` against type ``tp``; ``kind`` is the component kind of a :func:`component` field."""
     origin = get_origin(tp)
     args = get_args(tp)
@@ -359,7 +383,7 @@ def _coerce(tp: Any, value: Any, key: str, resolve: Resolver | None, kind: str |
             raise TypeError(f"{key}: a Node field must be declared with component(kind)")
         if resolve is None:
             raise TypeError(f"{key}: parsing a {kind} node needs a resolver (parse_dataclass(..., resolve=...))")
-        return parse_node(kind, value, resolve, key)
+        return parse_node(kind, value, resolve, key, upgrade=upgrade)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -368,7 +392,7 @@ def _coerce(tp: Any, value: Any, key: str, resolve: Resolver | None, kind: str |
             if arg is type(None):
                 continue
             try:
-                return _coerce(arg, value, key, resolve, kind)
+                return _coerce(arg, value, key, resolve, kind, upgrade)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {_type_name(tp)}")
@@ -377,22 +401,22 @@ def _coerce(tp: Any, value: Any, key: str, resolve: Resolver | None, kind: str |
             raise ConfigError(f"{key}: {value!r} is not one of {list(args)}{did_you_mean(str(value), map(str, args))}")
         return value
     if dataclasses.is_dataclass(tp):
-        return parse_dataclass(tp, value, where=key, resolve=resolve)
+        return parse_dataclass(tp, value, where=key, resolve=resolve, upgrade=upgrade)
     if origin in (list, Sequence, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(args) != len(value):
                 raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
-            return tuple(_coerce(a, v, f"{key}.{i}", resolve, kind) for i, (a, v) in enumerate(zip(args, value)))
+            return tuple(_coerce(a, v, f"{key}.{i}", resolve, kind, upgrade) for i, (a, v) in enumerate(zip(args, value)))
         item = args[0] if args else Any
-        out = [_coerce(item, v, f"{key}.{i}", resolve, kind) for i, v in enumerate(value)]
+        out = [_coerce(item, v, f"{key}.{i}", resolve, kind, upgrade) for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
     if origin in (dict, Mapping) or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
         vt = args[1] if len(args) == 2 else Any
-        return {k: _coerce(vt, v, f"{key}.{k}", resolve, kind) for k, v in value.items()}
+        return {k: _coerce(vt, v, f"{key}.{k}", resolve, kind, upgrade) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true/false, got {value!r}")

@@ -147,12 +147,8 @@ def load_pretrained(path: str | Path, *, device: str = "cpu", registry: Registry
     if "model" not in cfg:
         raise ConfigError(f"{cfg_path}: missing the 'model' node")
     registry = registry or get_registry()
-    model = registry.build(
-        "model",
-        cfg["model"],
-        BuildContext(registry, device=device, pretrained_dir=str(folder)),
-        where="model",
-    )
+    node = registry.node("model", cfg["model"], where=f"{cfg_path}: model", upgrade=True)  # old key names too
+    model = registry.build("model", node, BuildContext(registry, device=device, pretrained_dir=str(folder)))
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise FoundryError(

@@ -147,9 +147,12 @@ class Registry:
         that :func:`foundry_core.config.parse_dataclass` asks (``resolve=registry.config_class``)."""
         return getattr(self.get(kind, name).load(), "Config", None)
 
-    def node(self, kind: str, value: Mapping[str, Any] | str | Node, where: str = "") -> Node:
-        """Validate a YAML component node ``{name: ..., **fields}`` into a typed :class:`Node`."""
-        return parse_node(kind, value, self.config_class, where)
+    def node(self, kind: str, value: Mapping[str, Any] | str | Node, where: str = "", *, upgrade: bool = False) -> Node:
+        """Validate a YAML component node ``{name: ..., **fields}`` into a typed :class:`Node`.
+
+        ``upgrade``: the node was written by Foundry (an export): read renamed keys under their new name.
+        """
+        return parse_node(kind, value, self.config_class, where, upgrade=upgrade)
 
     def build(
         self, kind: str, node: Node | Mapping[str, Any] | str, ctx: BuildContext | None = None, where: str = ""
