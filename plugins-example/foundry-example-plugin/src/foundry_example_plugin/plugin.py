@@ -15,7 +15,7 @@ def register_action_experts(register: Register) -> None:
     register(
         "mlp_chunk",
         "foundry_example_plugin.mlp_expert:MLPChunkExpert",
-        description="pooled-conditioning MLP that regresses an action chunk (example plugin)",
+        description="pooled-conditioning MLP that regresses an action window (example plugin)",
     )
 
 
