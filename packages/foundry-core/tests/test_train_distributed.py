@@ -1,4 +1,5 @@
-"""Two gloo processes on CPU via torchrun: DDP = 1 rank, FSDP2 = DDP (toy model and transformer), 2 → 1 rank resume, no hang on skewed data."""
+"""Two gloo processes on CPU via torchrun: DDP = 1 rank, FSDP2 = DDP (toy model and transformer), 2 → 1 rank
+resume, no hang on skewed data, and a ``--max-restarts`` restart joins a fresh process group."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed as dist
 
 from foundry_core.testing import TOY_SOURCE, run_config
 from foundry_core.train.metrics import read_metrics
@@ -109,3 +113,58 @@ def test_bf16_keeps_fp32_masters_under_ddp_and_fsdp2(two_rank_runs, strategy):
     ddp, fsdp = _losses(two_rank_runs / "bf16_ddp"), _losses(two_rank_runs / "bf16_fsdp2")
     assert sorted(fsdp) == [1, 2, 3]
     assert fsdp == pytest.approx(ddp, rel=2e-2)  # bf16 autocast in both: same numerics up to reduction order
+
+
+def test_agent_store_generation_ignores_a_killed_attempts_keys(monkeypatch):
+    """torchrun keeps one store across restarts: ranks 1 and 2 get there first and find the killed
+    attempt's generation; neither may use it, and all three agree on rank 0's new one."""
+    import threading
+    from datetime import timedelta
+
+    from foundry_core.distributed import GENERATION_KEY, _fresh_agent_store
+
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=30))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(server.port))
+    server.set(GENERATION_KEY, "killed")
+    server.set("foundry/process_group/killed/gloo_address", "of a dead rank")
+    stores: dict[int, dist.Store] = {}
+    threads = [
+        threading.Thread(
+            target=lambda r=r: stores.__setitem__(r, _fresh_agent_store(r, 3, timedelta(seconds=30)))
+        )
+        for r in (1, 2)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    assert not stores  # they wait for this attempt's rank 0 instead of joining the killed attempt
+    stores[0] = _fresh_agent_store(0, 3, timedelta(seconds=30))
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(stores) == [0, 1, 2]
+    stores[0].set("gloo_address", "of rank 0 now")
+    assert stores[1].get("gloo_address") == stores[2].get("gloo_address") == b"of rank 0 now"
+    assert server.get(GENERATION_KEY) != b"killed"
+
+
+@pytest.mark.slow
+def test_torchrun_restart_joins_a_fresh_process_group(tmp_path):
+    """``--max-restarts``: the restarted ranks must not read the killed attempt's gloo addresses from
+    torchrun's store (before: "connection refused" or a hang in 3 of 4 launches). ~30 s: two attempts."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FOUNDRY_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max-restarts=1",
+        "--monitor-interval=0.2",
+        str(Path(__file__).with_name("dist_restart_worker.py")),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    written = {p.name: p.read_text() for p in tmp_path.glob("attempt*.txt")}
+    assert written == {f"attempt{a}_rank{r}.txt": "3.0" for a in (0, 1) for r in (0, 1)}

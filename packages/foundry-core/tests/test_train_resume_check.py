@@ -196,3 +196,42 @@ def test_second_ctrl_c_exits_130_and_says_no_checkpoint_was_written(tmp_path, fo
     ) as err:
         train_from_config(cfg, pm=foundry_pm)
     assert err.value.exit_code == 130
+
+
+LLM_RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "llm_debug.yaml"
+TINY_LLM = [  # the README's LLM recipe (preset debug: 4 layers), narrowed to run in seconds
+    "model.dim=32",
+    "model.max_seq_len=64",
+    "data.mix.0.source.seq_len=32",
+    "data.val.pydoc_val.seq_len=32",
+    "train.batch.global=2",
+    "train.batch.per_device=2",
+    "train.val_every=null",
+    "train.checkpoint.every_steps=2",
+    "train.progress=false",
+]
+
+
+def test_issue_example_resume_latest_with_n_layers_3_on_a_4_layer_llm(tmp_path, foundry_pm, cli_runner):
+    """Issue 16, literally: ``foundry train recipes/llm_debug.yaml --resume latest model.n_layers=3`` on the
+    4-layer checkpoint of that recipe used to resume and drop layer 3 silently. Now: exit 2, one error
+    naming the key and the tensors, and the run folder (checkpoint, configs) byte-for-byte as it was."""
+    from foundry_core.cli.main import build_cli
+
+    cli, run = build_cli(lambda: foundry_pm), tmp_path / "run"
+    train = ["train", str(LLM_RECIPE), f"run.out_dir={run}", *TINY_LLM]
+    first = cli_runner.invoke(cli, [*train, "train.budget.steps=2"])
+    assert first.exit_code == 0, first.output
+    assert (run / "checkpoints" / "step_00000002" / "manifest.json").is_file()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    result = cli_runner.invoke(
+        cli, [*train, "train.budget.steps=4", "--resume", "latest", "model.n_layers=3"]
+    )
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert "the model does not match the checkpoint's" in errors[0]
+    assert "model.n_layers: '<unset>' -> 3" in errors[0]  # the preset gave 4 layers; the override asks 3
+    assert "in the checkpoint but not in the model: model.model.layers.3.attn.wo.weight" in errors[0]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -310,7 +310,7 @@ class NormStats:
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
         """Write ``<directory>/norm_stats.safetensors`` (moments, quantiles, digests, JSON header)."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -324,7 +324,9 @@ class NormStats:
                   "quantiles": list(QUANTILES)}
         path = directory / FILENAME
         tmp = path.with_suffix(".partial")
-        save_file(tensors, str(tmp), metadata={"foundry_norm_stats": json.dumps(header)})
+        # Python writes the bytes, so a read-only or full folder is an OSError naming the file (safetensors'
+        # own writer raises an opaque SafetensorError)
+        tmp.write_bytes(save(tensors, metadata={"foundry_norm_stats": json.dumps(header)}))
         tmp.replace(path)
         return path
 

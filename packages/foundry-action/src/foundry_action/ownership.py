@@ -51,7 +51,8 @@ def check_destination(
     """Raise unless ``dst`` may be written; return True when it holds a store that will be replaced.
 
     Refused: ``dst`` equal to or containing a source (symlinks resolved); an existing path that is not
-    an empty folder or one of our stores; an existing store without ``overwrite``.
+    an empty folder or one of our stores; a read-only folder (the swap would not need its permission,
+    but it says "do not write here"); an existing store without ``overwrite``.
     """
     dst = Path(dst)
     resolved = dst.resolve()
@@ -63,6 +64,8 @@ def check_destination(
             )
     if not dst.exists() and not dst.is_symlink():
         return False
+    if dst.is_dir() and not os.access(dst, os.W_OK):  # the swap would replace it all the same: respect it
+        raise DataError(f"{dst}: folder is read-only; make it writable or choose another destination")
     if _is_empty_dir(dst):
         return False
     if not is_store(dst):

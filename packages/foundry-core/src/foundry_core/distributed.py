@@ -14,7 +14,9 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
 
 log = logging.getLogger("foundry")
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=30)
 
 
 @dataclass
@@ -77,7 +80,18 @@ def init_distributed(strategy: str = "none", backend: str = "auto", device: str 
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
             # Kept for the life of the process (several runs may follow each other under one torchrun;
             # re-initialising the default group on torchrun's store is not supported).
-            dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+            if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+                rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+                store = _fresh_agent_store(rank, world_size, PROCESS_GROUP_TIMEOUT)
+                dist.init_process_group(
+                    backend=backend,
+                    store=store,
+                    rank=rank,
+                    world_size=world_size,
+                    timeout=PROCESS_GROUP_TIMEOUT,
+                )
+            else:
+                dist.init_process_group(backend=backend, timeout=PROCESS_GROUP_TIMEOUT)
             atexit.register(_destroy_at_exit)
         elif strategy != "none":
             store = tempfile.NamedTemporaryFile(prefix="foundry_pg_", delete=False)
@@ -98,6 +112,45 @@ def init_distributed(strategy: str = "none", backend: str = "auto", device: str 
 
         info.mesh = init_device_mesh(dev.type, (info.world_size,))
     return info
+
+
+GENERATION_KEY = "foundry/process_group_generation"
+
+
+def _fresh_agent_store(rank: int, world_size: int, timeout: datetime.timedelta) -> dist.Store:
+    """torchrun's store, namespaced by a generation that every rank of this attempt agrees on.
+
+    torchrun (c10d rendezvous, the default) keeps ONE store for the whole job and hands it to every
+    restart. ``init_process_group`` writes its rendezvous keys (gloo's listening addresses, NCCL's
+    unique id) without a per-attempt prefix, so after ``--max-restarts`` a rank can read the address of
+    a rank of the killed attempt: "connection refused", or both ranks hang in connect. Torch's own
+    ``TORCHELASTIC_RESTART_COUNT`` is counted per node, so it is no safe prefix. Rank 0 draws a fresh
+    generation and keeps publishing it until every other rank has acknowledged it; every other rank
+    first deletes the key, so the only value it can then read is the one this attempt's rank 0 wrote
+    (the ranks of a killed attempt are gone before torchrun restarts).
+    """
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout
+    )
+    if rank == 0:
+        generation = secrets.token_hex(8)
+        acks = [f"{GENERATION_KEY}/{generation}/ack/{r}" for r in range(1, world_size)]
+        deadline = time.monotonic() + timeout.total_seconds()
+        store.set(GENERATION_KEY, generation)
+        while acks and not store.check(acks):
+            if time.monotonic() > deadline:
+                missing = [k.rsplit("/", 1)[1] for k in acks if not store.check([k])]
+                raise FoundryError(
+                    f"ranks {', '.join(missing)} did not join the process group within {timeout}"
+                )
+            time.sleep(0.05)
+            store.set(GENERATION_KEY, generation)  # again: a rank may have deleted it after we wrote it
+    else:
+        store.delete_key(GENERATION_KEY)
+        store.wait([GENERATION_KEY], timeout)
+        generation = store.get(GENERATION_KEY).decode()
+        store.set(f"{GENERATION_KEY}/{generation}/ack/{rank}", "1")
+    return dist.PrefixStore(f"foundry/process_group/{generation}", store)
 
 
 def _destroy_at_exit() -> None:
