@@ -232,6 +232,6 @@ def test_issue_example_resume_latest_with_n_layers_3_on_a_4_layer_llm(tmp_path, 
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.output, result.output
     assert "the model does not match the checkpoint's" in errors[0]
-    assert "model.n_layers: '<unset>' -> 3" in errors[0]  # the preset gave 4 layers; the override asks 3
+    assert "model.n_layers: None -> 3" in errors[0]  # unset (the preset gave 4 layers); the override asks 3
     assert "in the checkpoint but not in the model: model.model.layers.3.attn.wo.weight" in errors[0]
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
