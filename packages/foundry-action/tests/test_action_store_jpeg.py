@@ -141,7 +141,7 @@ def test_append_keeps_jpeg_and_refuses_another_encoding(jpeg_store):
     validate(jpeg_store, full_frames=True)
 
 
-def test_frame_encoding_validation_is_one_clear_error():
+def test_frame_encoding_validation_is_one_clear_error(tmp_path):
     assert FrameEncoding.parse("jpeg") == FrameEncoding("jpeg", 90)
     with pytest.raises(
         ConfigError, match=r"frames: unknown frame encoding 'png' \(choose one of lossless, jpeg\)"
@@ -152,6 +152,17 @@ def test_frame_encoding_validation_is_one_clear_error():
             FrameEncoding.parse("jpeg", bad)
     with pytest.raises(ConfigError, match="JPEG quality .* was given for lossless"):
         FrameEncoding.parse("lossless", 80)
+    with pytest.raises(ConfigError, match="frames: JPEG quality must be an integer in 1..100, got None"):
+        FrameEncoding("jpeg")  # built directly: checked too
+    with pytest.raises(DataError, match="'frames' is set by the writer's frames argument, not by attrs"):
+        EpisodeWriter(
+            tmp_path / "s.zarr",
+            fps=10.0,
+            fields={"a": (1,)},
+            attrs={"frames": {"encoding": "jpeg"}},
+            mode="w",
+        )
+    assert not (tmp_path / "s.zarr").exists()
 
 
 def test_a_store_whose_attribute_and_arrays_disagree_is_refused(jpeg_store):

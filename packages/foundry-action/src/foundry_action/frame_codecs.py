@@ -39,23 +39,20 @@ class FrameEncoding:
     encoding: str = "lossless"
     quality: int | None = None
 
+    def __post_init__(self) -> None:
+        problem = _problem(self.encoding, self.quality)
+        if problem:
+            raise ConfigError(f"frames: {problem}")
+
     @classmethod
     def parse(cls, encoding: str, quality: int | None = None, *, where: str = "frames") -> FrameEncoding:
-        """Validate a user's choice (config or CLI); one ConfigError naming ``where`` and the valid values."""
-        if encoding not in FRAME_ENCODINGS:
-            raise ConfigError(
-                f"{where}: unknown frame encoding {encoding!r} (choose one of {', '.join(FRAME_ENCODINGS)})"
-            )
-        if encoding == "lossless":
-            if quality is not None:
-                raise ConfigError(
-                    f"{where}: a JPEG quality ({quality}) was given for lossless frames; use jpeg or drop it"
-                )
-            return cls("lossless")
-        quality = DEFAULT_JPEG_QUALITY if quality is None else quality
-        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-            raise ConfigError(f"{where}: JPEG quality must be an integer in 1..100, got {quality!r}")
-        return cls("jpeg", quality)
+        """Validate a user's choice (config or CLI; JPEG quality defaults to 90); one ConfigError naming ``where``."""
+        if encoding == "jpeg" and quality is None:
+            quality = DEFAULT_JPEG_QUALITY
+        problem = _problem(encoding, quality)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
+        return cls(encoding, quality)
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any], path: Any) -> FrameEncoding:
@@ -80,6 +77,19 @@ class FrameEncoding:
 
     def __str__(self) -> str:
         return self.encoding if self.quality is None else f"{self.encoding} (quality {self.quality})"
+
+
+def _problem(encoding: str, quality: Any) -> str | None:
+    """What is wrong with an (encoding, quality) pair, naming the valid values; None when it is valid."""
+    if encoding not in FRAME_ENCODINGS:
+        return f"unknown frame encoding {encoding!r} (choose one of {', '.join(FRAME_ENCODINGS)})"
+    if encoding == "lossless" and quality is not None:
+        return f"a JPEG quality ({quality}) was given for lossless frames; use jpeg or drop it"
+    if encoding == "jpeg" and (
+        isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100
+    ):
+        return f"JPEG quality must be an integer in 1..100, got {quality!r}"
+    return None
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:

@@ -355,6 +355,8 @@ class EpisodeWriter:
         if unknown:
             raise DataError(f"semantics given for unknown fields {sorted(unknown)}")
         self.dtypes = {k: str(np.dtype(dtypes.get(k, "float32"))) for k in self.fields}
+        if FRAMES_ATTR in attrs:
+            raise DataError(f"{self.path}: attribute {FRAMES_ATTR!r} is set by the writer's frames argument, not by attrs")
         self._ends: list[int] = []
         self._info_ends: list[int] = []
         self._crcs = {"episode_ends_crc32": 0, "episode_info_ends_crc32": 0, "episode_info_crc32": 0}
