@@ -202,6 +202,8 @@ def test_convert_cli_writes_jpeg_and_validates(cli, cli_runner, tmp_path):
     assert store.frames == FrameEncoding("jpeg", 85) and len(store) == 9
     res = cli_runner.invoke(cli, ["data", "validate", "--full", str(out)])
     assert res.exit_code == 0 and "ok: 9 episodes" in res.output, res.output
+    res = cli_runner.invoke(cli, ["data", "inspect", str(out), "--out", str(tmp_path / "sheet.png")])
+    assert res.exit_code == 0 and "(frames: jpeg (quality 85))" in res.output, res.output
     for args, expected in (
         (["--frames", "png"], "unknown frame encoding 'png'"),
         (["--frames", "jpeg", "--jpeg-quality", "0"], "JPEG quality must be an integer in 1..100"),

@@ -83,7 +83,8 @@ def add_commands(cli: click.Group) -> None:
             click.echo(f"  fields ({len(info['fields'])}):")
             for name, f in info["fields"].items():
                 click.echo(f"    {name:40s} {str(f['shape']):10s} {f['dtype']:8s} {f['semantics']}")
-            click.echo("  cameras: " + (", ".join(f"{k} {h}x{w}" for k, (h, w) in info["cameras"].items()) or "none"))
+            click.echo("  cameras: " + (", ".join(f"{k} {h}x{w}" for k, (h, w) in info["cameras"].items()) or "none")
+                       + (f"  (frames: {store.frames})" if info["cameras"] else ""))
             click.echo(f"  tasks: {info['tasks']}")
             click.echo(f"  sources: {info['sources']}")
             if info["success_rate"] is not None:

@@ -30,6 +30,7 @@ def summary(store: EpisodeStore) -> dict[str, Any]:
         "length": {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())} if len(store) else {},
         "fields": {k: {"shape": list(v), "dtype": store.dtypes[k], "semantics": store.semantics[k]} for k, v in store.fields.items()},
         "cameras": {k: list(v) for k, v in store.cameras.items()},
+        "frames": store.frames.to_attr(),
         "tasks": dict(Counter(str(m.get("task", "")) for m in metas)),
         "sources": dict(Counter(str(m.get("source", "")) for m in metas)),
         "success_rate": float(np.mean(successes)) if successes else None,
