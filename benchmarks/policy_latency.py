@@ -1,7 +1,7 @@
 """Policy latency: ms per action chunk (p50/p95) for flow matching (8 Euler steps) vs diffusion (DDIM 10).
 
 Both policies share one small VLA shape: a tiny conv backbone (foundry_action.tiny_backbone, no
-foundry-vision needed), 2 cameras x 2 image offsets at 64x64, 20-D proprio/actions, horizon 16
+foundry-vision needed), 2 cameras x 2 image offsets at 64x64, 20-D proprio/actions, an action window of 16
 (past 1 + anchor + future 14) and a ``small`` expert (width 96, 8 layers). Each call is the full
 ``Policy.act``: validation, normalization, backbone once, K expert passes, unnormalization.
 Baseline: the diffusion policy (DDIM 10 steps), measured in the same process.

@@ -27,7 +27,8 @@ def _rows(run_dir):
 
 def test_finetuned_hf_vlm_export_is_a_vla_backbone_in_one_line(tiny_episodes, tmp_path):
     from foundry_action.policy import Policy
-    from foundry_vision.testing import trainer_config
+    from foundry_core.testing import run_config
+    from foundry_vision.testing import CPU_RUN, SLOW_LR
     from foundry_vision.tiny_hf import build_tiny_hf_vlm
 
     hf_dir = build_tiny_hf_vlm("qwen3_vl", tmp_path / "qwen3_vl", image_size=64)
@@ -36,7 +37,9 @@ def test_finetuned_hf_vlm_export_is_a_vla_backbone_in_one_line(tiny_episodes, tm
     # 1. fine-tune the HF VLM with our trainer: MFU is counted (it was 0)
     mix = [{"source": {"name": "synthetic_image_caption", "num_samples": 8, "image_size": 64}}]
     vlm_run = train_from_config(
-        trainer_config(tmp_path / "vlm", {"name": "hf_vlm", "path": str(hf_dir)}, mix), pm=pm
+        run_config(tmp_path / "vlm", model={"name": "hf_vlm", "path": str(hf_dir)}, mix=mix, steps=2, batch=2,
+                   run=CPU_RUN, train=SLOW_LR),
+        pm=pm,
     )
     assert any(r.get("mfu", 0) > 0 for r in _rows(vlm_run)), _rows(vlm_run)
 
@@ -48,7 +51,8 @@ def test_finetuned_hf_vlm_export_is_a_vla_backbone_in_one_line(tiny_episodes, tm
         "expert": {"name": "flow_matching", "preset": "debug", "inference_steps": 2, "image_readout": 2},
         "data": data,
     }
-    vla_run = train_from_config(trainer_config(tmp_path / "vla", node, [{"source": data}]), pm=pm)
+    vla_cfg = run_config(tmp_path / "vla", model=node, source=data, steps=2, batch=2, run=CPU_RUN, train=SLOW_LR)
+    vla_run = train_from_config(vla_cfg, pm=pm)
     rows = _rows(vla_run)
     assert any("model/action_loss" in r for r in rows)
     # MFU of the whole VLA: the backbone's FLOPs are in it (the expert alone is far smaller)

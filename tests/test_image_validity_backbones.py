@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from foundry_action.testing import assert_invalid_frames_ignored
+from foundry_action.testing import assert_invalid_frames_ignored, tiny_vla_node
 from foundry_core.export import export_model
 from foundry_core.plugins import get_registry
 from foundry_core.registry import BuildContext
@@ -30,35 +30,14 @@ VLM = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
 def _check(backbone, tiny_episodes, readout=0, **fields):
     registry = get_registry()
     torch.manual_seed(0)
-    node = {
-        "name": "vla",
-        "backbone": backbone,
-        "expert": {
-            "name": "flow_matching",
-            "preset": "debug",
-            "inference_steps": 2,
-            "image_readout": readout,
-        },
-        "data": {
-            "name": "zarr_episodes",
-            "path": str(tiny_episodes),
-            "past": 1,
-            "future": 3,
-            "image_offsets": [-1, 0],
-        },
-        **fields,
-    }
+    expert = {"name": "flow_matching", "preset": "debug", "inference_steps": 2, "image_readout": readout}
+    node = tiny_vla_node(tiny_episodes, expert, backbone, **fields)
     model = registry.build("model", node, BuildContext(registry))
     source = registry.build("data_source", node["data"], BuildContext(registry))
     batch = source.make_batch(np.arange(4), torch.Generator().manual_seed(0))

@@ -8,26 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("foundry_vision")
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
 def test_spartan_recipe_converts_trains_and_serves(tmp_path):
     from foundry_action.convert import ConvertOptions, convert
     from foundry_action.policy import Policy
     from foundry_action.store import open_store
-    from foundry_action.testing_spartan import write_spartan_tree
+    from foundry_action.testing.spartan import write_spartan_tree
     from foundry_core.config import resolve_config
     from foundry_core.train.run import train_from_config
 

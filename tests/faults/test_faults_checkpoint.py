@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from foundry_core.testing import TOY_SOURCE, run_config
 from foundry_core.train import checkpoint as ckpt_mod
 from foundry_core.train.checkpoint_integrity import UntrustedCheckpointError, verify_checkpoint
 from foundry_core.train.metrics import read_metrics
@@ -26,29 +27,21 @@ WORKER = Path(__file__).with_name("faults_checkpoint_worker.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "FOUNDRY_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
 def make_config(out: Path, steps: int = 6, keep_last: int = 5, **run) -> dict:
-    return {
-        "run": {"name": out.name, "out_dir": str(out), "seed": 4, **run},
-        "model": {"name": "toy_regression", "width": 32},
-        "data": {"mix": [{"source": {"name": "synthetic_regression", "num_samples": 256}}]},
-        "train": {
-            "budget": {"steps": steps},
-            "batch": {"global": 8, "per_device": 4},
-            "optim": {"name": "adamw", "lr": 1.0e-2},
+    return run_config(
+        out,
+        source={**TOY_SOURCE, "num_samples": 256},
+        steps=steps,
+        per_device=4,
+        run={"seed": 4, **run},
+        train={
             "schedule": {"name": "cosine", "warmup": 2},
-            "log_every": 1,
-            "progress": False,
             "checkpoint": {"every_steps": 2, "keep_last": keep_last},
         },
-    }
+    )
 
 
 def final_loss(run_dir: Path) -> float:

@@ -8,7 +8,7 @@ import pytest
 from foundry_action import plugin
 from foundry_action.convert import ConvertOptions, convert, detect_format
 from foundry_action.store import open_store
-from foundry_action.testing_spartan import write_spartan_episode, write_spartan_tree
+from foundry_action.testing.spartan import write_spartan_episode, write_spartan_tree
 from foundry_core.cli.main import build_cli
 from foundry_core.errors import DataError
 

@@ -9,44 +9,32 @@ import torch
 
 import foundry_action.plugin
 from foundry_core.errors import ConfigError
-from foundry_core.registry import BuildContext, collect
+from foundry_core.registry import BuildContext
 from foundry_core.testing import registered_names
 
 EXPERTS = registered_names(foundry_action.plugin, "foundry-action", "action_expert")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest and keeps timings stable on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
-@pytest.fixture
-def registry(foundry_pm):
-    foundry_pm.register(foundry_action.plugin, name="foundry-action")
-    return collect(foundry_pm)
+def build(action_registry, name, dims, **fields):
+    return action_registry.build("action_expert", {"name": name, "preset": "debug", **fields}, BuildContext(action_registry, dims=dims))
 
 
-def build(registry, name, dims, **fields):
-    return registry.build("action_expert", {"name": name, "preset": "debug", **fields}, BuildContext(registry, dims=dims))
-
-
-def toy_batch(b: int, horizon: int = 6, past: int = 2, a_dim: int = 3, p_dim: int = 4, seed: int = 0):
+def toy_batch(b: int, window: int = 6, past: int = 2, a_dim: int = 3, p_dim: int = 4, seed: int = 0):
     """Actions are a fixed linear function of the (single-step) proprio; cond is noise."""
     g = torch.Generator().manual_seed(seed)
     proprio = torch.randn(b, 2, p_dim, generator=g)
-    w = torch.linspace(-1, 1, p_dim * horizon * a_dim).view(p_dim, horizon * a_dim)
-    actions = (proprio[:, -1] @ w).view(b, horizon, a_dim).tanh()
-    steps = torch.arange(horizon)
+    w = torch.linspace(-1, 1, p_dim * window * a_dim).view(p_dim, window * a_dim)
+    actions = (proprio[:, -1] @ w).view(b, window, a_dim).tanh()
+    steps = torch.arange(window)
     batch = {
         "modality": "robot",
         "proprio": proprio,
         "actions": actions,
-        "past_mask": (steps < past).expand(b, horizon).clone(),
-        "future_mask": (steps >= past).expand(b, horizon).clone(),
+        "past_mask": (steps < past).expand(b, window).clone(),
+        "future_mask": (steps >= past).expand(b, window).clone(),
     }
     cond = torch.randn(b, 3, 8, generator=g)
     mask = torch.ones(b, 3, dtype=torch.bool)
@@ -54,13 +42,13 @@ def toy_batch(b: int, horizon: int = 6, past: int = 2, a_dim: int = 3, p_dim: in
     return cond, mask, batch
 
 
-DIMS = {"cond": 8, "action": 3, "proprio": 4, "horizon": 6, "proprio_steps": 2}
+DIMS = {"cond": 8, "action": 3, "proprio": 4, "window": 6, "proprio_steps": 2}
 
 
 @pytest.mark.parametrize("name", EXPERTS)
-def test_expert_trains_and_samples(registry, name):
+def test_expert_trains_and_samples(action_registry, name):
     torch.manual_seed(0)
-    expert = build(registry, name, DIMS, num_action_head_repeats=2)
+    expert = build(action_registry, name, DIMS, num_action_head_repeats=2)
     opt = torch.optim.AdamW(expert.parameters(), lr=3e-3)
     cond, mask, batch = toy_batch(32)
     losses = []
@@ -81,8 +69,8 @@ def test_expert_trains_and_samples(registry, name):
 
 
 @pytest.mark.parametrize("name", EXPERTS)
-def test_debug_preset_is_fast_and_samples_without_past(registry, name):
-    expert = build(registry, name, DIMS)
+def test_debug_preset_is_fast_and_samples_without_past(action_registry, name):
+    expert = build(action_registry, name, DIMS)
     cond, mask, batch = toy_batch(8)
     start = time.process_time()  # CPU time: robust to other processes sharing the cores
     loss = expert.loss(cond, mask, batch)
@@ -92,9 +80,9 @@ def test_debug_preset_is_fast_and_samples_without_past(registry, name):
     assert out.shape == (8, 6, 3)
 
 
-def test_padded_conditioning_tokens_are_ignored(registry):
+def test_padded_conditioning_tokens_are_ignored(action_registry):
     torch.manual_seed(0)
-    expert = build(registry, "l1_regression", DIMS)
+    expert = build(action_registry, "l1_regression", DIMS)
     torch.nn.init.normal_(expert.net.out.weight)  # zero-init output would hide any dependence
     cond, mask, batch = toy_batch(4)
     a = expert.sample(cond, mask, batch)
@@ -105,17 +93,17 @@ def test_padded_conditioning_tokens_are_ignored(registry):
     assert not torch.allclose(expert.sample(cond2, mask, batch), a)
 
 
-def test_missing_dims_and_bad_config_are_clear(registry):
+def test_missing_dims_and_bad_config_are_clear(action_registry):
     with pytest.raises(ConfigError, match="action_dim"):
-        build(registry, "flow_matching", {"cond": 8, "horizon": 4})
+        build(action_registry, "flow_matching", {"cond": 8, "window": 4})
     with pytest.raises(ConfigError, match="inference_steps"):
-        build(registry, "diffusion", DIMS, inference_steps=0)
+        build(action_registry, "diffusion", DIMS, inference_steps=0)
     with pytest.raises(ConfigError, match="num_action_head_repeats"):
-        build(registry, "flow_matching", DIMS, num_action_head_repeats=0)
-    expert = build(registry, "flow_matching", DIMS)
+        build(action_registry, "flow_matching", DIMS, num_action_head_repeats=0)
+    expert = build(action_registry, "flow_matching", DIMS)
     cond, mask, batch = toy_batch(2)
     batch["actions"] = batch["actions"][:, :4]
-    with pytest.raises(ValueError, match="horizon 6"):
+    with pytest.raises(ValueError, match=r"\[B, window 6, 3\]"):
         expert.loss(cond, mask, batch)
 
 
@@ -132,11 +120,11 @@ def bimodal_fraction(samples: torch.Tensor) -> tuple[float, float, float]:
         ("diffusion", {"prediction": "epsilon", "clip_sample": 1.5}, [{"sampler": "ddpm"}]),
     ],
 )
-def test_sampler_reproduces_bimodal_distribution(registry, name, fields, samplers):
+def test_sampler_reproduces_bimodal_distribution(action_registry, name, fields, samplers):
     """1-D actions drawn from {-1, +1} (+ small noise) with identical conditioning: both modes appear."""
     torch.manual_seed(0)
-    dims = {"cond": 4, "action": 1, "proprio": 0, "horizon": 1, "proprio_steps": 1}
-    expert = build(registry, name, dims, **fields)
+    dims = {"cond": 4, "action": 1, "proprio": 0, "window": 1, "proprio_steps": 1}
+    expert = build(action_registry, name, dims, **fields)
     opt = torch.optim.AdamW(expert.parameters(), lr=3e-3)
     b = 128
     cond = torch.ones(b, 1, 4)
@@ -159,17 +147,17 @@ def test_sampler_reproduces_bimodal_distribution(registry, name, fields, sampler
         assert mid < 0.1, (sample_kw, pos, neg, mid)
 
 
-def test_l1_regression_collapses_bimodal_to_the_median_region(registry):
+def test_l1_regression_collapses_bimodal_to_the_median_region(action_registry):
     """Contrast for the test above: a deterministic regressor cannot produce both modes."""
     torch.manual_seed(0)
-    dims = {"cond": 4, "action": 1, "proprio": 0, "horizon": 1, "proprio_steps": 1}
-    expert = build(registry, "l1_regression", dims)
+    dims = {"cond": 4, "action": 1, "proprio": 0, "window": 1, "proprio_steps": 1}
+    expert = build(action_registry, "l1_regression", dims)
     out = expert.sample(torch.ones(16, 1, 4), torch.ones(16, 1, dtype=torch.bool), {"actions": None})
     assert out.std() < 1e-5  # one answer per conditioning
 
 
-def test_ddim_timesteps_descend_and_ddpm_uses_all(registry):
-    expert = build(registry, "diffusion", DIMS, num_train_timesteps=50, inference_steps=10)
+def test_ddim_timesteps_descend_and_ddpm_uses_all(action_registry):
+    expert = build(action_registry, "diffusion", DIMS, num_train_timesteps=50, inference_steps=10)
     ks = expert.timesteps("ddim", 10)
     assert ks[0] == 49 and ks[-1] == 0 and len(ks) == 10 and ks == sorted(ks, reverse=True)
     assert expert.timesteps("ddpm", 10) == list(range(49, -1, -1))
@@ -191,14 +179,14 @@ def hot_token_batch(b: int, n_tokens: int = 8, seed: int = 0):
     return cond, torch.ones(b, n_tokens + 1, dtype=torch.bool), batch
 
 
-def test_image_readout_localizes_where_attention_alone_does_not(registry):
-    dims = {"cond": 8, "action": 1, "proprio": 0, "horizon": 2, "proprio_steps": 1, "image_span": (0, 8)}
+def test_image_readout_localizes_where_attention_alone_does_not(action_registry):
+    dims = {"cond": 8, "action": 1, "proprio": 0, "window": 2, "proprio_steps": 1, "image_span": (0, 8)}
     cond, mask, batch = hot_token_batch(256)
     test_cond, test_mask, test_batch = hot_token_batch(128, seed=1)
     errors = {}
     for readout in (0, 2):
         torch.manual_seed(0)
-        expert = build(registry, "l1_regression", dims, image_readout=readout)
+        expert = build(action_registry, "l1_regression", dims, image_readout=readout)
         opt = torch.optim.AdamW(expert.parameters(), lr=3e-3)
         for step in range(150):
             i = torch.arange(step * 32, step * 32 + 32) % 256
@@ -213,21 +201,21 @@ def test_image_readout_localizes_where_attention_alone_does_not(registry):
     assert errors[0] > 0.35 and errors[2] < 0.15, errors
 
 
-def test_image_readout_uses_token_order_and_needs_a_span(registry):
-    dims = {"cond": 8, "action": 3, "proprio": 4, "horizon": 6, "proprio_steps": 2}
+def test_image_readout_uses_token_order_and_needs_a_span(action_registry):
+    dims = {"cond": 8, "action": 3, "proprio": 4, "window": 6, "proprio_steps": 2}
     with pytest.raises(ConfigError, match="image_readout needs the image tokens' positions"):
-        build(registry, "l1_regression", dims, image_readout=4)
+        build(action_registry, "l1_regression", dims, image_readout=4)
     with pytest.raises(ConfigError, match="image_readout must be >= 0"):
-        build(registry, "l1_regression", {**dims, "image_span": (0, 2)}, image_readout=-1)
+        build(action_registry, "l1_regression", {**dims, "image_span": (0, 2)}, image_readout=-1)
     cond, mask, batch = toy_batch(4)
     mask[:] = True
     swapped = cond[:, [1, 0, 2]]
-    plain = build(registry, "l1_regression", dims).eval()
+    plain = build(action_registry, "l1_regression", dims).eval()
     with torch.no_grad():
         plain.net.out.weight.normal_()
     # without the read-out the expert cannot tell the order of its conditioning tokens ...
     torch.testing.assert_close(plain.sample(cond, mask, batch), plain.sample(swapped, mask, batch))
-    expert = build(registry, "l1_regression", {**dims, "image_span": (0, 2)}, image_readout=4).eval()
+    expert = build(action_registry, "l1_regression", {**dims, "image_span": (0, 2)}, image_readout=4).eval()
     with torch.no_grad():
         expert.net.out.weight.normal_()
         expert.net.readout_out.weight.normal_()
@@ -241,4 +229,4 @@ def test_image_readout_uses_token_order_and_needs_a_span(registry):
     expert.eval()
     torch.testing.assert_close(train_out, expert.sample(cond[:1], mask[:1], {**one, "actions": None}))
     with pytest.raises(ValueError, match="image tokens at positions 0..4"):
-        build(registry, "l1_regression", {**dims, "image_span": (0, 5)}, image_readout=4).sample(cond, mask, batch)
+        build(action_registry, "l1_regression", {**dims, "image_span": (0, 5)}, image_readout=4).sample(cond, mask, batch)

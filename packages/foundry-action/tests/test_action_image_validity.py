@@ -8,38 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from foundry_action.testing import assert_invalid_frames_ignored
-from foundry_action.tiny_backbone import register_tiny_backbone
-from foundry_core.registry import BuildContext, collect
-
-
-@pytest.fixture
-def registry(foundry_pm):
-    import foundry_action.plugin
-
-    foundry_pm.register(foundry_action.plugin, name="foundry-action")
-    register_tiny_backbone(foundry_pm)
-    return collect(foundry_pm)
+from foundry_action.testing import assert_invalid_frames_ignored, tiny_vla_node
+from foundry_core.registry import BuildContext
 
 
 @pytest.mark.parametrize("expert", ["flow_matching", "diffusion", "l1_regression"])
 @pytest.mark.parametrize("readout", [0, 4])
-def test_invalid_frames_cannot_change_the_output(registry, tiny_episodes, expert, readout):
+def test_invalid_frames_cannot_change_the_output(action_registry, tiny_episodes, expert, readout):
     torch.manual_seed(0)
-    node = {
-        "name": "vla",
-        "backbone": {"name": "tiny_test", "width": 16},
-        "expert": {"name": expert, "preset": "debug", "image_readout": readout},
-        "data": {
-            "name": "zarr_episodes",
-            "path": str(tiny_episodes),
-            "past": 1,
-            "future": 3,
-            "image_offsets": [-1, 0],
-        },
-    }
-    model = registry.build("model", node, BuildContext(registry))
-    source = registry.build("data_source", node["data"], BuildContext(registry))
+    node = tiny_vla_node(tiny_episodes, {"name": expert, "preset": "debug", "image_readout": readout})
+    model = action_registry.build("model", node, BuildContext(action_registry))
+    source = action_registry.build("data_source", node["data"], BuildContext(action_registry))
     batch = source.make_batch(
         torch.arange(6).numpy(), torch.Generator().manual_seed(0)
     )  # anchors 0..5 of episode 0
@@ -52,25 +31,14 @@ def test_invalid_frames_cannot_change_the_output(registry, tiny_episodes, expert
     assert not tokens[0, : 2 * per_image].any()
 
 
-def test_policy_marks_history_before_the_start_invalid(registry, tiny_episodes, tmp_path):
+def test_policy_marks_history_before_the_start_invalid(action_registry, tiny_episodes, tmp_path):
     from foundry_action.policy import Policy
     from foundry_core.export import export_model
 
     torch.manual_seed(0)
-    node = {
-        "name": "vla",
-        "backbone": {"name": "tiny_test", "width": 16},
-        "expert": {"name": "l1_regression", "preset": "debug"},
-        "data": {
-            "name": "zarr_episodes",
-            "path": str(tiny_episodes),
-            "past": 1,
-            "future": 3,
-            "image_offsets": [-1, 0],
-        },
-    }
-    model = registry.build("model", node, BuildContext(registry))
-    policy = Policy.from_pretrained(export_model(model, node, tmp_path / "export"), registry=registry)
+    node = tiny_vla_node(tiny_episodes, "l1_regression")
+    model = action_registry.build("model", node, BuildContext(action_registry))
+    policy = Policy.from_pretrained(export_model(model, node, tmp_path / "export"), registry=action_registry)
     from foundry_action.store import open_store
 
     ep = open_store(tiny_episodes).episode(0)

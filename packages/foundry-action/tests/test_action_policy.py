@@ -9,25 +9,9 @@ import torch
 from foundry_action.executor import ChunkExecutor
 from foundry_action.policy import ObservationError, Policy
 from foundry_action.rotations import matrix_to_rot6d, relative_to_absolute, rot6d_to_matrix
-from foundry_action.tiny_backbone import register_tiny_backbone
-from foundry_core.registry import BuildContext, collect
+from foundry_core.registry import BuildContext
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture
-def registry(foundry_pm):
-    import foundry_action.plugin
-
-    foundry_pm.register(foundry_action.plugin, name="foundry-action")
-    register_tiny_backbone(foundry_pm)
-    return collect(foundry_pm)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
 def node(store, expert="flow_matching"):
@@ -40,12 +24,12 @@ def node(store, expert="flow_matching"):
 
 
 @pytest.fixture
-def exported(registry, tiny_episodes, tmp_path):
+def exported(action_registry, tiny_episodes, tmp_path):
     from foundry_core.export import export_model
 
     torch.manual_seed(0)
     n = node(tiny_episodes)
-    model = registry.build("model", n, BuildContext(registry))
+    model = action_registry.build("model", n, BuildContext(action_registry))
     return export_model(model, n, tmp_path / "export"), model
 
 
@@ -61,12 +45,12 @@ def observation(store, episode: int, step: int) -> dict:
     }, ep
 
 
-def test_round_trip_export_load_act(registry, exported, tiny_episodes):
+def test_round_trip_export_load_act(action_registry, exported, tiny_episodes):
     out, model = exported
-    policy = Policy.from_pretrained(out, registry=registry)
+    policy = Policy.from_pretrained(out, registry=action_registry)
     meta = policy.metadata()
     assert meta["cameras"] == ["scene", "wrist"] and meta["action_dim"] == 10 and meta["proprio_dim"] == 10
-    assert meta["horizon"] == 4 and meta["is_language_conditioned"] is True and meta["checkpoint"] == str(out)
+    assert meta["chunk_size"] == 4 and meta["is_language_conditioned"] is True and meta["checkpoint"] == str(out)
     obs, _ = observation(tiny_episodes, 0, 0)
     policy.reset(seed=3)
     chunk = policy.act(obs)
@@ -82,11 +66,11 @@ def test_round_trip_export_load_act(registry, exported, tiny_episodes):
     np.testing.assert_allclose(policy.plan(), policy.stats.unnormalize("action", norm[2:]), rtol=1e-5, atol=1e-5)
 
 
-def test_policy_batch_matches_training_batch(registry, exported, tiny_episodes):
+def test_policy_batch_matches_training_batch(action_registry, exported, tiny_episodes):
     """Same window through the data source and through the policy's history: identical model inputs."""
     out, _ = exported
-    policy = Policy.from_pretrained(out, registry=registry)
-    source = registry.build("data_source", node(tiny_episodes)["data"], BuildContext(registry))
+    policy = Policy.from_pretrained(out, registry=action_registry)
+    source = action_registry.build("data_source", node(tiny_episodes)["data"], BuildContext(action_registry))
     anchor = 5
     ref = source.make_batch(np.array([anchor]), torch.Generator().manual_seed(0))
     assert int(ref["episode"][0]) == 0 and int(ref["anchor"][0]) == anchor
@@ -104,10 +88,10 @@ def test_policy_batch_matches_training_batch(registry, exported, tiny_episodes):
     assert got["instruction"] == ref["instruction"]
 
 
-def test_first_step_is_edge_padded_like_training(registry, exported, tiny_episodes):
+def test_first_step_is_edge_padded_like_training(action_registry, exported, tiny_episodes):
     out, _ = exported
-    policy = Policy.from_pretrained(out, registry=registry)
-    source = registry.build("data_source", node(tiny_episodes)["data"], BuildContext(registry))
+    policy = Policy.from_pretrained(out, registry=action_registry)
+    source = action_registry.build("data_source", node(tiny_episodes)["data"], BuildContext(action_registry))
     ref = source.make_batch(np.array([0]), torch.Generator().manual_seed(0))
     policy.observe(observation(tiny_episodes, 0, 0)[0])
     got = policy.batch()
@@ -116,9 +100,9 @@ def test_first_step_is_edge_padded_like_training(registry, exported, tiny_episod
     assert not got["past_mask"].any() and not ref["past_mask"].any()
 
 
-def test_observation_validation_names_the_key(registry, exported, tiny_episodes):
+def test_observation_validation_names_the_key(action_registry, exported, tiny_episodes):
     out, _ = exported
-    policy = Policy.from_pretrained(out, registry=registry)
+    policy = Policy.from_pretrained(out, registry=action_registry)
     good, _ = observation(tiny_episodes, 0, 0)
 
     def bad(match, **changes):
@@ -136,7 +120,7 @@ def test_observation_validation_names_the_key(registry, exported, tiny_episodes)
         policy.act({"proprio": good["proprio"]})
     # extra cameras are fine; resize_images=True accepts another size
     policy.act({**good, "images": {**good["images"], "extra": np.zeros((4, 4, 3), np.uint8)}})
-    resizing = Policy.from_pretrained(out, registry=registry, resize_images=True)
+    resizing = Policy.from_pretrained(out, registry=action_registry, resize_images=True)
     assert resizing.act({**good, "images": {k: np.zeros((64, 64, 3), np.uint8) for k in ("scene", "wrist")}}).shape == (4, 10)
 
 
@@ -147,7 +131,7 @@ class CountingPolicy(Policy):
         return np.repeat((100.0 * self._step + np.arange(self.future + 1))[:, None], self.action_dim, 1).astype(np.float32)
 
 
-def test_receding_horizon_and_temporal_ensembling(registry, exported, tiny_episodes):
+def test_receding_horizon_and_temporal_ensembling(action_registry, exported, tiny_episodes):
     out, model = exported
     obs, _ = observation(tiny_episodes, 0, 0)
     ex = ChunkExecutor(CountingPolicy(model, checkpoint=str(out)), execute_steps=2)
@@ -166,9 +150,9 @@ def test_receding_horizon_and_temporal_ensembling(registry, exported, tiny_episo
         ChunkExecutor(CountingPolicy(model), execute_steps=5)
 
 
-def test_executor_runs_a_real_policy(registry, exported, tiny_episodes):
+def test_executor_runs_a_real_policy(action_registry, exported, tiny_episodes):
     out, _ = exported
-    ex = ChunkExecutor(Policy.from_pretrained(out, registry=registry), execute_steps=3)
+    ex = ChunkExecutor(Policy.from_pretrained(out, registry=action_registry), execute_steps=3)
     ex.reset(seed=0)
     for t in range(4):
         a = ex.step(observation(tiny_episodes, 1, t)[0])
@@ -195,13 +179,13 @@ def test_rotations_round_trip_and_relative_composition():
     assert out[0, 9] == pytest.approx(0.02)
 
 
-def test_vision_only_policy_needs_no_instruction(registry, tiny_episodes, tmp_path):
+def test_vision_only_policy_needs_no_instruction(action_registry, tiny_episodes, tmp_path):
     from foundry_core.export import export_model
 
     n = {**node(tiny_episodes), "expert": {"name": "l1_regression", "preset": "debug"}, "use_instruction": False}
-    model = registry.build("model", n, BuildContext(registry))
+    model = action_registry.build("model", n, BuildContext(action_registry))
     assert model.prompts({"images": torch.zeros(3, 1), "instruction": ["a", "b", "c"]}) == ["", "", ""]
-    policy = Policy.from_pretrained(export_model(model, n, tmp_path / "export"), registry=registry)
+    policy = Policy.from_pretrained(export_model(model, n, tmp_path / "export"), registry=action_registry)
     assert policy.metadata()["is_language_conditioned"] is False
     obs, _ = observation(tiny_episodes, 0, 0)
     del obs["instruction"]
@@ -209,7 +193,7 @@ def test_vision_only_policy_needs_no_instruction(registry, tiny_episodes, tmp_pa
 
 
 @pytest.mark.parametrize("expert", ["flow_matching", "diffusion"])
-def test_plan_batch_gives_each_episode_its_own_chunk(registry, tiny_episodes, tmp_path, expert):
+def test_plan_batch_gives_each_episode_its_own_chunk(action_registry, tiny_episodes, tmp_path, expert):
     from foundry_action.policy import plan_batch
     from foundry_core.export import export_model
 
@@ -217,8 +201,8 @@ def test_plan_batch_gives_each_episode_its_own_chunk(registry, tiny_episodes, tm
     n = node(tiny_episodes, expert)
     if expert == "diffusion":
         n["expert"]["eta"] = 1.0  # noise at every denoising step too
-    out = export_model(registry.build("model", n, BuildContext(registry)), n, tmp_path / "export")
-    base = Policy.from_pretrained(out, registry=registry)
+    out = export_model(action_registry.build("model", n, BuildContext(action_registry)), n, tmp_path / "export")
+    base = Policy.from_pretrained(out, registry=action_registry)
     episodes = [base.clone() for _ in range(3)]
     assert all(p.model is base.model for p in episodes)
     observations = [observation(tiny_episodes, e, 3)[0] for e in range(3)]

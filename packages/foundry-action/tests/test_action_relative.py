@@ -11,10 +11,9 @@ from foundry_action.policy import Policy
 from foundry_action.rotations import absolute_to_relative, matrix_to_rot6d, relative_to_absolute
 from foundry_action.store import EpisodeWriter
 from foundry_action.testing import TINY_SEMANTICS, make_tiny_store
-from foundry_action.tiny_backbone import register_tiny_backbone
 from foundry_core.config import parse_dataclass
 from foundry_core.errors import ConfigError, DataError
-from foundry_core.registry import BuildContext, collect
+from foundry_core.registry import BuildContext
 
 
 def _rz(yaw: np.ndarray) -> np.ndarray:
@@ -98,16 +97,7 @@ def test_relative_actions_need_pose_fields(tmp_path):
         ZarrEpisodes(parse_dataclass(ZarrEpisodes.Config, {"path": str(store), "relative_actions": True}))
 
 
-@pytest.fixture
-def registry(foundry_pm):
-    import foundry_action.plugin
-
-    foundry_pm.register(foundry_action.plugin, name="foundry-action")
-    register_tiny_backbone(foundry_pm)
-    return collect(foundry_pm)
-
-
-def test_policy_with_relative_actions_matches_training_and_composes_back(registry, tmp_path):
+def test_policy_with_relative_actions_matches_training_and_composes_back(action_registry, tmp_path):
     from foundry_action.store import open_store
     from foundry_core.export import export_model
 
@@ -117,10 +107,10 @@ def test_policy_with_relative_actions_matches_training_and_composes_back(registr
             "expert": {"name": "l1_regression", "preset": "debug"},
             "data": {"name": "zarr_episodes", "path": str(store), "past": 2, "future": 3, "relative_actions": True}}
     torch.manual_seed(0)
-    model = registry.build("model", node, BuildContext(registry))
-    policy = Policy.from_pretrained(export_model(model, node, tmp_path / "export"), registry=registry)
+    model = action_registry.build("model", node, BuildContext(action_registry))
+    policy = Policy.from_pretrained(export_model(model, node, tmp_path / "export"), registry=action_registry)
     assert policy.metadata()["relative_actions"] is True
-    source = registry.build("data_source", node["data"], BuildContext(registry))
+    source = action_registry.build("data_source", node["data"], BuildContext(action_registry))
     ep = open_store(store).episode(1)
     anchor = 6
     ref = source.make_batch(np.array([18 + anchor]), torch.Generator().manual_seed(0))  # episode 1 starts at 18

@@ -6,20 +6,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from foundry_action.executor import ChunkExecutor
 from foundry_action.policy import Policy
 from foundry_action.tiny_backbone import register_tiny_backbone
 from foundry_core.registry import collect
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
 def test_train_export_and_serve(foundry_pm, tiny_episodes, tmp_path):

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from foundry_action.testing import synthetic_episode, write_synthetic_wds
-from foundry_action.tiny_backbone import register_tiny_backbone
 from foundry_action.wds_source import WdsRobotShards
 from foundry_core.errors import DataError
-from foundry_core.registry import BuildContext, collect
+from foundry_core.registry import BuildContext
 
 LBM_ACTIONS = [
     "robot__action__poses__right::panda__xyz",
@@ -24,15 +23,6 @@ LBM_PROPRIO = [
     "robot__actual__poses__right::panda__rot_6d",
     "robot__actual__grippers__right::panda_hand",
 ]
-
-
-@pytest.fixture
-def registry(foundry_pm):
-    import foundry_action.plugin
-
-    foundry_pm.register(foundry_action.plugin, name="foundry-action")
-    register_tiny_backbone(foundry_pm)
-    return collect(foundry_pm)
 
 
 def _jpeg(frame):
@@ -100,7 +90,7 @@ def test_synthetic_shards_batches_values_masks_and_crop(tmp_path):
     assert len(ids) == 1 and len(val) in (5, 6)  # whole episodes are held out, never single windows
 
 
-def test_shared_lbm_shard_trains_a_vla_unconverted(shared_data, registry):
+def test_shared_lbm_shard_trains_a_vla_unconverted(shared_data, action_registry):
     src = shared_data / "vla_foundry" / "small_lbm_dataset"
     data = {
         "name": "wds_robot_shards",
@@ -114,7 +104,7 @@ def test_shared_lbm_shard_trains_a_vla_unconverted(shared_data, registry):
         "proprio_field": LBM_PROPRIO,
         "instruction": "random",
     }
-    source = registry.build("data_source", data, BuildContext(registry))
+    source = action_registry.build("data_source", data, BuildContext(action_registry))
     assert len(source) == 5
     batch = next(source.batches(5, rank=0, world_size=1, seed=0))
     assert batch["images"].shape == (5, 4, 3, 32, 32) and batch["image_mask"].all()
@@ -126,7 +116,7 @@ def test_shared_lbm_shard_trains_a_vla_unconverted(shared_data, registry):
         "expert": {"name": "flow_matching", "preset": "debug"},
         "data": data,
     }
-    model = registry.build("model", node, BuildContext(registry))
+    model = action_registry.build("model", node, BuildContext(action_registry))
     assert model.spec["cameras"] == ["scene_right_0", "wrist_left_plus"] and model.spec["action_dim"] == 10
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for _ in range(2):

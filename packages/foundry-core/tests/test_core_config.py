@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 
@@ -116,3 +116,17 @@ def test_yaml_exponent_string_is_accepted_as_float():
 def test_parse_dataclass_errors_name_the_key(data, message):
     with pytest.raises(ConfigError, match=message):
         parse_dataclass(Outer, data, where="cfg")
+
+
+@dataclass
+class Renamed:
+    window: int = 1
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"horizon": "window"}
+
+
+def test_renamed_key_fails_naming_the_new_key_and_upgrades_only_when_asked():
+    with pytest.raises(ConfigError, match=r"cfg\.horizon: this key is now called 'window'; rename it"):
+        parse_dataclass(Renamed, {"horizon": 4}, where="cfg")
+    assert parse_dataclass(Renamed, {"horizon": 4}, upgrade=True).window == 4
+    with pytest.raises(ConfigError, match=r"horizon: given together with its new name 'window'"):
+        parse_dataclass(Renamed, {"horizon": 4, "window": 4}, upgrade=True)

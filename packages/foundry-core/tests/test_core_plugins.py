@@ -94,12 +94,10 @@ def _cli_with(monkeypatch, tmp_path, modules):
 def _run_config(tmp_path):
     import yaml
 
-    cfg = {
-        "run": {"name": "p", "out_dir": str(tmp_path / "run")},
-        "model": {"name": "toy_regression", "width": 8},
-        "data": {"mix": [{"source": {"name": "synthetic_regression", "num_samples": 16}}]},
-        "train": {"budget": {"steps": 1}, "batch": {"global": 4, "per_device": 4}, "progress": False},
-    }
+    from foundry_core.testing import TOY_SOURCE, run_config
+
+    cfg = run_config(tmp_path / "run", model={"name": "toy_regression", "width": 8},
+                     source={**TOY_SOURCE, "num_samples": 16}, steps=1, batch=4)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

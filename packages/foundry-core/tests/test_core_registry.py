@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from foundry_core.config import component, parse_dataclass
+from foundry_core.config import Node, component, parse_dataclass, to_dict
 from foundry_core.errors import ComponentError, ConfigError
 from foundry_core.hookspecs import hookimpl
 from foundry_core.registry import BuildContext, ComponentSpec, Registry, collect
@@ -33,7 +33,7 @@ class TinyEncoder:
 class Composite:
     @dataclass(kw_only=True)
     class Config:
-        encoder: dict = component("encoder")
+        encoder: Node = component("encoder")
         scale: float = 1.0
 
     def __init__(self, cfg: Config) -> None:
@@ -91,12 +91,12 @@ def test_unknown_key_in_component_node(foundry_pm):
 def test_nested_component_validated_through_slot_kind(foundry_pm):
     foundry_pm.register(TinyPlugin(), name="tiny-test")
     registry = collect(foundry_pm)
-    cfg = registry.parse_config("model", {"name": "composite", "encoder": {"name": "tiny", "dim": 4}})
-    assert cfg.encoder == {"name": "tiny", "dim": 4}
+    node = registry.node("model", {"name": "composite", "encoder": {"name": "tiny", "dim": 4}})
+    assert node.config.encoder == Node("encoder", "tiny", TinyEncoder.Config(dim=4))
     with pytest.raises(ConfigError, match=r"model\.encoder\.depht"):
-        registry.parse_config("model", {"name": "composite", "encoder": {"name": "tiny", "depht": 4}}, where="model")
+        registry.node("model", {"name": "composite", "encoder": {"name": "tiny", "depht": 4}}, where="model")
     with pytest.raises(ComponentError, match=r"model\.encoder: no encoder named 'vit'"):
-        registry.parse_config("model", {"name": "composite", "encoder": {"name": "vit"}}, where="model")
+        registry.node("model", {"name": "composite", "encoder": {"name": "vit"}}, where="model")
 
 
 def test_lazy_target_is_imported_on_first_use(monkeypatch):
@@ -120,6 +120,40 @@ def test_core_builtins_are_registered_through_hooks(foundry_registry):
     assert foundry_registry.get("optimizer", "adamw").provider == "foundry-core"
 
 
-def test_component_field_in_parse_dataclass_without_registry():
-    cfg = parse_dataclass(Composite.Config, {"encoder": "tiny"})
-    assert cfg.encoder == {"name": "tiny"}
+def test_component_field_needs_a_resolver():
+    with pytest.raises(TypeError, match=r"encoder: parsing a encoder node needs a resolver"):
+        parse_dataclass(Composite.Config, {"encoder": "tiny"})
+
+
+def test_node_is_typed_once_and_built_without_a_second_parse(foundry_pm, monkeypatch):
+    """The resolver is asked once per node at parse time; build() then only loads the class."""
+    foundry_pm.register(TinyPlugin(), name="tiny-test")
+    registry = collect(foundry_pm)
+    asked: list[tuple[str, str]] = []
+
+    def resolve(kind: str, name: str):
+        asked.append((kind, name))
+        return registry.config_class(kind, name)
+
+    cfg = parse_dataclass(Composite.Config, {"encoder": "tiny", "scale": 2}, resolve=resolve)
+    assert asked == [("encoder", "tiny")] and cfg.encoder.config.dim == 8
+    monkeypatch.setattr(registry, "config_class", lambda *a: pytest.fail("build parsed the node again"))
+    enc = registry.build("encoder", cfg.encoder, BuildContext(registry, device="meta"))
+    assert enc.cfg is cfg.encoder.config
+    assert to_dict(cfg) == {"encoder": {"name": "tiny", "dim": 8, "depth": 1}, "scale": 2.0}
+
+
+def test_node_of_another_kind_is_refused(foundry_pm):
+    foundry_pm.register(TinyPlugin(), name="tiny-test")
+    registry = collect(foundry_pm)
+    with pytest.raises(ConfigError, match=r"slot: expected a model node, got a encoder node \('tiny'\)"):
+        registry.build("model", registry.node("encoder", "tiny"), where="slot")
+
+
+def test_config_imports_neither_the_registry_nor_the_plugins():
+    """config <-> registry is one-way: parsing takes a resolver, so config.py imports no registry."""
+    from foundry_core.testing import modules_imported_by
+
+    modules, _ = modules_imported_by("import foundry_core.config, foundry_core.run_config")
+    assert "foundry_core.config" in modules
+    assert not modules & {"foundry_core.registry", "foundry_core.plugins", "foundry_core.first_party", "pluggy", "torch"}

@@ -10,6 +10,7 @@ import torch
 
 from foundry_core.cli.main import build_cli
 from foundry_core.config import resolve_config
+from foundry_core.testing import run_config
 
 ROOT = Path(__file__).resolve().parents[3]
 RECIPE = ROOT / "recipes" / "llm_debug.yaml"
@@ -67,15 +68,12 @@ def test_trains_on_the_shared_vf_text_shards(tmp_path, shared_data):
 
     root = shared_data / "vla_foundry/tiny_dataset/text"
     source = {"name": "wds_text", "seq_len": 64, "eos_token_id": 0, "vocab_size": 50304}
-    cfg = {
-        "run": {"name": "vf_text", "out_dir": str(tmp_path / "run"), "device": "cpu"},
-        "model": {"name": "transformer", "preset": "debug", "n_layers": 2, "vocab_size": 50304},
-        "data": {"mix": [{"source": {**source, "manifest": str(root / "text_dataset_1")}, "label": "vf1"},
-                         {"source": {**source, "manifest": str(root / "text_dataset_2")}, "label": "vf2"}]},
-        "train": {"budget": {"steps": 12}, "batch": {"global": 4, "per_device": 4}, "log_every": 1,
-                  "optim": {"name": "adamw", "lr": 1e-2}, "schedule": {"name": "constant", "warmup": 0.0},
-                  "progress": False},
-    }
+    cfg = run_config(
+        tmp_path / "run", model={"name": "transformer", "preset": "debug", "n_layers": 2, "vocab_size": 50304},
+        mix=[{"source": {**source, "manifest": str(root / "text_dataset_1")}, "label": "vf1"},
+             {"source": {**source, "manifest": str(root / "text_dataset_2")}, "label": "vf2"}],
+        steps=12, batch=4, run={"name": "vf_text", "device": "cpu"},
+    )
     run_dir = train_from_config(cfg)
     losses = _losses(run_dir)
     # measured: ln(50304) ≈ 10.8 at step 1 -> 8.1-8.9 over steps 10-12 (deterministic from the seed)
@@ -96,14 +94,12 @@ def test_tiny_hf_model_trains_and_round_trips(tmp_path):
                                  num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                                  max_position_embeddings=256)).save_pretrained(tmp_path / "hf")
     byte_tokenizer().save_pretrained(tmp_path / "hf")
-    cfg = {
-        "run": {"name": "hf", "out_dir": str(tmp_path / "run"), "device": "cpu"},
-        "model": {"name": "hf_causal_lm", "path": str(tmp_path / "hf")},
-        "data": {"mix": [{"source": {"name": "wds_text_untokenized", "corpus": "pydoc_topics", "tokenizer": "byte",
-                                     "seq_len": 64}}]},
-        "train": {"budget": {"steps": 20}, "batch": {"global": 8, "per_device": 8}, "log_every": 1,
-                  "optim": {"name": "adamw", "lr": 3e-3}, "progress": False},
-    }
+    cfg = run_config(
+        tmp_path / "run", model={"name": "hf_causal_lm", "path": str(tmp_path / "hf")},
+        source={"name": "wds_text_untokenized", "corpus": "pydoc_topics", "tokenizer": "byte", "seq_len": 64},
+        steps=20, run={"name": "hf", "device": "cpu"},
+        train={"optim": {"name": "adamw", "lr": 3e-3}, "schedule": {"name": "cosine", "warmup": 0.05}},
+    )
     run_dir = train_from_config(cfg)
     losses = _losses(run_dir)
     assert min(losses[-3:]) < losses[0] - 1.0
@@ -135,15 +131,11 @@ def test_resume_through_the_trainer_replays_the_text_stream(tmp_path):
     from foundry_core.train.run import train_from_config
 
     def cfg(steps: int, out: Path) -> dict:
-        return {
-            "run": {"name": "r", "out_dir": str(out), "device": "cpu"},
-            "model": {"name": "transformer", "preset": "debug", "n_layers": 1, "tokenizer": "byte"},
-            "data": {"mix": [{"source": {"name": "wds_text_untokenized", "corpus": "pydoc_topics", "tokenizer": "byte",
-                                         "seq_len": 32}}]},
-            "train": {"budget": {"steps": steps}, "batch": {"global": 4, "per_device": 4}, "log_every": 1,
-                      "optim": {"name": "adamw", "lr": 1e-3}, "schedule": {"name": "constant", "warmup": 0.0},
-                      "progress": False},
-        }
+        return run_config(
+            out, model={"name": "transformer", "preset": "debug", "n_layers": 1, "tokenizer": "byte"},
+            source={"name": "wds_text_untokenized", "corpus": "pydoc_topics", "tokenizer": "byte", "seq_len": 32},
+            steps=steps, batch=4, run={"name": "r", "device": "cpu"}, train={"optim": {"name": "adamw", "lr": 1e-3}},
+        )
 
     straight = _losses(train_from_config(cfg(6, tmp_path / "a")))
     train_from_config(cfg(3, tmp_path / "b"))

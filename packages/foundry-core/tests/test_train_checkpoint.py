@@ -18,36 +18,17 @@ from foundry_core.hookspecs import hookimpl
 from foundry_core.models.toy import ToyMLP
 from foundry_core.registry import collect
 from foundry_core.run_config import RunConfig
+from foundry_core.testing import run_config
 from foundry_core.train import checkpoint as ckpt_mod
 from foundry_core.train.metrics import read_metrics
 from foundry_core.train.run import train_from_config
 from foundry_core.train.trainer import Trainer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
 def make_config(out: Path, steps: int = 6, **train) -> dict:
-    cfg = {
-        "run": {"name": out.name, "out_dir": str(out), "seed": 2},
-        "model": {"name": "toy_regression", "width": 32},
-        "data": {"mix": [{"source": {"name": "synthetic_regression", "num_samples": 128}}]},
-        "train": {
-            "budget": {"steps": steps},
-            "batch": {"global": 4, "per_device": 4},
-            "optim": {"name": "sgd", "lr": 0.05},
-            "schedule": {"name": "constant"},
-            "log_every": 1,
-            "progress": False,
-        },
-    }
-    cfg["train"].update(train)
-    return cfg
+    return run_config(out, steps=steps, batch=4, run={"seed": 2}, train={"optim": {"name": "sgd", "lr": 0.05}, **train})
 
 
 class Crash(BaseException):
@@ -148,7 +129,7 @@ def test_export_load_pretrained_round_trip(tmp_path, foundry_pm, ema):
     if ema:
         cfg["train"]["ema"] = {"decay": 0.5}
     trainer = Trainer(
-        parse_dataclass(RunConfig, cfg, registry=registry), cfg, registry, tmp_path / "run", pm=foundry_pm
+        parse_dataclass(RunConfig, cfg, resolve=registry.config_class), cfg, registry, tmp_path / "run", pm=foundry_pm
     )
     try:
         trainer.build()

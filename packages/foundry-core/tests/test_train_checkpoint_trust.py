@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from foundry_core.errors import FoundryError
+from foundry_core.testing import TOY_MODEL, TOY_SOURCE, run_config
 from foundry_core.train import checkpoint as ckpt_mod
 from foundry_core.train.checkpoint_integrity import (
     MANIFEST,
@@ -26,32 +27,19 @@ from foundry_core.train.checkpoint_integrity import (
 from foundry_core.train.metrics import read_metrics
 from foundry_core.train.run import train_from_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
 def make_config(out: Path, steps: int = 4, **train) -> dict:
-    cfg = {
-        "run": {"name": out.name, "out_dir": str(out), "seed": 2},
-        "model": {"name": "toy_regression", "width": 16},
-        "data": {"mix": [{"source": {"name": "synthetic_regression", "num_samples": 64}}]},
-        "train": {
-            "budget": {"steps": steps},
-            "batch": {"global": 4, "per_device": 4},
-            "optim": {"name": "adamw", "lr": 0.01},
-            "schedule": {"name": "constant"},
-            "log_every": 1,
-            "progress": False,
-            "checkpoint": {"every_steps": 2, "keep_last": 5},
-        },
-    }
-    cfg["train"].update(train)
-    return cfg
+    return run_config(
+        out,
+        model={**TOY_MODEL, "width": 16},
+        source={**TOY_SOURCE, "num_samples": 64},
+        steps=steps,
+        batch=4,
+        run={"seed": 2},
+        train={"checkpoint": {"every_steps": 2, "keep_last": 5}, **train},
+    )
 
 
 @pytest.fixture(scope="module")

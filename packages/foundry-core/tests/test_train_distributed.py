@@ -10,21 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
+from foundry_core.testing import TOY_SOURCE, run_config
 from foundry_core.train.metrics import read_metrics
 from foundry_core.train.run import train_from_config
 
 WORKER = Path(__file__).with_name("train_dist_worker.py")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spin contention."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
@@ -50,20 +44,15 @@ def two_rank_runs(tmp_path_factory) -> Path:
 
 
 def _one_rank_config(out: Path, steps: int = 8) -> dict:
-    return {
-        "run": {"name": "one", "out_dir": str(out), "seed": 3},
-        "model": {"name": "toy_regression", "width": 32},
-        "data": {"mix": [{"source": {"name": "synthetic_regression", "num_samples": 256}}]},
-        "train": {
-            "budget": {"steps": steps},
-            "batch": {"global": 8, "per_device": 4},
-            "optim": {"name": "adamw", "lr": 1.0e-2},
-            "schedule": {"name": "cosine", "warmup": 2},
-            "log_every": 1,
-            "progress": False,
-            "checkpoint": {"every_steps": 6, "keep_last": 3},
-        },
-    }
+    """The config of train_dist_worker.py's runs on one rank: 1 x 4 per device, accumulation 2."""
+    return run_config(
+        out,
+        source={**TOY_SOURCE, "num_samples": 256},
+        steps=steps,
+        per_device=4,
+        run={"seed": 3},
+        train={"schedule": {"name": "cosine", "warmup": 2}, "checkpoint": {"every_steps": 6, "keep_last": 3}},
+    )
 
 
 def test_ddp_two_ranks_equals_one_rank(two_rank_runs, tmp_path, foundry_pm):

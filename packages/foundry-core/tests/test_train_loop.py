@@ -19,36 +19,16 @@ from foundry_core.hookspecs import hookimpl
 from foundry_core.models.toy import ToyMLP
 from foundry_core.registry import collect
 from foundry_core.run_config import RunConfig
+from foundry_core.testing import run_config
 from foundry_core.train.metrics import read_metrics
 from foundry_core.train.run import train_from_config
 from foundry_core.train.trainer import NonFiniteLossError, Trainer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spin contention."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
 def make_config(out: Path, **train) -> dict:
-    cfg = {
-        "run": {"name": out.name, "out_dir": str(out), "seed": 1},
-        "model": {"name": "toy_regression", "width": 32},
-        "data": {"mix": [{"source": {"name": "synthetic_regression", "num_samples": 128}}]},
-        "train": {
-            "budget": {"steps": 6},
-            "batch": {"global": 8, "per_device": 8},
-            "optim": {"name": "adamw", "lr": 1.0e-2},
-            "schedule": {"name": "cosine", "warmup": 0.2},
-            "log_every": 1,
-            "progress": False,
-        },
-    }
-    cfg["train"].update(train)
-    return cfg
+    return run_config(out, run={"seed": 1}, train={"schedule": {"name": "cosine", "warmup": 0.2}, **train})
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -164,7 +144,7 @@ def test_batch_sizes_must_divide(tmp_path, pm):
 def _trainer(cfg: dict, pm) -> Trainer:
     registry = collect(pm)
     return Trainer(
-        parse_dataclass(RunConfig, cfg, registry=registry), cfg, registry, Path(cfg["run"]["out_dir"]), pm=pm
+        parse_dataclass(RunConfig, cfg, resolve=registry.config_class), cfg, registry, Path(cfg["run"]["out_dir"]), pm=pm
     )
 
 

@@ -17,18 +17,14 @@ from foundry_core.errors import FoundryError, Interrupted
 from foundry_core.export import load_pretrained
 from foundry_core.hookspecs import hookimpl
 from foundry_core.registry import collect
+from foundry_core.testing import TOY_MODEL, TOY_SOURCE, run_config
 from foundry_core.train.metrics import read_metrics
 from foundry_core.train.run import train_from_config
 
 pytest.importorskip("s3fs")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
 class SigtermAt:
@@ -54,19 +50,19 @@ def register_callbacks(register):
 
 
 def make_config(out: Path, remote: str | None) -> dict:
-    return {
-        "run": {"name": out.name, "out_dir": str(out), "seed": 5, "remote_dir": remote},
-        "model": {"name": "toy_regression", "width": 32, "dropout": 0.1},
-        "data": {"mix": [{"source": {"name": "synthetic_regression", "num_samples": 64}}]},
-        "train": {
+    return run_config(
+        out,
+        model={**TOY_MODEL, "dropout": 0.1},
+        source={**TOY_SOURCE, "num_samples": 64},
+        batch=4,
+        per_device=2,
+        run={"seed": 5, "remote_dir": remote},
+        train={
             "budget": {"samples": 36},
-            "batch": {"global": 4, "per_device": 2},
-            "optim": {"name": "adamw", "lr": 1.0e-2},
-            "log_every": 1,
-            "progress": False,
+            "schedule": {"name": "cosine", "warmup": 0.05},
             "checkpoint": {"every_steps": 3, "keep_last": 2},
         },
-    }
+    )
 
 
 def losses(run_dir: Path) -> dict[int, float]:

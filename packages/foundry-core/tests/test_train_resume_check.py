@@ -12,38 +12,27 @@ import types
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from foundry_core.errors import ConfigError, Interrupted
 from foundry_core.hookspecs import hookimpl
+from foundry_core.testing import TOY_MODEL, TOY_SOURCE, run_config
 from foundry_core.train.metrics import read_metrics
 from foundry_core.train.resume_check import check_resume, config_changes, flatten
 from foundry_core.train.run import train_from_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
 def make_config(out: Path, steps: int = 2) -> dict:
-    return {
-        "run": {"name": out.name, "out_dir": str(out), "seed": 2},
-        "model": {"name": "toy_regression", "width": 16, "depth": 2},
-        "data": {"mix": [{"source": {"name": "synthetic_regression", "num_samples": 64}}]},
-        "train": {
-            "budget": {"steps": steps},
-            "batch": {"global": 4, "per_device": 4},
-            "optim": {"name": "adamw", "lr": 0.01},
-            "schedule": {"name": "constant"},
-            "log_every": 1,
-            "progress": False,
-        },
-    }
+    return run_config(
+        out,
+        model={**TOY_MODEL, "width": 16, "depth": 2},
+        source={**TOY_SOURCE, "num_samples": 64},
+        steps=steps,
+        batch=4,
+        run={"seed": 2},
+    )
 
 
 def _steps(run: Path) -> list[int]:

@@ -16,6 +16,7 @@ import torch
 
 from foundry_core.hookspecs import hookimpl
 from foundry_core.plugins import make_plugin_manager
+from foundry_core.testing import run_config
 from foundry_core.train.run import train_from_config
 
 
@@ -93,21 +94,11 @@ plugin = types.SimpleNamespace(
 
 
 def config(out: Path, strategy: str, source: dict, steps: int = 8) -> dict:
-    return {
-        "run": {"name": strategy, "out_dir": str(out), "seed": 3},
-        "model": {"name": "toy_regression", "width": 32},
-        "data": {"mix": [{"source": source}]},
-        "train": {
-            "budget": {"steps": steps},
-            "batch": {"global": 8, "per_device": 2},
-            "optim": {"name": "adamw", "lr": 1.0e-2},
-            "schedule": {"name": "cosine", "warmup": 2},
-            "log_every": 1,
-            "progress": False,
-            "checkpoint": {"every_steps": 6, "keep_last": 3},
-        },
-        "distributed": {"strategy": strategy},
-    }
+    return run_config(
+        out, source=source, steps=steps, per_device=2, run={"name": strategy, "seed": 3},
+        train={"schedule": {"name": "cosine", "warmup": 2}, "checkpoint": {"every_steps": 6, "keep_last": 3}},
+        distributed={"strategy": strategy},
+    )
 
 
 def lm_config(out: Path, strategy: str, steps: int = 4) -> dict:

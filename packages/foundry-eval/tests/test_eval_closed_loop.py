@@ -55,6 +55,6 @@ def test_closed_loop_eval_config_errors(foundry_pm):
     foundry_pm.register(foundry_eval.plugin, name="foundry-eval")
     registry = collect(foundry_pm)
     with pytest.raises(ConfigError, match="every_steps must be >= 1"):
-        registry.parse_config("callback", {"name": "closed_loop_eval", "every_steps": 0, "tasks": ["point_reach"]})
+        registry.node("callback", {"name": "closed_loop_eval", "every_steps": 0, "tasks": ["point_reach"]})
     with pytest.raises(ConfigError, match="tasks: name at least one task"):
-        registry.parse_config("callback", {"name": "closed_loop_eval", "every_steps": 5, "tasks": []})
+        registry.node("callback", {"name": "closed_loop_eval", "every_steps": 5, "tasks": []})

@@ -166,7 +166,7 @@ def test_videos_are_written(tmp_path):
 
 
 def test_receding_horizon_executor():
-    policy = ConstantPolicy(horizon=8)
+    policy = ConstantPolicy(chunk_size=8)
     executor = ChunkExecutor(policy, execute_steps=3)
     executor.reset(seed=1)
     env = PointReach()

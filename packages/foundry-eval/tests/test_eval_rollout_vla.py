@@ -11,31 +11,12 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture
-def vla_factory(foundry_pm, tiny_episodes, tmp_path):
-    import foundry_action.plugin
+def vla_factory(action_registry, tiny_episodes, tmp_path):
     from foundry_action.policy import Policy
-    from foundry_action.tiny_backbone import register_tiny_backbone
-    from foundry_core.export import export_model
-    from foundry_core.registry import BuildContext, collect
+    from foundry_action.testing import export_tiny_vla
 
-    foundry_pm.register(foundry_action.plugin, name="foundry-action")
-    register_tiny_backbone(foundry_pm)
-    registry = collect(foundry_pm)
-    node = {
-        "name": "vla",
-        "backbone": {"name": "tiny_test", "width": 16},
-        "expert": {"name": "flow_matching", "preset": "debug", "inference_steps": 2},
-        "data": {
-            "name": "zarr_episodes",
-            "path": str(tiny_episodes),
-            "past": 1,
-            "future": 3,
-            "image_offsets": [-1, 0],
-        },
-    }
-    torch.manual_seed(0)
-    out = export_model(registry.build("model", node, BuildContext(registry)), node, tmp_path / "export")
-    return functools.partial(Policy.from_pretrained, str(out), registry=registry)
+    out = export_tiny_vla(action_registry, tiny_episodes, tmp_path / "export")
+    return functools.partial(Policy.from_pretrained, str(out), registry=action_registry)
 
 
 def test_exported_vla_in_process_and_served(vla_factory, tmp_path):

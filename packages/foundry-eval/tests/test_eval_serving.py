@@ -182,8 +182,8 @@ def test_codec_actions():
     assert np.linalg.det(R) == pytest.approx(1.0)
     with pytest.raises(PolicyOutputError, match="degenerate"):
         canonical_action(np.zeros(10, np.float32))
-    md = normalize_metadata({"name": "p", "horizon": 8, "is_language_conditioned": True})
-    assert md["runtime_info"] == {"horizon": "8"} and md["is_language_conditioned"] is True
+    md = normalize_metadata({"name": "p", "chunk_size": 8, "is_language_conditioned": True})
+    assert md["runtime_info"] == {"chunk_size": "8"} and md["is_language_conditioned"] is True
 
 
 def test_runner_through_grpc_equals_in_process(served, tmp_path):

@@ -30,12 +30,7 @@ torch = pytest.importorskip("torch")
 ARM = "right::panda"  # a flat 10-D policy's one arm (LBM order: right first)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread, no spin contention
 
 
 @pytest.fixture(scope="module")
@@ -43,32 +38,17 @@ def vla_export(tmp_path_factory):
     """A tiny untrained foundry-action VLA export (cameras scene + wrist at 32 px, 10-D proprio/action)."""
     import foundry_action.plugin
     from foundry_action.policy import Policy
-    from foundry_action.testing import make_tiny_store
+    from foundry_action.testing import export_tiny_vla, make_tiny_store
     from foundry_action.tiny_backbone import register_tiny_backbone
-    from foundry_core.export import export_model
     from foundry_core.plugins import make_plugin_manager
-    from foundry_core.registry import BuildContext, collect
+    from foundry_core.registry import collect
 
     tmp = tmp_path_factory.mktemp("lbm")
-    pm = make_plugin_manager(entry_points_enabled=False)
+    pm = make_plugin_manager(entry_points_enabled=False)  # module scope: the function-scoped foundry_pm cannot serve
     pm.register(foundry_action.plugin, name="foundry-action")
     register_tiny_backbone(pm)
     registry = collect(pm)
-    store = make_tiny_store(tmp / "episodes.zarr", lengths=(12, 12))
-    node = {
-        "name": "vla",
-        "backbone": {"name": "tiny_test", "width": 16},
-        "expert": {"name": "flow_matching", "preset": "debug", "inference_steps": 2},
-        "data": {
-            "name": "zarr_episodes",
-            "path": str(store),
-            "past": 1,
-            "future": 3,
-            "image_offsets": [-1, 0],
-        },
-    }
-    torch.manual_seed(0)
-    out = export_model(registry.build("model", node, BuildContext(registry)), node, tmp / "export")
+    out = export_tiny_vla(registry, make_tiny_store(tmp / "episodes.zarr", lengths=(12, 12)), tmp / "export")
     return out, functools.partial(Policy.from_pretrained, str(out), registry=registry)
 
 

@@ -86,6 +86,33 @@ def test_exact_size_at_most_alpha_on_a_dense_null_grid(n_max, alpha):
         assert S.exact_size(pol, [p])[0] == pytest.approx(S.exact_rejection_probability(pol, p, p), rel=1e-9)
 
 
+def test_an_overshoot_between_control_points_is_fixed_in_the_same_pass(monkeypatch):
+    """n_max 40, α = 0.05/66: the first walk's size exceeds α between control points; the rates where it
+    peaks become control points of the late steps, which are redone, not the whole synthesis."""
+    from foundry_eval.stats import step_lp
+
+    calls, checks = [], []
+    real_lp, real_peaks = step_lp.synthesize_lp, S.size_peaks
+
+    def counting_lp(*a, **k):
+        calls.append(1)
+        return real_lp(*a, **k)
+
+    def counting_peaks(coeffs):
+        peaks = real_peaks(coeffs)
+        checks.append(peaks[0][0])
+        return peaks
+
+    monkeypatch.setattr(S, "synthesize_lp", counting_lp)
+    monkeypatch.setattr(S, "size_peaks", counting_peaks)
+    alpha = 0.05 / 66
+    pol = S.synthesize(S.StepSpec(n_max=40, alpha=alpha))
+    assert len(calls) == 1  # one synthesis pass
+    assert checks[0] > alpha  # the first walk did overshoot (this test exercises the fix)
+    assert S.exact_size(pol, NULL_GRID).max() <= alpha and pol.size_max <= alpha
+    assert len(pol.rejected) > S.N_CONTROL_POINTS and pol.rejected.max() <= alpha  # rates were added
+
+
 def test_composite_null_and_power(pol40):
     # p0 > p1 is inside H0: never more rejection than on the boundary p0 = p1 (monotone boundary)
     for hi_, lo_ in ((0.6, 0.4), (0.3, 0.25), (0.05, 0.0), (1.0, 0.95)):

@@ -14,9 +14,10 @@ import torch
 from foundry_core.errors import ConfigError, DataError
 from foundry_core.export import load_pretrained
 from foundry_core.registry import BuildContext
+from foundry_core.testing import run_config
 from foundry_core.train.run import train_from_config
 from foundry_vision.models.hf_vlm import HFVLM
-from foundry_vision.testing import trainer_config
+from foundry_vision.testing import CPU_RUN, SLOW_LR
 from foundry_vision.tiny_hf import VLM_FAMILIES
 
 
@@ -52,7 +53,8 @@ def test_family_loss_generate_encode(family, tiny_hf_dir, vision_registry):
 def test_family_trains_through_trainer_and_exports(family, tiny_hf_dir, vision_pm, tmp_path):
     node = {"name": "hf_vlm", "path": str(tiny_hf_dir(family)), "freeze": ["vision"]}
     mix = [{"source": {"name": "synthetic_image_caption", "num_samples": 8, "image_size": 56}}]
-    run_dir = train_from_config(trainer_config(tmp_path / "run", node, mix, steps=2), pm=vision_pm)
+    cfg = run_config(tmp_path / "run", model=node, mix=mix, steps=2, batch=2, run=CPU_RUN, train=SLOW_LR)
+    run_dir = train_from_config(cfg, pm=vision_pm)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in r and r["loss"] > 0 for r in rows)
     from foundry_core.registry import collect

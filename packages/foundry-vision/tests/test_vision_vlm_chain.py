@@ -14,9 +14,10 @@ from foundry_core.errors import ConfigError
 from foundry_core.export import load_pretrained
 from foundry_core.plugins import make_plugin_manager
 from foundry_core.registry import BuildContext, collect
+from foundry_core.testing import run_config
 from foundry_core.train.run import train_from_config
 from foundry_vision.data.shapes import render_sample
-from foundry_vision.testing import TINY_LLM, TINY_VIT, trainer_config
+from foundry_vision.testing import CPU_RUN, SLOW_LR, TINY_LLM, TINY_VIT
 
 TEXT = {"name": "wds_text_untokenized", "corpus": "pydoc_topics", "tokenizer": "byte", "seq_len": 32}
 
@@ -28,12 +29,13 @@ def chain(tmp_path_factory):
     pm = make_plugin_manager(entry_points_enabled=False)
     pm.register(foundry_vision.plugin, name="foundry-vision")
     root = tmp_path_factory.mktemp("chain")
-    llm_run = train_from_config(trainer_config(root / "llm", TINY_LLM, [{"source": TEXT}], steps=3), pm=pm)
+    llm_cfg = run_config(root / "llm", model=TINY_LLM, source=TEXT, steps=3, batch=2, run=CPU_RUN, train=SLOW_LR)
+    llm_run = train_from_config(llm_cfg, pm=pm)
     vlm_node = {"name": "vlm", "llm": {"path": str(llm_run / "export")}, "encoder": TINY_VIT}
     mix = [{"source": {"name": "synthetic_image_caption", "num_samples": 16, "image_size": 32}, "weight": 0.5, "label": "caption"},
            {"source": TEXT, "weight": 0.5, "label": "text"}]
-    cfg = trainer_config(root / "vlm", vlm_node, mix, steps=4, batch=4)
-    cfg["train"]["batch"]["per_device"] = 1  # 4 micro-batches per step: both sources inside one optimizer step
+    # 4 micro-batches per step: both sources inside one optimizer step
+    cfg = run_config(root / "vlm", model=vlm_node, mix=mix, steps=4, batch=4, per_device=1, run=CPU_RUN, train=SLOW_LR)
     vlm_run = train_from_config(cfg, pm=pm)
     return {"pm": pm, "registry": collect(pm), "llm": llm_run / "export", "vlm": vlm_run, "root": root}
 

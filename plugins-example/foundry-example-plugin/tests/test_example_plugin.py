@@ -12,7 +12,7 @@ from foundry_core.registry import BuildContext, collect
 def build_expert(foundry_pm, **fields):
     foundry_pm.register(plugin, name="foundry-example-plugin")
     registry = collect(foundry_pm)
-    ctx = BuildContext(registry, dims={"cond": 8, "action": 3, "proprio": 2, "horizon": 4})
+    ctx = BuildContext(registry, dims={"cond": 8, "action": 3, "proprio": 2, "window": 4})
     return registry, registry.build("action_expert", {"name": "mlp_chunk", **fields}, ctx)
 
 
@@ -54,4 +54,4 @@ def test_command(foundry_pm, cli_runner):
     foundry_pm.register(plugin, name="foundry-example-plugin")
     result = cli_runner.invoke(build_cli(lambda: foundry_pm), ["example", "describe-expert", "--hidden", "16"])
     assert result.exit_code == 0, result.output
-    assert "parameters, action chunk shape (16, 10)" in result.output
+    assert "parameters, action window shape (16, 10)" in result.output

@@ -22,7 +22,7 @@ class ChunkExecutor:
 
     The one executor of the project: the policy runtime and the policy server both use it. A
     :class:`Policy` (``observe``/``plan``/``record_action``) observes every step and gets the executed
-    actions pinned as context; any other ``interfaces.Policy`` is asked ``act(obs) -> chunk [H, A]``
+    actions pinned as context; any other ``interfaces.Policy`` is asked ``act(obs) -> chunk [chunk_size, A]``
     when a new chunk is needed. ``check_chunk`` (the server's output validation) sees every new chunk.
     """
 
@@ -38,13 +38,13 @@ class ChunkExecutor:
         planner: Callable[[Any], np.ndarray] | None = None,
     ) -> None:
         self.observes = all(hasattr(policy, n) for n in ("observe", "plan", "record_action", "future"))
-        horizon = policy.future + 1 if self.observes else None
-        if execute_steps is None and horizon is None:
-            raise ValueError("execute_steps is required for a policy without a known chunk length")
-        self.execute_steps = int(horizon if execute_steps is None else execute_steps)
-        if self.execute_steps < 1 or (horizon is not None and self.execute_steps > horizon):
+        chunk_size = policy.future + 1 if self.observes else None
+        if execute_steps is None and chunk_size is None:
+            raise ValueError("execute_steps is required for a policy without a known chunk size")
+        self.execute_steps = int(chunk_size if execute_steps is None else execute_steps)
+        if self.execute_steps < 1 or (chunk_size is not None and self.execute_steps > chunk_size):
             raise ValueError(
-                f"execute_steps must be in [1, {horizon or 'chunk length'}] (the chunk length), got {execute_steps}"
+                f"execute_steps must be in [1, {chunk_size or 'chunk_size'}] (the chunk size), got {execute_steps}"
             )
         if ensemble not in ("none", "temporal"):
             raise ValueError(f"ensemble must be 'none' or 'temporal', got {ensemble!r}")

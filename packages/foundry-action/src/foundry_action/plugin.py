@@ -9,7 +9,7 @@ from foundry_core.hookspecs import Register, hookimpl  # noqa: F401
 def register_action_experts(register: Register) -> None:
     register("flow_matching", "foundry_action.experts.flow_matching:FlowMatchingExpert", description="flow matching (velocity target, K Euler steps)")
     register("diffusion", "foundry_action.experts.diffusion:DiffusionExpert", description="DDPM training, DDIM/DDPM sampling")
-    register("l1_regression", "foundry_action.experts.l1_regression:L1RegressionExpert", description="direct action-chunk regression (L1)")
+    register("l1_regression", "foundry_action.experts.l1_regression:L1RegressionExpert", description="direct action-window regression (L1)")
 
 
 @hookimpl

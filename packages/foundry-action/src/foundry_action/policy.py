@@ -125,7 +125,7 @@ class Policy:
             "semantics": dict(self.spec.get("semantics", {})),
             "past": self.past,
             "future": self.future,
-            "horizon": self.future + 1,
+            "chunk_size": self.future + 1,
             "fps": float(self.spec["fps"]),
             "expert": self.spec.get("expert"),
             "is_language_conditioned": self.language,
@@ -206,7 +206,7 @@ class Policy:
 
     # ------------------------------------------------------------------ inference
     def _normalize(self, x: np.ndarray, kind: str) -> np.ndarray:
-        """Normalize proprio [..., P] or a whole action window [horizon, A] (per position if trained so)."""
+        """Normalize proprio [..., P] or a whole action window [window, A] (per position if trained so)."""
         window = kind == "action" and self.per_timestep
         out, col = [], 0
         for name in self.spec[f"{kind}_fields"]:
@@ -217,7 +217,7 @@ class Policy:
         return np.concatenate(out, axis=-1).astype(np.float32)
 
     def _unnormalize(self, x: np.ndarray) -> np.ndarray:
-        """Inverse of ``_normalize`` for an action window [horizon, A]."""
+        """Inverse of ``_normalize`` for an action window [window, A]."""
         out, col = [], 0
         for name in self.spec["action_fields"]:
             d = int(self.spec["field_dims"][name])
@@ -234,9 +234,9 @@ class Policy:
         slots = [self._frames[max(0, n - 1 + o)][cam] for o in self.offsets for cam in self.cameras]
         images = torch.from_numpy(np.stack(slots)).permute(0, 3, 1, 2)[None]  # [1, N, 3, H, W]
         proprio = np.stack([self._proprio[max(0, n - 1 - self.past + i)] for i in range(self.past + 1)])
-        horizon = self.past + 1 + self.future
-        actions = np.zeros((horizon, self.action_dim), dtype=np.float32)
-        past_mask = np.zeros(horizon, dtype=bool)
+        window = self.past + 1 + self.future
+        actions = np.zeros((window, self.action_dim), dtype=np.float32)
+        past_mask = np.zeros(window, dtype=bool)
         for i in range(self.past):
             recorded = self._actions.get(self._step - self.past + i)
             if recorded is not None:
@@ -245,7 +245,7 @@ class Policy:
         if self.relative:  # the training windows hold actions in the frame of the anchor pose
             actions = absolute_to_relative(actions, self._proprio[-1])
         actions = np.where(past_mask[:, None], self._normalize(actions, "action"), 0.0).astype(np.float32)
-        future_mask = np.arange(horizon) >= self.past
+        future_mask = np.arange(window) >= self.past
         dev = self.device
         return {
             "modality": "robot",

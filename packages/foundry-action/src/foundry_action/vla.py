@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from foundry_action.normalization import NormStats
-from foundry_core.config import component
+from foundry_core.config import Node, component, to_dict
 from foundry_core.errors import ConfigError, DataError
 from foundry_core.registry import BuildContext
 
@@ -77,14 +77,14 @@ def check_spec(spec: dict[str, Any], stats: NormStats, where: str) -> None:
 
 
 class VLA(nn.Module):
-    """Vision-language-action model; ``compute_loss`` trains, ``predict`` samples normalized chunks."""
+    """Vision-language-action model; ``compute_loss`` trains, ``predict`` samples normalized action windows."""
 
     @dataclass(kw_only=True)
     class Config:
-        backbone: dict[str, Any] = component("backbone")
-        expert: dict[str, Any] = component("action_expert")
+        backbone: Node = component("backbone")
+        expert: Node = component("action_expert")
         #: The robot data source the policy is trained on: cameras, dims, window and stats come from it.
-        data: dict[str, Any] | None = component("data_source", None)
+        data: Node | None = component("data_source", None)
         #: Set by export: policy metadata file inside the export folder (replaces ``data``).
         policy: str | None = None
         freeze_backbone: bool = False
@@ -125,7 +125,7 @@ class VLA(nn.Module):
             raise ConfigError(f"model.backbone: {type(backbone).__name__} has no integer out_dim")
         if cfg.use_instruction and getattr(backbone, "reads_prompts", True) is False:
             raise ConfigError(
-                f"model.use_instruction: backbone {cfg.backbone.get('name')!r} ignores the instruction "
+                f"model.use_instruction: backbone {cfg.backbone.name!r} ignores the instruction "
                 "(no tokenizer or text input); set model.use_instruction=false for a vision-only policy, "
                 "or give the backbone a language input (vision_encoder: text: bytes; foundry_vlm; hf_vlm)"
             )
@@ -134,14 +134,14 @@ class VLA(nn.Module):
             "cond": backbone.out_dim,
             "action": int(spec["action_dim"]),
             "proprio": int(spec["proprio_dim"]),
-            "horizon": past + 1 + future,
+            "window": past + 1 + future,
             "proprio_steps": past + 1,
         }
-        if cfg.expert.get("image_readout"):
+        if getattr(cfg.expert.config, "image_readout", 0):
             span = getattr(backbone, "image_token_span", None)
             if span is None:
                 raise ConfigError(
-                    f"model.expert.image_readout: backbone {cfg.backbone.get('name')!r} "
+                    f"model.expert.image_readout: backbone {cfg.backbone.name!r} "
                     f"({type(backbone).__name__}) does not say where its image tokens are "
                     "(no image_token_span); use image_readout: 0 with it"
                 )
@@ -151,7 +151,7 @@ class VLA(nn.Module):
             )
         ectx = BuildContext(ctx.registry, device=ctx.device, dims=dims, extras=ctx.extras)
         expert = ctx.registry.build("action_expert", cfg.expert, ectx, where="model.expert")
-        spec = {**spec, "is_language_conditioned": cfg.use_instruction, "expert": cfg.expert.get("name")}
+        spec = {**spec, "is_language_conditioned": cfg.use_instruction, "expert": cfg.expert.name}
         return cls(cfg, backbone, expert, spec, stats).to(ctx.device)
 
     @staticmethod
@@ -171,10 +171,10 @@ class VLA(nn.Module):
         source = ctx.registry.build("data_source", cfg.data, ctx, where="model.data")
         if getattr(source, "modality", None) != "robot" or not hasattr(source, "metadata"):
             raise ConfigError(
-                f"model.data: {cfg.data.get('name')!r} is not a robot data source with metadata()"
+                f"model.data: {cfg.data.name!r} is not a robot data source with metadata()"
             )
         spec = dict(source.metadata())
-        check_spec(spec, source.stats, f"model.data ({cfg.data.get('path', cfg.data.get('name'))})")
+        check_spec(spec, source.stats, f"model.data ({getattr(cfg.data.config, 'path', cfg.data.name)})")
         return spec, source.stats
 
     def _apply_freeze(self) -> None:
@@ -268,7 +268,7 @@ class VLA(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Any], **sample_kw: Any) -> torch.Tensor:
-        """Normalized action chunk [B, T, A] (past steps pinned to ``batch['actions']`` where given)."""
+        """Normalized action window [B, T, A] (past steps pinned to ``batch['actions']`` where given)."""
         tokens, mask = self.condition(batch)
         return self.expert.sample(tokens, mask, batch, **sample_kw)
 
@@ -290,7 +290,7 @@ class VLA(nn.Module):
             return float(inner(batch)) if inner is not None else 0.0
         d = self.expert.dims
         seq = (
-            1 + getattr(self, "_cond_tokens", 1) + d.proprio_steps + d.horizon
+            1 + getattr(self, "_cond_tokens", 1) + d.proprio_steps + d.window
         )  # time + cond + proprio + actions
         n = sum(p.numel() for p in self.expert.parameters())
         expert = 6.0 * n * seq * getattr(self.expert.cfg, "num_action_head_repeats", 1)
@@ -310,5 +310,5 @@ class VLA(nn.Module):
             (out / BACKBONE_DIR).mkdir(exist_ok=True)
             updates = inner(str(out / BACKBONE_DIR))
             if updates:
-                node["backbone"] = {**self.cfg.backbone, **updates}
+                node["backbone"] = {**to_dict(self.cfg.backbone), **updates}
         return node

@@ -2,8 +2,13 @@
 
 Resolution is pure: it reads the YAML file and its includes and nothing else; no process group is
 started and nothing is downloaded. ``resolve_config(path, overrides)`` returns a plain dict;
-``parse_dataclass(Config, dict)`` turns a mapping into a (nested) dataclass and rejects unknown keys
-and wrong types with a message naming the dotted key and the closest valid choices.
+``parse_dataclass(Config, dict, resolve=...)`` turns a mapping into a (nested) dataclass and rejects
+unknown keys and wrong types with a message naming the dotted key and the closest valid choices.
+
+A component node ``{name: ..., **fields}`` becomes a typed :class:`Node` here, once: the component's own
+``Config`` instance plus its kind and name; the registry builds the component from that node without
+parsing a mapping again. Which ``Config`` a name has is asked of the ``resolve(kind, name)`` callable the
+caller passes (``Registry.config_class``): this module knows nothing of the registry or the plugins.
 """
 
 from __future__ import annotations
@@ -14,19 +19,33 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from foundry_core.errors import ConfigError, did_you_mean
-
-if TYPE_CHECKING:
-    from foundry_core.registry import Registry
+from foundry_core.errors import ConfigError, FoundryError, did_you_mean
 
 T = TypeVar("T")
 INCLUDE_KEY = "include"
+
+#: ``resolve(kind, name)`` -> the component's ``Config`` dataclass, or None when it takes no fields;
+#: raises a :class:`FoundryError` naming the closest known names when there is no such component.
+Resolver = Callable[[str, str], "type | None"]
+
+
+@dataclass(frozen=True)
+class Node:
+    """A validated component node: the component's (kind, name) and its typed ``Config`` (None: no fields).
+
+    Built only by :func:`parse_node` / :func:`parse_dataclass`; ``to_dict(node)`` gives the YAML form back.
+    """
+
+    kind: str
+    name: str
+    config: Any = None
 
 
 class _Loader(yaml.SafeLoader):
@@ -73,13 +92,14 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
-def component(kind: str, default: Any = dataclasses.MISSING, *, many: bool = False) -> Any:
-    """Declare a dataclass field that holds a nested component node ``{name: ..., **fields}``.
+def component(kind: str, default: Any = dataclasses.MISSING) -> Any:
+    """Declare a dataclass field that holds component nodes of ``kind`` (the slot decides the kind).
 
-    The field is validated against the registry (kind from the slot, not from YAML) by
-    :func:`parse_dataclass` and stays a plain mapping; the owner builds it with ``registry.build``.
+    Annotate it ``Node``, ``Node | None``, ``list[Node]`` or ``dict[str, Node]``; :func:`parse_dataclass`
+    turns each ``{name: ..., **fields}`` (or a bare ``name``) into a :class:`Node`, the default too.
+    The owner builds it with ``registry.build(kind, node, ctx)``.
     """
-    meta = {"component": kind, "many": many}
+    meta = {"component": kind}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)
     if isinstance(default, (dict, list)):
@@ -208,8 +228,12 @@ def dump_yaml(data: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Node):
+        cfg = value.config
+        fields = [f for f in dataclasses.fields(cfg) if f.init] if cfg is not None else []
+        return {"name": value.name, **{_yaml_key(f): _plain(getattr(cfg, f.name)) for f in fields}}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {_yaml_key(f): _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -227,8 +251,15 @@ def to_dict(value: Any) -> Any:
 # --------------------------------------------------------------------------- validation
 
 
-def parse_dataclass(cls: type[T], data: Any, *, where: str = "", registry: Registry | None = None) -> T:
-    """Build dataclass ``cls`` from a mapping, strictly: unknown keys and wrong types raise ConfigError."""
+def parse_dataclass(
+    cls: type[T], data: Any, *, where: str = "", resolve: Resolver | None = None, upgrade: bool = False
+) -> T:
+    """Build dataclass ``cls`` from a mapping, strictly: unknown keys and wrong types raise ConfigError.
+
+    ``resolve`` is needed only when ``cls`` (or a nested dataclass) has :func:`component` fields. A key
+    in ``cls.RENAMED_KEYS`` (old -> new) fails naming the new key; ``upgrade=True`` (for configs Foundry
+    wrote itself: exports, checkpoints) reads it under its new name instead.
+    """
     label = where or cls.__name__
     if dataclasses.is_dataclass(data) and isinstance(data, cls):
         return data
@@ -236,8 +267,9 @@ def parse_dataclass(cls: type[T], data: Any, *, where: str = "", registry: Regis
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{label}: expected a mapping, got {type(data).__name__} {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    fields = {_yaml_key(f): f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
+    data = _renamed(cls, data, label, upgrade)
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
@@ -247,16 +279,17 @@ def parse_dataclass(cls: type[T], data: Any, *, where: str = "", registry: Regis
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
         key = _join(label, name)
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{key}: required field is missing")
-            continue
-        value = data[name]
         kind = f.metadata.get("component")
-        if kind is not None:
-            kwargs[name] = _check_component(kind, value, key, registry, many=f.metadata.get("many", False))
+        if name in data:
+            value = data[name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}: required field is missing")
+        elif _holds_nodes(hints[f.name]) or kind is not None:
+            # a default that holds component nodes is written as plain YAML: make it typed too
+            value = to_dict(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
         else:
-            kwargs[name] = _coerce(hints[name], value, key, registry)
+            continue
+        kwargs[f.name] = _coerce(hints[f.name], value, key, resolve, kind, upgrade)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -272,35 +305,85 @@ def parse_dataclass(cls: type[T], data: Any, *, where: str = "", registry: Regis
     return obj
 
 
-def _join(label: str, key: str) -> str:
-    return f"{label}.{key}" if label else str(key)
-
-
-def _check_component(kind: str, value: Any, key: str, registry: Registry | None, *, many: bool) -> Any:
-    if value is None:
-        return None
-    if many:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list of {kind} nodes, got {value!r}")
-        return [_check_component(kind, v, f"{key}.{i}", registry, many=False) for i, v in enumerate(value)]
+def parse_node(kind: str, value: Any, resolve: Resolver, where: str = "", *, upgrade: bool = False) -> Node:
+    """Validate one component node ``{name: ..., **fields}`` (or a bare ``name``) into a :class:`Node`."""
+    key = where or kind
+    if isinstance(value, Node):
+        if value.kind != kind:
+            raise ConfigError(f"{key}: expected a {kind} node, got a {value.kind} node ({value.name!r})")
+        return value
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, Mapping) or "name" not in value:
         raise ConfigError(f"{key}: expected a {kind} node like {{name: ..., <fields>}}, got {value!r}")
-    if registry is not None:
-        registry.parse_config(kind, value, where=key)
-    return dict(value)
+    name = str(value["name"])
+    try:
+        config_cls = resolve(kind, name)
+    except FoundryError as exc:
+        raise type(exc)(f"{key}: {exc}") from None
+    fields = {k: v for k, v in value.items() if k != "name"}
+    if config_cls is None:
+        if fields:
+            raise ConfigError(f"{key}: {name!r} takes no fields, got {sorted(fields)}")
+        return Node(kind, name)
+    return Node(kind, name, parse_dataclass(config_cls, fields, where=key, resolve=resolve, upgrade=upgrade))
+
+
+def _renamed(cls: type, data: Mapping[str, Any], label: str, upgrade: bool) -> Mapping[str, Any]:
+    """Old keys of ``cls.RENAMED_KEYS``: an error naming the new key, or (``upgrade``) the new key."""
+    renamed: Mapping[str, str] = getattr(cls, "RENAMED_KEYS", {})
+    old = [k for k in data if k in renamed]
+    if not old:
+        return data
+    if not upgrade:
+        key = old[0]
+        raise ConfigError(f"{_join(label, key)}: this key is now called {renamed[key]!r}; rename it")
+    out = dict(data)
+    for key in old:
+        if renamed[key] in out:
+            raise ConfigError(f"{_join(label, key)}: given together with its new name {renamed[key]!r}")
+        out[renamed[key]] = out.pop(key)
+    return out
+
+
+def _holds_nodes(tp: Any) -> bool:
+    """Whether values of type ``tp`` may contain component nodes (a dataclass with component fields, ...)."""
+    if tp is Node:
+        return True
+    if dataclasses.is_dataclass(tp):
+        return any(f.metadata.get("component") for f in dataclasses.fields(tp)) or any(
+            _holds_nodes(h) for h in typing.get_type_hints(tp).values()
+        )
+    return any(_holds_nodes(a) for a in get_args(tp))
+
+
+def _yaml_key(f: dataclasses.Field) -> str:
+    """The YAML key of a dataclass field: its name, or ``metadata["key"]`` (``global`` for ``global_``)."""
+    return str(f.metadata.get("key", f.name))
+
+
+def _join(label: str, key: str) -> str:
+    return f"{label}.{key}" if label else str(key)
 
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(tp: Any, value: Any, key: str, registry: Registry | None) -> Any:
+def _coerce(
+    tp: Any, value: Any, key: str, resolve: Resolver | None, kind: str | None = None, upgrade: bool = False
+) -> Any:
+    """Check ``value`` against type ``tp``; ``kind`` is the component kind of a :func:`component` field."""
     origin = get_origin(tp)
     args = get_args(tp)
     if tp is Any:
         return value
+    if tp is Node:
+        if kind is None:
+            raise TypeError(f"{key}: a Node field must be declared with component(kind)")
+        if resolve is None:
+            raise TypeError(f"{key}: parsing a {kind} node needs a resolver (parse_dataclass(..., resolve=...))")
+        return parse_node(kind, value, resolve, key, upgrade=upgrade)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -309,7 +392,7 @@ def _coerce(tp: Any, value: Any, key: str, registry: Registry | None) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(arg, value, key, registry)
+                return _coerce(arg, value, key, resolve, kind, upgrade)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {_type_name(tp)}")
@@ -318,22 +401,22 @@ def _coerce(tp: Any, value: Any, key: str, registry: Registry | None) -> Any:
             raise ConfigError(f"{key}: {value!r} is not one of {list(args)}{did_you_mean(str(value), map(str, args))}")
         return value
     if dataclasses.is_dataclass(tp):
-        return parse_dataclass(tp, value, where=key, registry=registry)
+        return parse_dataclass(tp, value, where=key, resolve=resolve, upgrade=upgrade)
     if origin in (list, Sequence, tuple) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(args) != len(value):
                 raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
-            return tuple(_coerce(a, v, f"{key}.{i}", registry) for i, (a, v) in enumerate(zip(args, value)))
+            return tuple(_coerce(a, v, f"{key}.{i}", resolve, kind, upgrade) for i, (a, v) in enumerate(zip(args, value)))
         item = args[0] if args else Any
-        out = [_coerce(item, v, f"{key}.{i}", registry) for i, v in enumerate(value)]
+        out = [_coerce(item, v, f"{key}.{i}", resolve, kind, upgrade) for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
     if origin in (dict, Mapping) or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
         vt = args[1] if len(args) == 2 else Any
-        return {k: _coerce(vt, v, f"{key}.{k}", registry) for k, v in value.items()}
+        return {k: _coerce(vt, v, f"{key}.{k}", resolve, kind, upgrade) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true/false, got {value!r}")

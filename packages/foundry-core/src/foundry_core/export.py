@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from foundry_core.config import dump_yaml
+from foundry_core.config import Node, dump_yaml, to_dict
 from foundry_core.errors import ConfigError, FoundryError
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ WEIGHTS = "model.safetensors"
 
 def export_model(
     model: nn.Module,
-    raw_model_node: Mapping[str, Any],
+    model_node: Node | Mapping[str, Any],
     out_dir: str | Path,
     *,
     extra_meta: Mapping[str, Any] | None = None,
@@ -45,7 +45,7 @@ def export_model(
     tmp = out.with_name(f".tmp_{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    node = dict(raw_model_node)
+    node = to_dict(model_node)
     artifacts = getattr(model, "export_artifacts", None)
     if artifacts is not None:
         updates = artifacts(str(tmp))
@@ -147,12 +147,8 @@ def load_pretrained(path: str | Path, *, device: str = "cpu", registry: Registry
     if "model" not in cfg:
         raise ConfigError(f"{cfg_path}: missing the 'model' node")
     registry = registry or get_registry()
-    model = registry.build(
-        "model",
-        cfg["model"],
-        BuildContext(registry, device=device, pretrained_dir=str(folder)),
-        where="model",
-    )
+    node = registry.node("model", cfg["model"], where=f"{cfg_path}: model", upgrade=True)  # old key names too
+    model = registry.build("model", node, BuildContext(registry, device=device, pretrained_dir=str(folder)))
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise FoundryError(

@@ -1,9 +1,10 @@
 """Component registry: every model, encoder, data source, env ... is registered by (kind, name).
 
 Plugins register lazy ``"pkg.module:Attr"`` targets through the ``register_*`` hooks; the registry
-imports a target only when it is built. A YAML node ``{name: <component>, **fields}`` is turned into
-the component's nested ``Config`` dataclass (strictly validated) and then into the component via its
-``from_config(cfg, ctx)`` classmethod.
+imports a target only when it is built. A YAML node ``{name: <component>, **fields}`` is validated once
+into a typed :class:`~foundry_core.config.Node` (the component's ``Config`` instance) by the config
+parser, which asks ``Registry.config_class`` through a resolver callable; the component is then built
+from that node via its ``from_config(cfg, ctx)`` classmethod.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from foundry_core.errors import ComponentError, ConfigError, did_you_mean
+from foundry_core.config import Node, parse_node
+from foundry_core.errors import ComponentError, did_you_mean
 
 if TYPE_CHECKING:
     import pluggy
@@ -140,37 +142,31 @@ class Registry:
         known = ", ".join(self.names(kind)) or "none installed"
         raise ComponentError(f"{msg}. Known {kind} names: {known}")
 
-    def component_class(self, kind: str, node: Mapping[str, Any], where: str = "") -> Any:
-        if not isinstance(node, Mapping):
-            raise ConfigError(f"{where or kind}: expected a mapping with a 'name' key, got {node!r}")
-        if "name" not in node:
-            raise ConfigError(f"{where or kind}: missing 'name' (one of: {', '.join(self.names(kind))})")
+    def config_class(self, kind: str, name: str) -> type | None:
+        """The ``Config`` dataclass of component (kind, name), None when it takes no fields: the resolver
+        that :func:`foundry_core.config.parse_dataclass` asks (``resolve=registry.config_class``)."""
+        return getattr(self.get(kind, name).load(), "Config", None)
+
+    def node(self, kind: str, value: Mapping[str, Any] | str | Node, where: str = "", *, upgrade: bool = False) -> Node:
+        """Validate a YAML component node ``{name: ..., **fields}`` into a typed :class:`Node`.
+
+        ``upgrade``: the node was written by Foundry (an export): read renamed keys under their new name.
+        """
+        return parse_node(kind, value, self.config_class, where, upgrade=upgrade)
+
+    def build(
+        self, kind: str, node: Node | Mapping[str, Any] | str, ctx: BuildContext | None = None, where: str = ""
+    ) -> Any:
+        """Build a component from its typed node (a YAML mapping is validated into one first)."""
+        ctx = ctx or BuildContext(registry=self)
+        node = self.node(kind, node, where)
         try:
-            return self.get(kind, str(node["name"])).load()
+            cls = self.get(kind, node.name).load()
         except ComponentError as exc:
             raise ComponentError(f"{where or kind}: {exc}") from None
-
-    def parse_config(self, kind: str, node: Mapping[str, Any], where: str = "") -> Any:
-        """Validate ``node`` against the component's ``Config`` dataclass (nested components too)."""
-        from foundry_core.config import parse_dataclass
-
-        cls = self.component_class(kind, node, where)
-        fields = {k: v for k, v in node.items() if k != "name"}
-        config_cls = getattr(cls, "Config", None)
-        if config_cls is None:
-            if fields:
-                raise ConfigError(f"{where or kind}: {node['name']!r} takes no fields, got {sorted(fields)}")
-            return None
-        return parse_dataclass(config_cls, fields, where=where or kind, registry=self)
-
-    def build(self, kind: str, node: Mapping[str, Any], ctx: BuildContext | None = None, where: str = "") -> Any:
-        """Build a component from a YAML node ``{name: ..., **fields}``."""
-        ctx = ctx or BuildContext(registry=self)
-        cls = self.component_class(kind, node, where)
-        cfg = self.parse_config(kind, node, where)
         if hasattr(cls, "from_config"):
-            return cls.from_config(cfg, ctx)
-        return cls(cfg) if cfg is not None else cls()
+            return cls.from_config(node.config, ctx)
+        return cls(node.config) if node.config is not None else cls()
 
     def _check_kind(self, kind: str) -> None:
         if kind not in KINDS:

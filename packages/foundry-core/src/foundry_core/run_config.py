@@ -1,15 +1,16 @@
 """The schema of a run config (one YAML file + includes + overrides).
 
-Components are nested nodes ``{name: ..., **fields}`` validated against the registry; the slot
-decides the kind (``model:`` is a ``model``, ``source:`` a ``data_source``).
+Components are nested nodes ``{name: ..., **fields}``, parsed into typed :class:`Node` s (the
+component's own ``Config``) through the resolver the caller passes; the slot decides the kind
+(``model:`` is a ``model``, ``source:`` a ``data_source``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from foundry_core.config import component
+from foundry_core.config import Node, component
 from foundry_core.errors import ConfigError
 
 
@@ -38,7 +39,7 @@ class RunSection:
 
 @dataclass(kw_only=True)
 class MixEntry:
-    source: dict[str, Any] = component("data_source")
+    source: Node = component("data_source")
     weight: float = 1.0
     #: Label used in per-source metrics; defaults to the source's ``name`` (+ index when repeated).
     label: str | None = None
@@ -52,7 +53,7 @@ class MixEntry:
 class DataSection:
     mix: list[MixEntry] = field(default_factory=list)
     #: Held-out sources for validation loss (label -> source node).
-    val: dict[str, dict[str, Any]] = field(default_factory=dict)
+    val: dict[str, Node] = component("data_source", {})
 
     def validate(self) -> None:
         if self.mix and not any(m.weight > 0 for m in self.mix):
@@ -95,11 +96,26 @@ class CheckpointSection:
 
 
 @dataclass(kw_only=True)
+class BatchSizes:
+    #: Samples per optimizer step over all ranks (YAML key ``global``: a Python keyword).
+    global_: int = field(metadata={"key": "global"})
+    #: Samples per forward pass on one rank; the default (null) is ``global`` (no accumulation).
+    per_device: int | None = None
+
+    @property
+    def per_device_or_global(self) -> int:
+        return self.per_device if self.per_device is not None else self.global_
+
+    def validate(self) -> None:
+        check_at_least("train.batch", 1, **{"global": self.global_, "per_device": self.per_device})
+
+
+@dataclass(kw_only=True)
 class TrainSection:
     budget: Budget = field(default_factory=lambda: Budget(steps=100))
-    batch: dict[str, int] = field(default_factory=lambda: {"global": 8, "per_device": 8})
-    optim: dict[str, Any] = component("optimizer", {"name": "adamw", "lr": 3.0e-4})
-    schedule: dict[str, Any] = component("schedule", {"name": "cosine", "warmup": 0.05})
+    batch: BatchSizes = field(default_factory=lambda: BatchSizes(global_=8, per_device=8))
+    optim: Node = component("optimizer", {"name": "adamw", "lr": 3.0e-4})
+    schedule: Node = component("schedule", {"name": "cosine", "warmup": 0.05})
     precision: Literal["fp32", "bf16", "bf16-pure"] = "fp32"
     grad_clip: float | None = 1.0
     ema: EmaSection | None = None
@@ -111,15 +127,11 @@ class TrainSection:
     val_batches: int = 4
     #: Non-finite losses tolerated (step skipped) before the run stops.
     skip_nonfinite: int = 0
-    callbacks: list[dict[str, Any]] = component("callback", [], many=True)
+    callbacks: list[Node] = component("callback", [])
     metrics: list[Literal["jsonl", "tensorboard", "wandb"]] = field(default_factory=lambda: ["jsonl"])
     progress: bool = True
 
     def validate(self) -> None:
-        unknown = set(self.batch) - {"global", "per_device"}
-        if unknown or "global" not in self.batch:
-            raise ConfigError(f"train.batch: expected keys 'global' and 'per_device', got {sorted(self.batch)}")
-        check_at_least("train.batch", 1, **self.batch)
         check_at_least("train", 1, log_every=self.log_every, val_every=self.val_every, val_batches=self.val_batches)
         check_at_least("train", 0, skip_nonfinite=self.skip_nonfinite)
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -135,7 +147,7 @@ class DistributedSection:
 @dataclass(kw_only=True)
 class RunConfig:
     run: RunSection = field(default_factory=RunSection)
-    model: dict[str, Any] = component("model")
+    model: Node = component("model")
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)

@@ -115,7 +115,7 @@ class Pipeline:
         registry = get_registry()
         for stage in TRAIN_STAGES:
             if stage in stages:
-                parse_dataclass(RunConfig, self.recipe.stage_config(stage), where=stage, registry=registry)
+                parse_dataclass(RunConfig, self.recipe.stage_config(stage), where=stage, resolve=registry.config_class)
 
     # ------------------------------------------------------------------ stages
     def world(self, d: Path) -> dict[str, Any]:

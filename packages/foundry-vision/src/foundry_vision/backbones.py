@@ -21,7 +21,7 @@ import torch
 import yaml
 from torch import nn
 
-from foundry_core.config import component
+from foundry_core.config import Node, component, to_dict
 from foundry_core.errors import ConfigError
 from foundry_core.freeze import freeze_by_patterns
 from foundry_core.registry import BuildContext
@@ -117,7 +117,7 @@ class VisionEncoderBackbone(nn.Module):
 
     @dataclass(kw_only=True)
     class Config:
-        encoder: dict[str, Any] = component("encoder")
+        encoder: Node = component("encoder")
         freeze: list[str] = field(default_factory=list)
         #: ``none``: the prompt is ignored; ``bytes``: one token per UTF-8 byte of the prompt.
         text: Literal["none", "bytes"] = "none"
@@ -187,4 +187,4 @@ class VisionEncoderBackbone(nn.Module):
             return {}
         fields = inner(str(Path(out_dir) / "encoder")) or {}
         paths = {k: str(Path("encoder") / v) for k, v in fields.items() if k == "path"}
-        return {"encoder": {**self.cfg.encoder, **fields, **paths}}
+        return {"encoder": {**to_dict(self.cfg.encoder), **fields, **paths}}

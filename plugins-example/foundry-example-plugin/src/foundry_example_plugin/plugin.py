@@ -15,7 +15,7 @@ def register_action_experts(register: Register) -> None:
     register(
         "mlp_chunk",
         "foundry_example_plugin.mlp_expert:MLPChunkExpert",
-        description="pooled-conditioning MLP that regresses an action chunk (example plugin)",
+        description="pooled-conditioning MLP that regresses an action window (example plugin)",
     )
 
 
@@ -29,10 +29,10 @@ def register_commands(cli: click.Group) -> None:
     @click.option("--cond-dim", default=64, show_default=True, help="Width of the backbone tokens.")
     @click.option("--action-dim", default=10, show_default=True)
     @click.option("--proprio-dim", default=10, show_default=True)
-    @click.option("--horizon", default=16, show_default=True, help="Actions per chunk (past + 1 + future).")
+    @click.option("--window", default=16, show_default=True, help="Steps in the action window the expert predicts (past + 1 + future).")
     @click.option("--hidden", default=256, show_default=True)
-    def describe_expert(cond_dim: int, action_dim: int, proprio_dim: int, horizon: int, hidden: int) -> None:
+    def describe_expert(cond_dim: int, action_dim: int, proprio_dim: int, window: int, hidden: int) -> None:
         """Build the MLP expert for the given sizes and print its parameter count and output shape."""
         from foundry_example_plugin.mlp_expert import describe
 
-        click.echo(describe(cond_dim, action_dim, proprio_dim, horizon, hidden))
+        click.echo(describe(cond_dim, action_dim, proprio_dim, window, hidden))

@@ -173,9 +173,9 @@ class MetaWorldTask:
     def time(self) -> float:
         return self._steps * self.control_dt
 
-    def random_actions(self, rng: np.random.Generator, horizon: int) -> np.ndarray:
+    def random_actions(self, rng: np.random.Generator, chunk_size: int) -> np.ndarray:
         """A chunk of uniform random Meta-World actions (the ``random`` baseline policy)."""
-        return rng.uniform(-1.0, 1.0, size=(horizon, self.action_dim)).astype(np.float32)
+        return rng.uniform(-1.0, 1.0, size=(chunk_size, self.action_dim)).astype(np.float32)
 
     def expert(self) -> _ScriptedExpert:
         """Meta-World's scripted policy for this task (reads the full simulator state)."""

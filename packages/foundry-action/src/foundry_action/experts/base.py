@@ -13,7 +13,7 @@ Input sequence (one bidirectional transformer, no cross-attention, as in the ref
   to K numbers, the results are concatenated in token order and mapped to one vector that is added to
   every action token. Why: attention from action tokens to image patches starts uniform, an average
   pool that throws away *where* things are, and a small expert trained briefly never learns to
-  localize through it (on 400 reach demos, 600 steps: t = 0 chunk error 1.17x that of predicting the
+  localize through it (on 400 reach demos, 600 steps: t = 0 window error 1.17x that of predicting the
   mean without it, 0.11x with K = 16). Concatenation keeps the position by construction, like the
   flattened image features of diffusion policy's global conditioning. It needs a backbone whose image
   tokens sit at fixed positions (``image_token_span``).
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +48,9 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 class ExpertConfig:
     """Fields shared by every expert. Dimensions left ``None`` come from ``ctx.dims`` at build time.
 
-    ``ctx.dims`` keys: ``cond`` (backbone width), ``action``, ``proprio``, ``horizon`` (T = past + 1 +
-    future), ``proprio_steps`` (P + 1) and, for ``image_readout``, ``image_span`` ((first, count) of
+    ``ctx.dims`` keys: ``cond`` (backbone width), ``action``, ``proprio``, ``window`` (T = past + 1 +
+    future: the expert's action window, past context included; the policy executes a *chunk* of its last
+    1 + future steps), ``proprio_steps`` (P + 1) and, for ``image_readout``, ``image_span`` ((first, count) of
     the image tokens among the conditioning tokens).
     """
 
@@ -62,12 +63,16 @@ class ExpertConfig:
     cond_dim: int | None = None
     action_dim: int | None = None
     proprio_dim: int | None = None
-    horizon: int | None = None
+    #: Steps in the action window the expert predicts (past + 1 + future).
+    window: int | None = None
     proprio_steps: int | None = None
     #: Copies of the action side with fresh noise/time per backbone pass (amortises the backbone).
     num_action_head_repeats: int = 1
     #: Numbers kept per image token in the flat image read-out added to every action token (0 = off).
     image_readout: int = 0
+
+    #: Old key -> new key: an old config fails naming the new key; an old export is read under it.
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"horizon": "window"}
 
     def validate(self) -> None:
         if self.num_action_head_repeats < 1:
@@ -84,7 +89,7 @@ class ExpertDims:
     cond_dim: int
     action_dim: int
     proprio_dim: int
-    horizon: int
+    window: int
     proprio_steps: int
     image_readout: int = 0
     image_span: tuple[int, int] = (0, 0)
@@ -124,7 +129,7 @@ def resolve_dims(cfg: ExpertConfig, dims: dict[str, Any]) -> ExpertDims:
         cond_dim=pick("cond_dim", "cond"),
         action_dim=pick("action_dim", "action"),
         proprio_dim=pick("proprio_dim", "proprio", 0),
-        horizon=pick("horizon", "horizon"),
+        window=pick("window", "window"),
         proprio_steps=pick("proprio_steps", "proprio_steps", 1),
         image_readout=cfg.image_readout,
         image_span=span,
@@ -175,7 +180,7 @@ class ExpertTransformer(nn.Module):
         self.action_in = nn.Linear(dims.action_dim, w)
         self.type_emb = nn.Parameter(torch.zeros(3, w))  # cond / proprio / action
         self.proprio_pos = nn.Parameter(torch.zeros(dims.proprio_steps, w))
-        self.action_pos = nn.Parameter(torch.zeros(dims.horizon, w))
+        self.action_pos = nn.Parameter(torch.zeros(dims.window, w))
         self.context_emb = nn.Parameter(torch.zeros(w))  # added to pinned (clean) past-action tokens
         if dims.image_readout:
             self.readout_norm = nn.BatchNorm1d(dims.image_span[1] * dims.cond_dim, affine=False)
@@ -234,9 +239,9 @@ class ExpertTransformer(nn.Module):
         """cond [B, L, C], cond_mask bool [B, L], proprio [B, P+1, Dp] or None, actions [B, T, A],
         context bool [B, T] (pinned clean steps), t [B] in [0, 1] -> [B, T, A]."""
         d = self.dims
-        b, horizon = actions.shape[:2]
-        if horizon != d.horizon:
-            raise ValueError(f"action expert was built for horizon {d.horizon}, got actions with {horizon} steps")
+        b, window = actions.shape[:2]
+        if window != d.window:
+            raise ValueError(f"action expert was built for a window of {d.window} steps, got actions with {window} steps")
         if actions.shape[-1] != d.action_dim:
             raise ValueError(f"action expert was built for action_dim {d.action_dim}, got {actions.shape[-1]}")
         parts = [self.cond_in(cond) + self.type_emb[0]]
@@ -251,7 +256,7 @@ class ExpertTransformer(nn.Module):
         if d.image_readout:
             act = act + self.readout(cond, cond_mask.bool())[:, None]
         parts.append(act + context[..., None].to(act.dtype) * self.context_emb)
-        masks.append(torch.ones(b, horizon, dtype=torch.bool, device=cond.device))
+        masks.append(torch.ones(b, window, dtype=torch.bool, device=cond.device))
         if self.use_time:
             if t is None:
                 raise ValueError("this expert needs a time value t per sample")
@@ -261,7 +266,7 @@ class ExpertTransformer(nn.Module):
         attn_mask = torch.cat(masks, dim=1)[:, None, None, :]  # [B, 1, 1, S]: True = may attend
         for block in self.blocks:
             x = block(x, attn_mask)
-        return self.out(self.norm(x[:, -horizon:]))
+        return self.out(self.norm(x[:, -window:]))
 
 
 def repeat_batch(n: int, cond: torch.Tensor, cond_mask: torch.Tensor, batch: dict[str, Any]) -> tuple:
@@ -284,12 +289,12 @@ def context_and_target(batch: dict[str, Any], dims: ExpertDims, cond: torch.Tens
     b, device = cond.shape[0], cond.device
     actions = batch.get("actions")
     if actions is None:
-        actions = torch.zeros(b, dims.horizon, dims.action_dim, device=device)
-        context = torch.zeros(b, dims.horizon, dtype=torch.bool, device=device)
+        actions = torch.zeros(b, dims.window, dims.action_dim, device=device)
+        context = torch.zeros(b, dims.window, dtype=torch.bool, device=device)
     else:
-        if tuple(actions.shape[1:]) != (dims.horizon, dims.action_dim):
+        if tuple(actions.shape[1:]) != (dims.window, dims.action_dim):
             raise ValueError(
-                f"action expert was built for actions [B, horizon {dims.horizon}, {dims.action_dim}], "
+                f"action expert was built for actions [B, window {dims.window}, {dims.action_dim}], "
                 f"got {tuple(actions.shape)}"
             )
         actions = actions.to(device=device, dtype=torch.float32)

@@ -106,7 +106,7 @@ class DiffusionExpert(ExpertBase):
         sampler: str | None = None,
         steps: int | None = None,
     ) -> torch.Tensor:
-        """Normalized action chunk [B, T, A]; past steps equal the given past actions."""
+        """Normalized action window [B, T, A]; past steps equal the given past actions."""
         sampler = sampler or self.cfg.sampler
         if sampler not in ("ddim", "ddpm"):
             raise ValueError(f"unknown diffusion sampler {sampler!r}: use 'ddim' or 'ddpm'")

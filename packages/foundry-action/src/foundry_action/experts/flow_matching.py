@@ -55,7 +55,7 @@ class FlowMatchingExpert(ExpertBase):
     def sample(
         self, cond: torch.Tensor, cond_mask: torch.Tensor, batch: dict[str, Any], *, steps: int | None = None
     ) -> torch.Tensor:
-        """Normalized action chunk [B, T, A]; past steps equal the given past actions."""
+        """Normalized action window [B, T, A]; past steps equal the given past actions."""
         steps = steps or self.cfg.inference_steps
         device = cond.device
         actions, context, _ = context_and_target(batch, self.dims, cond)

@@ -1,4 +1,4 @@
-"""L1 regression action expert: one forward pass predicts the whole chunk (no noise, no time).
+"""L1 regression action expert: one forward pass predicts the whole action window (no noise, no time).
 
 The non-context action tokens are zeros (the learned position embeddings tell the steps apart); past
 actions, where ``past_mask`` is true, are clean pinned context. Loss: mean absolute error over
@@ -23,7 +23,7 @@ from foundry_action.experts.base import (
 
 
 class L1RegressionExpert(ExpertBase):
-    """Direct chunk regression with an L1 loss."""
+    """Direct action-window regression with an L1 loss."""
 
     uses_time = False
 

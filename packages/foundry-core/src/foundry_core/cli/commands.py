@@ -109,5 +109,5 @@ def _validated(path: str, overrides: tuple[str, ...], pm_factory: PmFactory) -> 
         from foundry_core.config import parse_dataclass, to_dict
         from foundry_core.run_config import RunConfig
 
-        return to_dict(parse_dataclass(RunConfig, raw, where="", registry=collect(pm_factory())))
+        return to_dict(parse_dataclass(RunConfig, raw, where="", resolve=collect(pm_factory()).config_class))
     return raw

@@ -53,7 +53,7 @@ def train_from_config(
 
     pm = pm if pm is not None else plugin_manager()
     registry = collect(pm)
-    cfg = parse_dataclass(RunConfig, raw_cfg, where="", registry=registry)
+    cfg = parse_dataclass(RunConfig, raw_cfg, where="", resolve=registry.config_class)
     run_dir = Path(cfg.run.out_dir or f"runs/{cfg.run.name}")
     trainer = Trainer(cfg, raw_cfg, registry, run_dir, pm=pm)
     started = time.gmtime()

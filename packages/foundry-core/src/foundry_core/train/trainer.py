@@ -93,10 +93,7 @@ class Trainer:
         if self.pm is not None:
             check_plugins(self.pm)
         check_same_on_all_ranks("the resolved run config (digest)", config_digest(self.raw))
-        self.global_batch, self.per_device = (
-            int(t.batch["global"]),
-            int(t.batch.get("per_device", t.batch["global"])),
-        )
+        self.global_batch, self.per_device = t.batch.global_, t.batch.per_device_or_global
         denom = self.per_device * info.world_size
         if self.global_batch % denom or self.global_batch < denom:
             raise ConfigError(
@@ -132,7 +129,7 @@ class Trainer:
 
         sources, weights = {}, {}
         for i, entry in enumerate(cfg.data.mix):
-            label = entry.label or str(entry.source["name"])
+            label = entry.label or entry.source.name
             if label in sources:
                 label = f"{label}_{i}"
             sources[label] = self.registry.build(

@@ -141,8 +141,8 @@ class ScriptedReacher:
 class ConstantPolicy:
     """Returns a chunk that holds the current proprio pose, optionally moved by a fixed offset."""
 
-    def __init__(self, horizon: int = 8, offset: tuple[float, float] = (0.0, 0.0)) -> None:
-        self.horizon = horizon
+    def __init__(self, chunk_size: int = 8, offset: tuple[float, float] = (0.0, 0.0)) -> None:
+        self.chunk_size = chunk_size
         self.offset = np.array([*offset, 0.0])
         self.resets = 0
         self.calls = 0
@@ -154,10 +154,10 @@ class ConstantPolicy:
         self.calls += 1
         row = np.asarray(observation["proprio"], dtype=np.float32).copy()
         row[:3] += self.offset
-        return np.tile(row, (self.horizon, 1))
+        return np.tile(row, (self.chunk_size, 1))
 
     def metadata(self) -> dict[str, Any]:
-        return {"name": "constant", "cameras": ["scene"], "proprio_dim": 10, "horizon": self.horizon}
+        return {"name": "constant", "cameras": ["scene"], "proprio_dim": 10, "chunk_size": self.chunk_size}
 
 
 class NaNPolicy(ConstantPolicy):

@@ -2,7 +2,7 @@
 
 ``random``: each chunk row commands the current pose moved by uniform noise (±5 cm) with a random
 gripper opening (seeded per episode, so reruns are identical); a task with its own action format
-(e.g. Meta-World's displacement commands) supplies ``random_actions(rng, horizon)`` instead. ``expert``: the env's privileged
+(e.g. Meta-World's displacement commands) supplies ``random_actions(rng, chunk_size)`` instead. ``expert``: the env's privileged
 scripted expert (``env.expert()`` after ``env.reset``), one action per chunk. An export folder is
 loaded with foundry-action's ``Policy.from_pretrained``. Tested by ``tests/test_eval_rollout.py``.
 """
@@ -27,12 +27,12 @@ class RandomPolicy:
 
     def __init__(
         self,
-        horizon: int = 8,
+        chunk_size: int = 8,
         noise: float = 0.05,
         action_dim: int | None = None,
         sampler: Callable[[np.random.Generator, int], np.ndarray] | None = None,
     ) -> None:
-        self.horizon = horizon
+        self.chunk_size = chunk_size
         self.noise = noise
         self.action_dim = action_dim
         self.sampler = sampler
@@ -46,7 +46,7 @@ class RandomPolicy:
 
     def act(self, observation: Any) -> np.ndarray:
         if self.sampler is not None:
-            return np.asarray(self.sampler(self._rng, self.horizon), dtype=np.float32)
+            return np.asarray(self.sampler(self._rng, self.chunk_size), dtype=np.float32)
         proprio = np.asarray(observation["proprio"], dtype=np.float32)
         dim = self.action_dim or proprio.shape[0]
         if proprio.shape[0] != dim or dim % ARM_DIM:
@@ -54,15 +54,15 @@ class RandomPolicy:
                 f"random policy: proprio has {proprio.shape[0]} values; it must be the action format "
                 f"({ARM_DIM} per arm: xyz, rot6d, gripper) with {dim} values"
             )
-        chunk = np.tile(proprio, (self.horizon, 1))
+        chunk = np.tile(proprio, (self.chunk_size, 1))
         for arm in range(dim // ARM_DIM):
             base = arm * ARM_DIM
-            chunk[:, base : base + 3] += self._rng.uniform(-self.noise, self.noise, size=(self.horizon, 3))
-            chunk[:, base + 9] = self._rng.uniform(0.0, MAX_OPENING, size=self.horizon)
+            chunk[:, base : base + 3] += self._rng.uniform(-self.noise, self.noise, size=(self.chunk_size, 3))
+            chunk[:, base + 9] = self._rng.uniform(0.0, MAX_OPENING, size=self.chunk_size)
         return chunk.astype(np.float32)
 
     def metadata(self) -> dict[str, Any]:
-        md: dict[str, Any] = {"name": "random", "horizon": self.horizon, "noise": self.noise}
+        md: dict[str, Any] = {"name": "random", "chunk_size": self.chunk_size, "noise": self.noise}
         if self.action_dim is not None:  # fixed size: what a server builds observations for
             md["proprio_dim"] = md["action_dim"] = self.action_dim
         return md

@@ -279,7 +279,7 @@ def _task_nodes(
         if cameras is not None:
             node["cameras"] = list(cameras)
         cls = registry.get("task", str(node["name"])).load()
-        registry.parse_config("task", node, where=f"task {node['name']!r}")  # fail fast, before spawning
+        registry.node("task", node, where=f"task {node['name']!r}")  # fail fast, before spawning
         out.append((str(getattr(cls, "task_name", "") or normalize_task_name(str(node["name"]))), node))
     names = [t for t, _ in out]
     if len(set(names)) != len(names):

@@ -96,7 +96,7 @@ def policy_metadata(metadata: Mapping[str, Any], runtime: Mapping[str, str]) -> 
     for key in ("step", "created", "format_version"):
         if key in meta:
             info[f"export_{key}"] = str(meta[key])
-    for key in ("cameras", "image_size", "action_fields", "proprio_fields", "horizon", "fps", "expert"):
+    for key in ("cameras", "image_size", "action_fields", "proprio_fields", "chunk_size", "fps", "expert"):
         if metadata.get(key) is not None:
             value = metadata[key]
             info[key] = value if isinstance(value, str) else json.dumps(value)

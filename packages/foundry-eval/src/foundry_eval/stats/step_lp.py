@@ -30,6 +30,7 @@ Test: ``uv run pytest packages/foundry-eval/tests/test_eval_step.py``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,10 +40,14 @@ from scipy.optimize import linprog
 from scipy.special import gammaln
 from scipy.stats import binom
 
+log = logging.getLogger(__name__)
+
 #: Rows of the LP are scaled to the remaining room; HiGHS treats smaller entries as 0, so the solution is
 #: re-checked against the exact masses afterwards (and scaled down if it overshoots).
 _ROOM_MARGIN = 1e-7
 _START_DEPTH = 4
+#: How often the last step is solved again with the rates where the finished size exceeded α.
+_FINAL_FIXES = 4
 
 
 @dataclass
@@ -55,6 +60,7 @@ class LpBoundary:
     frac_r: np.ndarray  # (F,)
     rejected: np.ndarray  # rejected null mass at each control point (all of them, both halves)
     size_coeffs: np.ndarray  # Bernstein coefficients (degree 2 n_max) of the exact size as a function of p
+    points: np.ndarray  # the control points ``rejected`` refers to (the given ones plus any added)
 
 
 def push_conditional(u: np.ndarray, t: int) -> None:
@@ -105,47 +111,109 @@ def _binom_pmf(t: int, p: np.ndarray) -> np.ndarray:
     return np.exp(logc + s * np.log(p)[None, :] + (2 * t - s) * np.log1p(-p)[None, :])
 
 
+@dataclass
+class _Walk:
+    """What the forward walk carries from one step to the next (copied to restart from a step)."""
+
+    u: np.ndarray  # conditional surviving null law of (x, y) given x + y
+    coeffs: np.ndarray  # Bernstein coefficients of the size so far
+    frac_parts: list[np.ndarray]
+    frac_r_parts: list[np.ndarray]
+    depth: int
+
+    def copy(self) -> _Walk:
+        return _Walk(
+            self.u.copy(), self.coeffs.copy(), list(self.frac_parts), list(self.frac_r_parts), self.depth
+        )
+
+
 def synthesize_lp(
     n: int,
     d: int,
     budget: np.ndarray,
     p_all: np.ndarray,
     progress: Callable[[int, int], None] | None = None,
+    final_check: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> LpBoundary:
-    """Run the per-step LP for t = d+1..n under the cumulative budget ``budget`` (length n+1)."""
+    """Run the per-step LP for t = d+1..n under the cumulative budget ``budget`` (length n+1).
+
+    ``final_check(size_coeffs)`` returns the null rates where a finished boundary's size exceeds α
+    (between control points). They become control points from a late step on, and the walk is redone
+    from there (the last step first, then the last quarter, the last half, the whole): an added point's
+    budget runs linearly from what the earlier steps already rejected there to B(n_max). Because the
+    overshoot is small next to what the late steps spend, this fixes the size in one pass (where
+    re-synthesizing with the points added at every step took 3–4 passes at n_max 500) and leaves the
+    early steps as they were. Returns with the overshoot left only when even a full redo cannot fix it.
+    """
     half = (len(p_all) + 1) // 2  # the label swap maps p ↔ 1 − p: control points above 1/2 are mirrors
-    p = p_all[:half]
-    u = np.zeros((n + 1, n + 1))
-    u[0, 0] = 1.0
-    rejected = np.zeros(half)
-    coeffs = np.zeros(1)
+    base = p_all[:half].copy()
+    added = np.zeros(0)
+    restarts = sorted({n, n - (n - d) // 4, n - (n - d) // 2, d + 1}, reverse=True)
+    snapshots: dict[int, _Walk] = {}
     hi = np.full((n + 1, n + 1), n + 2, dtype=np.int32)
     lo = np.full((n + 1, n + 1), n + 2, dtype=np.int32)
-    frac_parts: list[np.ndarray] = []
-    frac_r_parts: list[np.ndarray] = []
-    depth = _START_DEPTH
-    for t in range(1, n + 1):
-        push_conditional(u, t)
-        coeffs = elevate(coeffs, 2)
-        if progress is not None:
-            progress(t, n)
-        if t <= d:
-            continue
-        uu = u[: t + 1, : t + 1]
-        pmf = _binom_pmf(t, p)
-        r, depth = _solve_step(uu, t, pmf, budget[t] - rejected, depth)
-        rej = uu * r
-        s = np.add.outer(np.arange(t + 1), np.arange(t + 1))
-        diag = np.bincount(s.ravel(), weights=rej.ravel(), minlength=2 * t + 1)
-        coeffs = coeffs + diag
-        rejected += pmf.T @ diag
-        uu *= 1.0 - r
-        _store(t, r, hi, lo, frac_parts, frac_r_parts)
-        depth = max(_START_DEPTH, depth // 2)
-    frac = np.concatenate(frac_parts) if frac_parts else np.zeros((0, 3), dtype=np.int32)
-    frac_r = np.concatenate(frac_r_parts) if frac_r_parts else np.zeros(0)
-    full = np.concatenate([rejected, rejected[: len(p_all) - half][::-1]])
-    return LpBoundary(hi, lo, frac.astype(np.int32), frac_r, full, coeffs)
+    u0 = np.zeros((n + 1, n + 1))
+    u0[0, 0] = 1.0
+    walk, start, t_from, b_from = _Walk(u0, np.zeros(1), [], [], _START_DEPTH), 1, n + 1, np.zeros(0)
+    for fix in range(_FINAL_FIXES + 1):
+        p = np.r_[base, added]
+        rejected = np.r_[bernstein_eval(walk.coeffs, base), b_from] if start > 1 else np.zeros(len(p))
+        for t in range(start, n + 1):
+            if t in restarts and t not in snapshots:
+                snapshots[t] = walk.copy()
+            push_conditional(walk.u, t)
+            walk.coeffs = elevate(walk.coeffs, 2)
+            if progress is not None:
+                progress(t, n)
+            if t <= d:
+                continue
+            limit = np.r_[
+                budget[t] * np.ones(len(base)),
+                b_from + (budget[n] - b_from) * (t - t_from + 1) / (n - t_from + 1),
+            ]
+            rejected = _step(walk, t, p, limit - rejected, rejected, hi, lo)
+        over = np.zeros(0) if final_check is None else np.asarray(final_check(walk.coeffs), np.float64)
+        if not len(over) or fix == _FINAL_FIXES:
+            break
+        added = np.unique(np.r_[added, _cluster(np.minimum(over, 1.0 - over), base)])
+        for t_from in restarts:  # the latest step the added points can still be fixed from
+            b_from = bernstein_eval(snapshots[t_from].coeffs, added) if t_from > 1 else np.zeros(len(added))
+            if np.all(b_from < budget[n]):
+                break
+        walk, start = snapshots[t_from].copy(), t_from
+        log.debug(
+            "STEP size above alpha at p=%s: redo from step %d with them as control points", over, t_from
+        )
+    frac = np.concatenate(walk.frac_parts) if walk.frac_parts else np.zeros((0, 3), dtype=np.int32)
+    frac_r = np.concatenate(walk.frac_r_parts) if walk.frac_r_parts else np.zeros(0)
+    mirror = p < 0.5 - 1e-12  # every control point in [0, 1], the mirrors above 1/2 included, in order
+    points = np.r_[p, 1.0 - p[mirror]]
+    order = np.argsort(points, kind="stable")
+    full = np.r_[rejected, rejected[mirror]][order]
+    return LpBoundary(hi, lo, frac.astype(np.int32), frac_r, full, walk.coeffs, points[order])
+
+
+def _cluster(q: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Each rate in ``q`` (≤ 1/2) and two neighbours a quarter of the control spacing away (in arcsin √p):
+    with the peak alone pinned, the redone walk tends to overshoot right beside it."""
+    theta = np.arcsin(np.sqrt(q))
+    step = float(np.median(np.diff(np.arcsin(np.sqrt(grid))))) / 4.0
+    out = np.sin(np.clip(np.r_[theta, theta - step, theta + step], 1e-6, np.pi / 4)) ** 2
+    return out
+
+
+def _step(walk: _Walk, t: int, p: np.ndarray, room: np.ndarray, rejected: np.ndarray, hi, lo) -> np.ndarray:
+    """Solve, absorb and store step t; return the updated rejected null mass per control point."""
+    uu = walk.u[: t + 1, : t + 1]
+    pmf = _binom_pmf(t, p)
+    r, walk.depth = _solve_step(uu, t, pmf, room, walk.depth)
+    s = np.add.outer(np.arange(t + 1), np.arange(t + 1))
+    diag = np.bincount(s.ravel(), weights=(uu * r).ravel(), minlength=2 * t + 1)
+    walk.coeffs = walk.coeffs + diag
+    uu *= 1.0 - r
+    _store(t, r, hi, lo, walk.frac_parts, walk.frac_r_parts)
+    walk.depth = max(_START_DEPTH, walk.depth // 2)
+    return rejected + pmf.T @ diag
 
 
 def _solve_step(
@@ -225,12 +293,19 @@ def _lp(uu, t, pmf, room, var, top, x, y) -> np.ndarray:
     rv = np.clip(res.x, 0.0, 1.0)
     rv[rv < 1e-9] = 0.0
     rv[rv > 1.0 - 1e-9] = 1.0
+    r[rx, ry] = rv
+    r[tx, ty] = rv
+    # HiGHS meets the monotone rows only to its tolerance (±1e-14 seen): make the boundary exactly
+    # monotone by taking, at each state, the minimum over the states that dominate it (x' ≤ x, y' ≥ y).
+    # This only lowers r, and it keeps the label-swap symmetry (the dominance order maps onto itself).
+    r = np.minimum.accumulate(np.minimum.accumulate(r[:, ::-1], axis=1)[:, ::-1], axis=0)
+    rv = r[rx, ry]
     spent = cost.T @ rv
     over = spent > room
     if over.any():  # HiGHS tolerances: shrink this step's rejections until they fit exactly
-        rv *= float(np.min(room[over] / spent[over])) * (1.0 - 1e-12)
-    r[rx, ry] = rv
-    r[tx, ty] = rv
+        shrink = float(np.min(room[over] / spent[over])) * (1.0 - 1e-12)
+        r[rx, ry] = rv * shrink  # a common factor on the variables keeps the order among them
+        r[tx, ty] = rv * shrink
     return r
 
 

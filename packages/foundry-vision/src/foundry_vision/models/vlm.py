@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from foundry_core.config import component
+from foundry_core.config import Node, component, to_dict
 from foundry_core.errors import ConfigError, DataError
 from foundry_core.freeze import freeze_by_patterns
 from foundry_core.models.generation import next_token_loss
@@ -41,7 +41,7 @@ class VLM(nn.Module):
     class Config:
         #: ``{path: <LLM export or HF folder>}`` or a model node (``{name: transformer, ...}``).
         llm: dict[str, Any]
-        encoder: dict[str, Any] = component("encoder")
+        encoder: Node = component("encoder")
         projector: ProjectorConfig = field(default_factory=ProjectorConfig)
         #: Parameter globs to freeze (``vision*``, ``projector*``, ``llm*``, ``llm.layers.0.*``).
         freeze: list[str] = field(default_factory=list)
@@ -76,8 +76,8 @@ class VLM(nn.Module):
         enc_ctx = BuildContext(ctx.registry, ctx.device, dict(ctx.dims), None, ctx.pretrained_dir, dict(ctx.extras))
         vision = ctx.registry.build("encoder", cfg.encoder, enc_ctx, where="vlm.encoder")
         if not hasattr(vision, "tokens_per_image"):
-            raise ConfigError(f"vlm.encoder: {cfg.encoder['name']!r} has no fixed tokens_per_image; the VLM needs one")
-        return cls(cfg, vision, llm, llm_node, dict(cfg.encoder)).to(ctx.device)
+            raise ConfigError(f"vlm.encoder: {cfg.encoder.name!r} has no fixed tokens_per_image; the VLM needs one")
+        return cls(cfg, vision, llm, llm_node, to_dict(cfg.encoder)).to(ctx.device)
 
     @property
     def device(self) -> torch.device:

@@ -1,4 +1,5 @@
-"""Fixtures of the foundry-vision tests: a plugin manager with this plugin, tiny HF folders, tiny configs."""
+"""pytest fixtures of foundry-vision (loaded through the ``pytest11`` entry point): a plugin manager with
+this plugin, its registry, tiny random Hugging Face VLM folders."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import os
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests build tiny models locally; nothing is downloaded
+
 
 @pytest.fixture
 def vision_pm(foundry_pm):

@@ -1,8 +1,8 @@
-"""Test support for foundry-action (a pytest plugin via the ``pytest11`` entry point).
+"""Test data and helpers of foundry-action (its fixtures are in :mod:`foundry_action.testing.pytest_plugin`).
 
-``tiny_episodes``: a synthetic episode store in ``tmp_path`` with 3 episodes (lengths 20, 25, 30),
-two 32x32 cameras (``scene``, ``wrist``), 10-D ``action`` and ``proprio`` and normalization stats in
-``<store>/stats``. ``make_tiny_store(path, ...)`` builds the same thing with other sizes.
+``make_tiny_store(path)``: a synthetic episode store with 3 episodes (lengths 20, 25, 30), two 32x32
+cameras (``scene``, ``wrist``), 10-D ``action`` and ``proprio`` and normalization stats in
+``<store>/stats``; ``tiny_vla_node(store)``: a small ``vla`` model node on such a store.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 TINY_SEMANTICS = {
     "action": "absolute ee xyz [m] + rot6d (first two rows of R) + gripper opening [m]",
@@ -20,6 +19,37 @@ TINY_SEMANTICS = {
     "scene": "static camera looking at the table",
     "wrist": "camera on the gripper",
 }
+
+
+def tiny_vla_node(
+    store: str | Path,
+    expert: str | dict[str, Any] = "flow_matching",
+    backbone: dict[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A small ``vla`` node: the tiny conv backbone, a ``debug`` expert, 1 past / 3 future steps on ``store``.
+
+    ``expert``: a name (``{name, preset: debug}``) or a whole expert node; ``fields``: more vla keys.
+    """
+    return {
+        "name": "vla",
+        "backbone": backbone or {"name": "tiny_test", "width": 16},
+        "expert": {"name": expert, "preset": "debug"} if isinstance(expert, str) else expert,
+        "data": {"name": "zarr_episodes", "path": str(store), "past": 1, "future": 3, "image_offsets": [-1, 0]},
+        **fields,
+    }
+
+
+def export_tiny_vla(registry: Any, store: str | Path, out_dir: str | Path) -> Path:
+    """Export an untrained :func:`tiny_vla_node` policy (2 flow-matching steps, seed 0) to ``out_dir``."""
+    import torch
+
+    from foundry_core.export import export_model
+    from foundry_core.registry import BuildContext
+
+    node = tiny_vla_node(store, {"name": "flow_matching", "preset": "debug", "inference_steps": 2})
+    torch.manual_seed(0)
+    return export_model(registry.build("model", node, BuildContext(registry)), node, out_dir)
 
 
 def synthetic_episode(length: int, seed: int, image_size: int = 32, dim: int = 10) -> dict[str, np.ndarray]:
@@ -111,12 +141,6 @@ def make_lbm_store(path: str | Path, lengths: Sequence[int] = (24, 30), image_si
     return path
 
 
-@pytest.fixture
-def tiny_episodes(tmp_path: Path) -> Path:
-    """Path to a synthetic 3-episode store (2 cameras 32x32, action/proprio 10-D, stats included)."""
-    return make_tiny_store(tmp_path / "tiny_episodes.zarr")
-
-
 def write_synthetic_wds(
     directory: str | Path,
     episodes: Sequence[dict[str, np.ndarray]],
@@ -191,8 +215,8 @@ def write_synthetic_wds(
 
 
 def assert_invalid_frames_ignored(model: Any, batch: dict[str, Any]) -> None:
-    """A vla's loss, sampled chunk and conditioning are identical when the pixels of frames marked
-    invalid (``image_mask`` false) change, and its chunk changes with a valid frame's pixels."""
+    """A vla's loss, sampled action window and conditioning are identical when the pixels of frames marked
+    invalid (``image_mask`` false) change, and its window changes with a valid frame's pixels."""
     import torch
 
     assert not batch["image_mask"].all() and batch["image_mask"].any()
