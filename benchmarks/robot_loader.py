@@ -23,6 +23,12 @@ budget the loader gets), or wall seconds with ``torch.cuda.synchronize`` on ``de
 copy to the device included); data time = CPU seconds per batch of our single-process loader.
 ``data_share = data / (data + step)``, reported for the reference loader as well. On a GPU a single
 loader process is far from 5% of such a step: the share there says how many loader workers it needs.
+Frame encodings (``frames`` in the result): the same episodes in a second store with JPEG frames
+(quality 90, ``EpisodeWriter(frames=FrameEncoding.parse("jpeg", 90))``): bytes on disk of each store,
+raw frame reads per CPU-second (``FrameReader`` over every frame in a shuffled order, the loader's
+access pattern; page cache warm; the two stores take turns), and the training loader's samples per
+CPU-second (the same ``zarr_episodes`` pipeline over each store, measured alongside the two above).
+Ratios are JPEG / lossless.
 Run: ``uv run python benchmarks/robot_loader.py [--quick] [--device cuda]``.
 """
 
@@ -72,12 +78,13 @@ def make_episodes(n_episodes: int, length: int) -> list[dict[str, np.ndarray]]:
     return eps
 
 
-def write_zarr(path: Path, eps: list[dict[str, np.ndarray]]) -> Path:
+def write_zarr(path: Path, eps: list[dict[str, np.ndarray]], frames: Any = None) -> Path:
+    """The episodes as a store (``frames``: a ``FrameEncoding``; None = lossless) with its stats."""
     from foundry_action.normalization import NormStats
     from foundry_action.store import EpisodeWriter, open_store
 
     with EpisodeWriter(path, fps=10.0, fields={"action": (10,), "proprio": (10,)},
-                       cameras={"scene": (SIZE, SIZE), "wrist": (SIZE, SIZE)}, mode="w") as w:
+                       cameras={"scene": (SIZE, SIZE), "wrist": (SIZE, SIZE)}, mode="w", frames=frames) as w:
         for ep in eps:
             w.append_episode(ep, task="bench", instruction="push the block")
     NormStats.compute(open_store(path)).save(path / "stats")
@@ -150,6 +157,30 @@ def _rates(pipelines: dict[str, Any], n_batches: int) -> dict[str, tuple[float, 
     return {name: (n / cpu[name], n / wall[name]) for name in names}
 
 
+def frame_read_rates(stores: dict[str, Path], rounds: int) -> dict[str, float]:
+    """name -> camera frames decoded per CPU-second (every frame of both cameras, shuffled; stores alternate)."""
+    from foundry_action.store import open_store
+
+    readers = {name: [open_store(p).frame_reader(c) for c in ("scene", "wrist")] for name, p in stores.items()}
+    n = open_store(next(iter(stores.values()))).num_steps
+    order = np.random.default_rng(0).permutation(n)
+    out = np.empty((n, SIZE, SIZE, 3), np.uint8)
+    cpu = dict.fromkeys(stores, 0.0)
+    for name in stores:  # warm-up: page cache and decoders
+        readers[name][0].read(order[:8], out[:8])
+    for r in range(rounds):
+        for name in list(stores) if r % 2 == 0 else list(stores)[::-1]:
+            c = time.process_time()
+            for reader in readers[name]:
+                reader.read(order, out)
+            cpu[name] += time.process_time() - c
+    return {name: rounds * 2 * n / cpu[name] for name in stores}
+
+
+def _store_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
 #: The small VLA of the data-share measurement (see the module docstring).
 VLA_BACKBONE = {"name": "vision_encoder",
                 "encoder": {"name": "vit", "image_size": SIZE, "patch_size": 16, "width": 192, "depth": 4, "heads": 3}}
@@ -213,6 +244,7 @@ def run(quick: bool, device: str = "cpu") -> dict[str, Any]:
 def _measure(quick: bool, device: str) -> dict[str, Any]:
     from foundry_action.augment import AugmentConfig
     from foundry_action.data_source import ZarrEpisodes
+    from foundry_action.frame_codecs import FrameEncoding
     from foundry_action.normalization import NormStats
     from foundry_action.testing import write_synthetic_wds
 
@@ -228,15 +260,23 @@ def _measure(quick: bool, device: str) -> dict[str, Any]:
         wds_dir = write_synthetic_wds(tmp_path / "wds", eps, past=PAST, future=FUTURE, image_offsets=OFFSETS,
                                       samples_per_shard=100, jpeg_quality=90)
         t_wds = time.perf_counter() - t0
-        zarr_mb = sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 1e6
+        t0 = time.perf_counter()
+        jpeg_store = write_zarr(tmp_path / "bench_jpeg.zarr", eps, frames=FrameEncoding.parse("jpeg", 90))
+        t_jpeg = time.perf_counter() - t0
+        zarr_mb, jpeg_mb = _store_mb(store), _store_mb(jpeg_store)
         wds_mb = sum(p.stat().st_size for p in wds_dir.glob("*.tar")) / 1e6
-        cfg = ZarrEpisodes.Config(path=str(store), past=PAST, future=FUTURE, image_offsets=list(OFFSETS),
-                                  augment=AugmentConfig(enabled=True))
-        ours_src = ZarrEpisodes(cfg)
-        ours_it = ours_src.batches(BATCH, rank=0, world_size=1, seed=0)
+
+        def loader(path: Path) -> Any:
+            cfg = ZarrEpisodes.Config(path=str(path), past=PAST, future=FUTURE, image_offsets=list(OFFSETS),
+                                      augment=AugmentConfig(enabled=True))
+            return ZarrEpisodes(cfg).batches(BATCH, rank=0, world_size=1, seed=0)
+
+        ours_it = loader(store)
         stats = NormStats.load(store / "stats")
-        rates = _rates({"ours": ours_it, "baseline": wds_batches(wds_dir, stats, AugmentConfig(enabled=True))}, n_batches)
+        rates = _rates({"ours": ours_it, "baseline": wds_batches(wds_dir, stats, AugmentConfig(enabled=True)),
+                        "ours_jpeg": loader(jpeg_store)}, n_batches)
         (ours, ours_wall), (base, base_wall) = rates["ours"], rates["baseline"]
+        frame_rates = frame_read_rates({"lossless": store, "jpeg": jpeg_store}, 1 if quick else 4)
         step_s, params_m = vla_step_seconds(store, next(ours_it), device, 1 if quick else 3)
     data_s, base_data_s = BATCH / ours, BATCH / base
     share = data_s / (data_s + step_s)
@@ -253,7 +293,16 @@ def _measure(quick: bool, device: str) -> dict[str, Any]:
         "samples": n_eps * length,
         "zarr_mb": round(zarr_mb, 1),
         "wds_mb": round(wds_mb, 1),
-        "write_s": {"zarr": round(t_zarr, 1), "wds": round(t_wds, 1)},
+        "write_s": {"zarr": round(t_zarr, 1), "wds": round(t_wds, 1), "zarr_jpeg": round(t_jpeg, 1)},
+        "frames": {
+            "jpeg_quality": 90,
+            "store_mb": {"lossless": round(zarr_mb, 1), "jpeg": round(jpeg_mb, 1)},
+            "size_ratio": round(jpeg_mb / zarr_mb, 3),
+            "frames_per_cpu_s": {k: round(v, 1) for k, v in frame_rates.items()},
+            "read_ratio": round(frame_rates["jpeg"] / frame_rates["lossless"], 3),
+            "loader_samples_per_cpu_s": {"lossless": round(ours, 1), "jpeg": round(rates["ours_jpeg"][0], 1)},
+            "loader_ratio": round(rates["ours_jpeg"][0] / ours, 3),
+        },
         "vla_step": {
             "device": device,
             "model": f"vla: vit 224/16 w192 d4 + flow_matching tiny, {params_m:.1f} M params",
@@ -278,6 +327,12 @@ def main() -> None:
     print(f"{'zarr_episodes (ours)':28s} {r['ours']:14.1f} {r['wall']['ours']:15.1f}")
     print(f"ratio ours/baseline: {r['ratio']:.2f}x CPU, {r['wall']['ratio']:.2f}x wall   ({r['samples']} windows; zarr {r['zarr_mb']} MB, "
           f"wds {r['wds_mb']} MB; write s {r['write_s']})")
+    f = r["frames"]
+    print(f"frames lossless vs jpeg q{f['jpeg_quality']} (ratio jpeg/lossless): store {f['store_mb']['lossless']} MB vs "
+          f"{f['store_mb']['jpeg']} MB ({f['size_ratio']:.3f}x); frame reads {f['frames_per_cpu_s']['lossless']:.0f} vs "
+          f"{f['frames_per_cpu_s']['jpeg']:.0f} frames/CPU-s ({f['read_ratio']:.2f}x); training loader "
+          f"{f['loader_samples_per_cpu_s']['lossless']:.1f} vs {f['loader_samples_per_cpu_s']['jpeg']:.1f} samples/CPU-s "
+          f"({f['loader_ratio']:.2f}x)")
     v = r["vla_step"]
     print(f"data share of a small VLA step on {v['device']} ({v['model']}): step {v['step_ms']:.0f} ms, "
           f"our data {v['data_ms']:.1f} ms -> {100 * v['data_share']:.2f}% (goal <= {100 * v['goal']:.0f}%: "

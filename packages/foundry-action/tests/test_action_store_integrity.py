@@ -137,7 +137,7 @@ def test_all_zero_chunks_are_written_and_a_missing_chunk_is_an_error(tmp_path):
     assert (path / "data/camera/scene/c/2/0/0/0").is_file() and (path / "data/flag/c/0").is_file()
     validate(path, full_frames=True)
     (path / "data/camera/scene/c/2/0/0/0").unlink()
-    with pytest.raises(DataError, match=r"data/camera/scene: chunk 2 \(steps 2..2\) is missing"):
+    with pytest.raises(DataError, match=r"data/camera/scene: chunk 2 \(steps 2..2: episode \d+ frame \d+\) is missing"):
         validate(path, full_frames=True)
     with pytest.raises(DataError, match="chunk 2 .* is missing: the frame is lost"):
         open_store(path).frame_reader("scene").read(np.array([2]))  # before: a black frame, silently
@@ -154,7 +154,7 @@ def test_corrupt_chunk_names_array_and_chunk(store50):
     with pytest.raises(DataError) as err:
         validate(store50, full_frames=True)
     assert "data/action: chunk 0 (steps 0..149) cannot be decoded" in str(err.value)
-    assert "data/camera/wrist: chunk 7 (steps 7..7) cannot be decoded" in str(err.value)
+    assert "data/camera/wrist: chunk 7 (steps 7..7: episode" in str(err.value)
 
 
 def _make_legacy(path):

@@ -75,3 +75,40 @@ def test_cli_demos_with_workers(tmp_path, cli_runner):
         build_cli(), ["eval", "demos", "no_such_task", "--episodes", "1", "--out", str(out)]
     )
     assert result.exit_code == 2 and "no task named" in result.output
+
+
+def test_cli_demos_jpeg_frames_and_append_keeps_them(tmp_path, cli_runner):
+    from foundry_action.frame_codecs import FrameEncoding
+    from foundry_action.inspection import validate
+    from foundry_action.store import open_store
+    from foundry_core.cli.main import build_cli
+
+    out = tmp_path / "jpeg.zarr"
+    base = [
+        "eval",
+        "demos",
+        "push_to_target",
+        "--episodes",
+        "1",
+        "--cameras",
+        "scene",
+        "--image-size",
+        "32",
+        "--out",
+        str(out),
+    ]
+    res = cli_runner.invoke(build_cli(), [*base, "--frames", "jpeg", "--jpeg-quality", "80"])
+    assert res.exit_code == 0, res.output
+    assert open_store(out).frames == FrameEncoding("jpeg", 80)
+    res = cli_runner.invoke(
+        build_cli(), [*base, "--append", "--seed-start", "5"]
+    )  # no --frames: the store's own
+    assert res.exit_code == 0, res.output
+    store = open_store(out)
+    assert len(store) == 2 and store.frames == FrameEncoding("jpeg", 80)
+    validate(out, full_frames=True)  # every frame of both episodes decodes
+    res = cli_runner.invoke(build_cli(), [*base, "--append", "--frames", "lossless"])
+    assert res.exit_code == 2 and "keeps frames as jpeg (quality 80), appending asks lossless" in res.output
+    res = cli_runner.invoke(build_cli(), [*base[:-1], str(tmp_path / "bad.zarr"), "--frames", "webp"])
+    assert res.exit_code == 2 and "unknown frame encoding 'webp' (choose one of lossless, jpeg)" in res.output
+    assert not (tmp_path / "bad.zarr").exists() and len(open_store(out)) == 2

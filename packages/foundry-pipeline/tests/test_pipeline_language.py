@@ -55,3 +55,23 @@ def test_world_demo_counts_must_name_demo_tasks():
         parse_dataclass(WorldConfig, {"tasks": ["reach_target"], "demo_counts": {"stack_blocks": 5}})
     with pytest.raises(ConfigError, match=r"demo_counts.reach_target: must be >= 1"):
         parse_dataclass(WorldConfig, {"tasks": ["reach_target"], "demo_counts": {"reach_target": 0}})
+
+
+def test_world_frames_choice_is_checked_at_config_time_and_reaches_the_demo_store(tmp_path):
+    from foundry_action.frame_codecs import FrameEncoding
+    from foundry_action.store import open_store
+    from foundry_core.config import parse_dataclass
+    from foundry_core.errors import ConfigError
+    from foundry_pipeline.world import WorldConfig, build_demos
+
+    with pytest.raises(ConfigError, match=r"world.frames/world.jpeg_quality: unknown frame encoding 'png'"):
+        parse_dataclass(WorldConfig, {"frames": "png"})
+    with pytest.raises(ConfigError, match=r"world.frames/world.jpeg_quality: JPEG quality must be an integer in 1..100"):
+        parse_dataclass(WorldConfig, {"frames": "jpeg", "jpeg_quality": 0})
+    cfg = parse_dataclass(
+        WorldConfig,
+        {"tasks": ["reach_target"], "demos_per_task": 1, "cameras": ["scene"], "image_size": 32, "workers": 1,
+         "frames": "jpeg", "jpeg_quality": 75},
+    )  # fmt: skip
+    build_demos(cfg, tmp_path / "demos.zarr")
+    assert open_store(tmp_path / "demos.zarr").frames == FrameEncoding("jpeg", 75)

@@ -32,14 +32,19 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--overwrite", is_flag=True,
                   help="Replace DST if it is an episode store (never the source, never another folder).")
     @click.option("--no-stats", is_flag=True, help="Skip computing normalization statistics.")
+    @click.option("--frames", "frames", default="lossless", show_default=True,
+                  help="Camera-frame encoding of the store: lossless or jpeg (smaller, lossy).")
+    @click.option("--jpeg-quality", type=int, default=None, help="JPEG quality 1..100 with --frames jpeg [default: 90].")
     def convert_cmd(src: str, dst: str, fmt: str | None, workers: int, use_ray: bool, fps: float | None,
                     task: str | None, instruction: str | None, cameras: str | None, keep_windows: bool, overwrite: bool,
-                    no_stats: bool) -> None:
+                    no_stats: bool, frames: str, jpeg_quality: int | None) -> None:
         """Convert robot data (reference WebDataset, LeRobot v3, diffusion_policy replay buffer, LBM spartan) to a store."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         from foundry_action.convert import ConvertOptions, convert, detect_format
+        from foundry_action.frame_codecs import FrameEncoding
 
+        encoding = FrameEncoding.parse(frames, jpeg_quality, where="--frames/--jpeg-quality")
         fmt = fmt or detect_format(src)
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), transient=True) as bar:
@@ -48,7 +53,8 @@ def add_commands(cli: click.Group) -> None:
                              options=ConvertOptions(fps=fps, task=task, instruction=instruction,
                                                      cameras=[c.strip() for c in cameras.split(",") if c.strip()]
                                                      if cameras else None, keep_windows=keep_windows),
-                             compute_stats=not no_stats, progress=lambda d, n: bar.update(job, completed=d, total=n))
+                             compute_stats=not no_stats, progress=lambda d, n: bar.update(job, completed=d, total=n),
+                             frames=encoding)
         for line in result.lines():
             click.echo(line)
 
@@ -77,7 +83,8 @@ def add_commands(cli: click.Group) -> None:
             click.echo(f"  fields ({len(info['fields'])}):")
             for name, f in info["fields"].items():
                 click.echo(f"    {name:40s} {str(f['shape']):10s} {f['dtype']:8s} {f['semantics']}")
-            click.echo("  cameras: " + (", ".join(f"{k} {h}x{w}" for k, (h, w) in info["cameras"].items()) or "none"))
+            click.echo("  cameras: " + (", ".join(f"{k} {h}x{w}" for k, (h, w) in info["cameras"].items()) or "none")
+                       + (f"  (frames: {store.frames})" if info["cameras"] else ""))
             click.echo(f"  tasks: {info['tasks']}")
             click.echo(f"  sources: {info['sources']}")
             if info["success_rate"] is not None:

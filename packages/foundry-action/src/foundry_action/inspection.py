@@ -6,6 +6,7 @@ Test: ``uv run pytest packages/foundry-action/tests/test_action_cli.py``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ def summary(store: EpisodeStore) -> dict[str, Any]:
         "length": {"min": int(lengths.min()), "mean": float(lengths.mean()), "max": int(lengths.max())} if len(store) else {},
         "fields": {k: {"shape": list(v), "dtype": store.dtypes[k], "semantics": store.semantics[k]} for k, v in store.fields.items()},
         "cameras": {k: list(v) for k, v in store.cameras.items()},
+        "frames": store.frames.to_attr(),
         "tasks": dict(Counter(str(m.get("task", "")) for m in metas)),
         "sources": dict(Counter(str(m.get("source", "")) for m in metas)),
         "success_rate": float(np.mean(successes)) if successes else None,
@@ -97,8 +99,11 @@ def _stored_chunk_keys(arr: Any) -> set[str]:
 
 
 def _chunk_problems(arr: Any, name: str, length: int, *, legacy: bool = False, decode: bool = True,
-                    presence: bool = True) -> list[str]:
-    """Missing chunks (an error: zarr would return its fill value) and, with ``decode``, corrupt ones."""
+                    presence: bool = True, locate: Callable[[int], str] | None = None) -> list[str]:
+    """Missing chunks (an error: zarr would return its fill value) and, with ``decode``, corrupt ones.
+
+    ``locate(step)`` names the episode and frame of a chunk (camera arrays: one frame per chunk).
+    """
     problems = []
     step = int(arr.chunks[0])
     stored = _stored_chunk_keys(arr) if presence else None
@@ -107,14 +112,15 @@ def _chunk_problems(arr: Any, name: str, length: int, *, legacy: bool = False, d
             "really all zeros, re-create the store)") if legacy else ""
     for i in range(-(-length // step)):
         lo, hi = i * step, min((i + 1) * step, length)
+        where = f"steps {lo}..{hi - 1}" + ("" if locate is None else f": {locate(lo)}")
         if stored is not None and arr.metadata.encode_chunk_key((i, *zeros)) not in stored:
-            problems.append(f"{name}: chunk {i} (steps {lo}..{hi - 1}) is missing: that data is lost{hint}")
+            problems.append(f"{name}: chunk {i} ({where}) is missing: that data is lost{hint}")
             continue
         if decode:
             try:
                 np.asarray(arr[lo:hi])
             except Exception as exc:  # codec-specific errors (blosc/zstd RuntimeError, shape ValueError)
-                problems.append(f"{name}: chunk {i} (steps {lo}..{hi - 1}) cannot be decoded: {type(exc).__name__}: {exc}")
+                problems.append(f"{name}: chunk {i} ({where}) cannot be decoded: {type(exc).__name__}: {exc}")
     return problems
 
 
@@ -165,8 +171,10 @@ def validate(path: str | Path, *, full_frames: bool = False) -> tuple[EpisodeSto
     if full_frames:
         legacy = not store.all_chunks_written
         for key in store.keys():
-            decode = key.startswith("camera/") or key not in floats  # floats were decoded above
-            problems += _chunk_problems(store.array(key), f"data/{key}", store.num_steps, legacy=legacy, decode=decode)
+            is_cam = key.startswith("camera/")
+            decode = is_cam or key not in floats  # floats were decoded above
+            problems += _chunk_problems(store.array(key), f"data/{key}", store.num_steps, legacy=legacy, decode=decode,
+                                        locate=store.locate if is_cam else None)
         info_len = int(store._info_ends[-1]) if len(store) else 0
         for name, length in (("episode_ends", len(store)), ("episode_info_ends", len(store)), ("episode_info", info_len)):
             problems += _chunk_problems(root[f"meta/{name}"], f"meta/{name}", length)

@@ -1,7 +1,8 @@
 """Zarr v3 robot-episode store: an append-only writer and a reader (spec: docs/episode_store.md).
 
 Layout: ``data/<field>`` arrays concatenated over time, ``data/camera/<name>`` uint8 frames (one
-Blosc-LZ4 or zstd chunk per frame), ``meta/episode_ends`` (exclusive cumulative ends),
+chunk per frame: Blosc-LZ4 or zstd, or JPEG + crc32c; the root attribute ``frames`` says which, see
+``foundry_action.frame_codecs``), ``meta/episode_ends`` (exclusive cumulative ends),
 ``meta/episode_info`` + ``meta/episode_info_ends`` (per-episode JSON), store attributes in the root.
 
 Crash safety: an episode's data and metadata are written first, its ``episode_ends`` entry next and
@@ -25,6 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from foundry_action.frame_codecs import (
+    FRAMES_ATTR,
+    FrameEncoding,
+    camera_codecs,
+    is_jpeg_array,
+    register_zarr_codecs,
+)
 from foundry_action.store_commit import COMMIT_ATTR, crc32_int64, legacy_committed, verify_commit
 from foundry_core.errors import DataError
 
@@ -46,6 +54,7 @@ WRITE_ALL_CHUNKS = {"write_empty_chunks": True}  # zarr skips all-fill chunks by
 def _zarr() -> Any:
     import zarr
 
+    register_zarr_codecs()  # JPEG camera arrays name the foundry.jpeg codec
     return zarr
 
 
@@ -101,6 +110,7 @@ class EpisodeStore:
         self.dtypes: dict[str, str] = {k: v["dtype"] for k, v in specs.items()}
         self.semantics: dict[str, str] = {k: v.get("semantics", "") for k, v in specs.items()}
         self.cameras: dict[str, tuple[int, int]] = {k: tuple(v) for k, v in self.attrs["cameras"].items()}
+        self.frames = FrameEncoding.from_attrs(self.attrs, self.path)
         self._check_declared_shapes()
         raw_ends = self._read_meta("episode_ends")
         info_ends = self._read_meta("episode_info_ends")
@@ -148,6 +158,9 @@ class EpisodeStore:
                     f"{self.path}: data/{key} has per-step shape {tuple(arr.shape[1:])} and dtype {arr.dtype}, but "
                     f"zarr.json declares {tuple(want_shape)} {want_dtype}; the store is inconsistent (re-create it)"
                 )
+            if is_cam and is_jpeg_array(arr) != (self.frames.encoding == "jpeg"):
+                raise DataError(f"{self.path}: data/{key} codecs {[c.to_dict()['name'] for c in arr.metadata.codecs]} do not "
+                                f"match the store's frame encoding {self.frames}; the store is inconsistent (re-create it)")
 
     # ------------------------------------------------------------------ structure
     def keys(self) -> list[str]:
@@ -195,8 +208,16 @@ class EpisodeStore:
             chunk = int(arr.chunks[0])
             raise DataError(
                 f"{self.path}: data/{key} steps [{start}, {stop}) (chunks {start // chunk}..{max(start, stop - 1) // chunk}) "
-                f"cannot be decoded ({type(exc).__name__}: {exc}); run `foundry data validate --full` to list damaged chunks"
+                f"cannot be decoded ({type(exc).__name__}: {exc}); they start at {self.locate(start)}; "
+                "run `foundry data validate --full` to list damaged chunks"
             ) from exc
+
+    def locate(self, step: int) -> str:
+        """``"episode 3 frame 17"`` for global ``step`` (error messages name the episode, not the global index)."""
+        i = int(np.searchsorted(self.episode_ends, step, side="right"))
+        if i >= len(self):
+            return f"step {step}, beyond the committed episodes"
+        return f"episode {i} frame {step - (int(self.episode_ends[i - 1]) if i else 0)}"
 
     def episode(self, i: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """All (or the given) per-step arrays of episode ``i``: ``{"action": [T, 10], "camera/scene": [T,H,W,3]}``."""
@@ -207,7 +228,8 @@ class EpisodeStore:
         """A fast reader of ``camera``'s frames by global step index."""
         from foundry_action.frames import FrameReader
 
-        return FrameReader(self.array(camera_key(camera)), missing_is_error=self.all_chunks_written)
+        return FrameReader(self.array(camera_key(camera)), missing_is_error=self.all_chunks_written,
+                           locate=self.locate, name=f"{self.path}: camera {camera!r}")
 
     def meta(self, i: int) -> dict[str, Any]:
         """Per-episode metadata: ``task``, ``instructions`` (list), ``success``, ``source`` and extras."""
@@ -264,7 +286,9 @@ class EpisodeWriter:
     anything (replacing a store is the caller's decision: write a new one beside it and swap, see
     ``foundry_action.ownership``). ``fields`` maps a low-dim field to its per-step shape; ``dtypes``
     (default float32) may override a field's dtype (float*, int*, bool). ``cameras`` maps a camera name
-    to (H, W). ``attrs`` adds store attributes (e.g. ``{"source_format": "lerobot_v3"}``).
+    to (H, W). ``attrs`` adds store attributes (e.g. ``{"source_format": "lerobot_v3"}``). ``frames``
+    chooses the camera-frame encoding of a new store (default lossless); an append keeps the store's
+    own and refuses a different explicit one.
     """
 
     def __init__(
@@ -280,6 +304,7 @@ class EpisodeWriter:
         mode: str = "a",
         compression_level: int = 3,
         image_codec: str = "lz4",
+        frames: FrameEncoding | None = None,
     ) -> None:
         if mode not in ("w", "a"):
             raise ValueError(f"mode must be 'w' or 'a', got {mode!r}")
@@ -288,10 +313,11 @@ class EpisodeWriter:
         self.path = Path(path)
         self._level = compression_level
         self._image_codec = image_codec
+        self.frames = frames or FrameEncoding()
         zarr = _zarr()
         if mode == "a" and (self.path / "zarr.json").exists():
             self._root = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
-            self._load_existing(fps, fields, cameras, dtypes)
+            self._load_existing(fps, fields, cameras, dtypes, frames)
         else:
             if fps is None or fields is None:
                 raise DataError(f"{self.path}: a new store needs fps and fields")
@@ -329,6 +355,8 @@ class EpisodeWriter:
         if unknown:
             raise DataError(f"semantics given for unknown fields {sorted(unknown)}")
         self.dtypes = {k: str(np.dtype(dtypes.get(k, "float32"))) for k in self.fields}
+        if FRAMES_ATTR in attrs:
+            raise DataError(f"{self.path}: attribute {FRAMES_ATTR!r} is set by the writer's frames argument, not by attrs")
         self._ends: list[int] = []
         self._info_ends: list[int] = []
         self._crcs = {"episode_ends_crc32": 0, "episode_info_ends_crc32": 0, "episode_info_crc32": 0}
@@ -347,6 +375,7 @@ class EpisodeWriter:
                 },
                 "cameras": {k: list(v) for k, v in self.cameras.items()},
                 "camera_semantics": {k: semantics.get(k, "") for k in self.cameras},
+                FRAMES_ATTR: self.frames.to_attr(),
                 ALL_CHUNKS_ATTR: True,
                 COMMIT_ATTR: self._commit_record(),
                 **dict(attrs),
@@ -363,7 +392,8 @@ class EpisodeWriter:
         cam_group = data.create_group("camera")
         for cam, (h, w) in self.cameras.items():
             cam_group.create_array(
-                cam, shape=(0, h, w, 3), dtype="uint8", chunks=(1, h, w, 3), compressors=_image_compressor(self._image_codec)
+                cam, shape=(0, h, w, 3), dtype="uint8", chunks=(1, h, w, 3),
+                **camera_codecs(self.frames, _image_compressor(self._image_codec)),
             )
         meta = root.create_group("meta")
         meta.create_array("episode_ends", shape=(0,), dtype="int64", chunks=(ENDS_CHUNK,), fill_value=-1, compressors=None)
@@ -385,8 +415,12 @@ class EpisodeWriter:
         fields: Mapping[str, Iterable[int]] | None,
         cameras: Mapping[str, Iterable[int]] | None,
         dtypes: Mapping[str, str] | None,
+        frames: FrameEncoding | None,
     ) -> None:
         reader = EpisodeStore(self.path)  # validates format and the committed part (refuses a damaged store)
+        if frames is not None and frames != reader.frames:
+            raise DataError(f"{self.path}: store keeps frames as {reader.frames}, appending asks {frames}")
+        self.frames = reader.frames  # an append keeps the store's encoding
         self.fps, self.fields, self.cameras, self.dtypes = reader.fps, reader.fields, reader.cameras, reader.dtypes
         if fps is not None and float(fps) != self.fps:
             raise DataError(f"{self.path}: store has fps {self.fps}, appending with fps {fps}")
@@ -528,7 +562,7 @@ class EpisodeWriter:
 
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         """Add store attributes (reserved keys cannot be changed)."""
-        reserved = {"format", "format_version", "fps", "fields", "cameras", COMMIT_ATTR, ALL_CHUNKS_ATTR} & set(attrs)
+        reserved = {"format", "format_version", "fps", "fields", "cameras", FRAMES_ATTR, COMMIT_ATTR, ALL_CHUNKS_ATTR} & set(attrs)
         if reserved:
             raise DataError(f"{self.path}: attributes {sorted(reserved)} are fixed when the store is created")
         self._root.attrs.update(dict(attrs))

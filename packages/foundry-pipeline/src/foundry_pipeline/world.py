@@ -60,8 +60,15 @@ class WorldConfig:
     samples_per_shard: int = 256
     workers: int = 2
     seed: int = 0
+    #: How the demo store keeps camera frames: lossless or jpeg (see docs/formats.md).
+    frames: str = "lossless"
+    #: JPEG quality 1..100 with ``frames: jpeg`` (default 90).
+    jpeg_quality: int | None = None
 
     def validate(self) -> None:
+        from foundry_action.frame_codecs import FrameEncoding
+
+        FrameEncoding.parse(self.frames, self.jpeg_quality, where="world.frames/world.jpeg_quality")
         demo_tasks = self.demo_tasks or self.tasks
         for task, n in self.demo_counts.items():
             if task not in demo_tasks:
@@ -190,9 +197,11 @@ def build_demos(
     cfg: WorldConfig, out_path: Path, *, progress: Callable[[int], None] | None = None
 ) -> dict[str, Any]:
     """Scripted-expert demonstrations of every demo task into one Zarr episode store."""
+    from foundry_action.frame_codecs import FrameEncoding
     from foundry_eval.sim.demos import generate_demos
 
     summary: dict[str, Any] = {}
+    frames = FrameEncoding.parse(cfg.frames, cfg.jpeg_quality, where="world.frames/world.jpeg_quality")
     for i, task in enumerate(cfg.demo_tasks or cfg.tasks):
         node = {"name": task, "cameras": list(cfg.cameras), "image_size": cfg.image_size}
         result = generate_demos(
@@ -201,6 +210,7 @@ def build_demos(
             out=out_path,
             workers=cfg.workers,
             append=i > 0,
+            frames=frames,
             on_episode=(lambda _r, _s: progress(1)) if progress else None,
         )
         summary[task] = {"stored": result.stored, "attempted": result.attempted, "success_rate": result.success_rate}

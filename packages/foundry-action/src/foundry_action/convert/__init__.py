@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from foundry_core.errors import ComponentError, DataError
 
 if TYPE_CHECKING:
+    from foundry_action.frame_codecs import FrameEncoding
     from foundry_core.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -199,8 +200,12 @@ def convert(
     compute_stats: bool = True,
     progress: Callable[[int, int], None] | None = None,
     registry: Registry | None = None,
+    frames: FrameEncoding | None = None,
 ) -> Summary:
-    """Convert ``src`` into a new store at ``dst``; ``progress(done_units, total_units)`` is called as it goes."""
+    """Convert ``src`` into a new store at ``dst``; ``progress(done_units, total_units)`` is called as it goes.
+
+    ``frames``: how the new store keeps camera frames (default lossless; e.g. ``FrameEncoding.parse("jpeg", 90)``).
+    """
     from foundry_action.normalization import NormStats
     from foundry_action.ownership import check_destination, install, prepare_partial
     from foundry_action.store import EpisodeWriter, open_store
@@ -228,7 +233,7 @@ def convert(
     try:
         with EpisodeWriter(
             partial, fps=plan.fps, fields=plan.fields, dtypes=plan.dtypes, cameras=plan.cameras,
-            semantics=plan.semantics, attrs=attrs, mode="w",
+            semantics=plan.semantics, attrs=attrs, mode="w", frames=frames,
         ) as writer:
             ref = module.__name__ if isinstance(module, ModuleType) else module  # what workers can import
             for done, episodes in enumerate(runner(ref, plan.units, workers), start=1):

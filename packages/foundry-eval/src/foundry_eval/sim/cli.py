@@ -33,6 +33,14 @@ def parse_cameras(value: str) -> list[str]:
 @click.option(
     "--overwrite", is_flag=True, help="Replace an existing episode store at --out (never another folder)."
 )
+@click.option(
+    "--frames",
+    default=None,
+    help="Camera-frame encoding: lossless or jpeg [default: lossless; --append keeps the store's].",
+)
+@click.option(
+    "--jpeg-quality", type=int, default=None, help="JPEG quality 1..100 with --frames jpeg [default: 90]."
+)
 def demos_command(
     task: str,
     episodes: int,
@@ -44,12 +52,21 @@ def demos_command(
     keep_failures: bool,
     append: bool,
     overwrite: bool,
+    frames: str | None,
+    jpeg_quality: int | None,
 ) -> None:
     """Generate scripted-expert demonstrations of a task with a scripted expert (e.g. push_to_target)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from foundry_action.frame_codecs import FrameEncoding
     from foundry_core.plugins import get_registry
     from foundry_eval.sim.demos import generate_demos
+
+    if frames is None and jpeg_quality is not None:
+        frames = "jpeg"  # a quality alone means JPEG frames
+    encoding = (
+        None if frames is None else FrameEncoding.parse(frames, jpeg_quality, where="--frames/--jpeg-quality")
+    )
 
     registry = get_registry()
     registry.get("task", task)  # unknown task -> error listing the known ones
@@ -84,6 +101,7 @@ def demos_command(
             append=append,
             overwrite=overwrite,
             on_episode=on_episode,
+            frames=encoding,
         )
     click.echo(
         f"{summary.task}: stored {summary.stored} episodes ({summary.steps} steps attempted) in {summary.out}; "

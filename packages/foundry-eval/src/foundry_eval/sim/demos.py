@@ -20,11 +20,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from foundry_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from foundry_action.frame_codecs import FrameEncoding
 
 DEMO_SEED_START = 1_000_000
 SEMANTICS = {
@@ -106,12 +109,14 @@ def generate_demos(
     overwrite: bool = False,
     max_attempts: int | None = None,
     on_episode: Callable[[dict[str, Any], int], None] | None = None,
+    frames: FrameEncoding | None = None,
 ) -> DemoSummary:
     """Write ``episodes`` expert episodes of env ``node`` (``{"name": task, **config}``) to ``out``.
 
     Without ``keep_failures`` only successful episodes are stored and seeds are tried in order until
     ``episodes`` are stored (at most ``max_attempts``, default 3x). ``on_episode(result, stored)`` is
-    called after every attempt (for a progress bar).
+    called after every attempt (for a progress bar). ``frames``: the camera-frame encoding of a new store
+    (default lossless); appending keeps the store's own and refuses a different one.
     """
     from foundry_action.ownership import check_destination, install, prepare_partial
     from foundry_action.store import EpisodeWriter, is_store
@@ -152,6 +157,7 @@ def generate_demos(
                 "task": str(node.get("name")),
             },
             mode="a" if append else "w",
+            frames=frames,
         )
 
         def consume(result: dict[str, Any]) -> None:
