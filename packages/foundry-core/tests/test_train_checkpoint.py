@@ -147,9 +147,7 @@ def test_export_load_pretrained_round_trip(tmp_path, foundry_pm, ema):
     cfg["model"]["name"] = "stats_toy"
     if ema:
         cfg["train"]["ema"] = {"decay": 0.5}
-    trainer = Trainer(
-        parse_dataclass(RunConfig, cfg, registry=registry), cfg, registry, tmp_path / "run", pm=foundry_pm
-    )
+    trainer = Trainer(parse_dataclass(RunConfig, cfg, registry=registry), registry, pm=foundry_pm)
     try:
         trainer.build()
         trainer.fit()

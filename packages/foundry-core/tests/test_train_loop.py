@@ -163,9 +163,7 @@ def test_batch_sizes_must_divide(tmp_path, pm):
 
 def _trainer(cfg: dict, pm) -> Trainer:
     registry = collect(pm)
-    return Trainer(
-        parse_dataclass(RunConfig, cfg, registry=registry), cfg, registry, Path(cfg["run"]["out_dir"]), pm=pm
-    )
+    return Trainer(parse_dataclass(RunConfig, cfg, registry=registry), registry, pm=pm)
 
 
 def test_every_step_trains_in_train_mode_even_after_eval_elsewhere(tmp_path, pm):

@@ -257,3 +257,27 @@ def test_fsdp_blocks_are_found_in_nested_models():
 def test_mixer_accepts_weights_as_a_sequence():
     m = Mixer({"a": _Tokens(), "b": _Tokens()}, [0.0, 1.0], seed=0, batch_size=1)
     assert {next(m)[0] for _ in range(20)} == {"b"}
+
+
+def test_step_stats_pack_unpack_and_all_reduce():
+    """The packed per-step sums survive the round trip by name; a non-finite loss is counted, not summed."""
+    from foundry_core.train.step_stats import StepStats
+
+    stats = StepStats.zeros(["text", "robot"])
+    stats.add("robot", torch.tensor(2.0), samples=4, tokens=0, flops=10.0)
+    stats.add("text", torch.tensor(1.0), samples=4, tokens=32, flops=5.0)
+    stats.add("robot", torch.tensor(float("nan")), samples=4, tokens=0, flops=10.0)
+    packed = stats.pack()
+    assert packed.dtype == torch.float64 and packed.shape == (2 + 2 + 3 + 2,)
+    back = StepStats.unpack(stats.labels, packed)
+    assert float(back.loss) == 3.0 and back.has_nonfinite and back.label_batches == [1.0, 2.0]
+    assert (back.samples, back.tokens, back.flops) == (12.0, 32.0, 25.0)
+    assert back.label_means() == {"text": 1.0, "robot": 1.0}
+
+    def two_ranks(t: torch.Tensor) -> None:  # what an all-reduce (sum) over two equal ranks gives
+        t.mul_(2)
+
+    summed = stats.all_reduce(two_ranks)
+    assert float(summed.loss) == 6.0 and summed.samples == 24.0 and summed.label_batches == [2.0, 4.0]
+    assert summed.label_means() == {"text": 1.0, "robot": 1.0}
+    assert not StepStats.zeros(["a"]).has_nonfinite

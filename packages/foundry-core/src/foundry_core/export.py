@@ -71,6 +71,39 @@ def export_model(
     return out
 
 
+def export_weights(
+    registry: Registry,
+    model_node: Mapping[str, Any],
+    weights: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    ema: Mapping[str, Any] | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+    pretrained_dir: str | Path | None = None,
+) -> Path:
+    """Rebuild the model of ``model_node`` on the CPU, load full ``weights`` strictly (floats as fp32),
+    put the ``ema`` shadow in place of the parameters it names, and write the export.
+
+    Training writes its export this way, and so does ``foundry export`` from a checkpoint (with
+    ``pretrained_dir``, the checkpoint's copy of the model's artifacts). The global RNG is left as it was.
+    """
+    import torch
+
+    from foundry_core.registry import BuildContext
+
+    ctx = BuildContext(registry, device="cpu", pretrained_dir=str(pretrained_dir) if pretrained_dir else None)
+    with torch.random.fork_rng(devices=[]):
+        model = registry.build("model", dict(model_node), ctx, where="model")
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, strict=True
+    )
+    with torch.no_grad():  # EMA by parameter name: tied weights are one parameter
+        for name, p in model.named_parameters():
+            if ema and name in ema:
+                p.copy_(ema[name])
+    return export_model(model, model_node, out_dir, extra_meta=extra_meta)
+
+
 def code_version() -> dict[str, Any]:
     """The git commit (and remote, credentials stripped) of the Foundry code writing an export, so a
     policy server can report which code trained it; ``{}`` outside a git checkout (an installed wheel)."""
