@@ -37,6 +37,8 @@ class Checkpointer:
         self.every = cfg.train.checkpoint
         #: The checkpoint written or resumed from last (None before the first).
         self.last: Path | None = None
+        #: The export files (config.yaml + artifacts) each checkpoint carries; rank 0 only.
+        self.model_files: Path | None = None
         self.remote: RemoteSync | None = None
         if cfg.run.remote_dir and info.is_main:
             self.remote = RemoteSync(
@@ -59,11 +61,24 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ saving
 
+    def keep_model_files(self, model: torch.nn.Module, model_node: dict[str, Any]) -> None:
+        """Collective: rank 0 writes the model's export files (no weights) that every checkpoint will
+        carry as ``model/``. Call it before the model is sharded; an error is raised on every rank."""
+        error = None
+        if self.info.is_main:
+            try:
+                self.model_files = ckpt.write_model_files(self.root.parent, model, model_node)
+            except Exception as exc:  # a model's export_artifacts may raise anything: every rank must stop
+                error = f"writing the model's export files to {self.root.parent}: {type(exc).__name__}: {exc}"
+        error = broadcast_object(error)
+        if error is not None:
+            raise FoundryError(error)
+
     def save(
         self, step: int, app_state: dict[str, Any], rank_state: dict[str, Any], meta: dict[str, Any]
     ) -> Path:
         """Collective: write ``step_XXXXXXXX`` atomically, prune old ones, queue the remote upload."""
-        path = ckpt.save_checkpoint(self.root, step, app_state, rank_state, meta, self.info)
+        path = ckpt.save_checkpoint(self.root, step, app_state, rank_state, meta, self.info, self.model_files)
         self.last = path
         if self.info.is_main:
             protect = self.remote.pending() | {path} if self.remote else {path}

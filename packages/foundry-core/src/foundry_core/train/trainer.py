@@ -45,7 +45,7 @@ from foundry_core.distributed import (
     wrap_model,
 )
 from foundry_core.errors import ConfigError, FoundryError
-from foundry_core.export import export_weights
+from foundry_core.export import export_weights, rebuild_model
 from foundry_core.registry import BuildContext, Registry
 from foundry_core.run_config import RunConfig
 from foundry_core.train import precision as prec
@@ -102,6 +102,7 @@ class Trainer:
         self._prepare_run_dir()
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
         ctx = BuildContext(self.registry, device=str(info.device))
+        self.checkpointer = Checkpointer(cfg, self.run_dir, info)
         self._build_model(ctx)
         self._build_optimizer(ctx)
         self.callbacks = [
@@ -119,7 +120,6 @@ class Trainer:
             run_name=cfg.run.name,
             config=to_dict(cfg),
         )
-        self.checkpointer = Checkpointer(cfg, self.run_dir, info)
         if resume:
             self._resume(resume, trust_checkpoint)
         log.info(
@@ -163,6 +163,7 @@ class Trainer:
         if t.grad_checkpointing:
             enable_grad_checkpointing(model)
         self.model = prec.prepare_model(model, t.precision).to(self.info.device)
+        self.checkpointer.keep_model_files(self.model, self.cfg.model)  # before sharding
         self.module = wrap_model(self.model, self.cfg.distributed.strategy, t.precision, self.info.mesh)
         if t.compile:
             self.module.compile()
@@ -469,7 +470,8 @@ class Trainer:
                 "plugins": self._plugin_versions(),
                 "ema": use_ema,
             }
-            export_weights(self.registry, self.cfg.model, weights, out, ema=ema, extra_meta=meta)
+            fresh = rebuild_model(self.registry, self.cfg.model)
+            export_weights(fresh, self.cfg.model, weights, out, ema=ema, extra_meta=meta)
             if out_dir is None:
                 self.checkpointer.mirror(out, "export")
             log.info("exported the model to %s", out)
