@@ -18,12 +18,14 @@ class StepStats:
     """Sums over a step's micro-batches: summed over ranks once :meth:`all_reduce` ran."""
 
     labels: tuple[str, ...]
-    #: Sum of the finite micro-batch losses (device), and the number of non-finite ones.
+    #: The step's loss: finite batch losses, each weighted by its share of the step's samples (device);
+    #: and the number of non-finite batch losses.
     loss: torch.Tensor
     nonfinite: torch.Tensor
-    #: Per mix label: summed loss (device) and number of micro-batches (host).
+    #: Per mix label: summed (unweighted) batch loss (device), number of batches and samples (host).
     label_loss: torch.Tensor
     label_batches: list[float] = field(default_factory=list)
+    label_samples: list[float] = field(default_factory=list)
     samples: float = 0.0
     tokens: float = 0.0
     flops: float = 0.0
@@ -33,28 +35,33 @@ class StepStats:
         def zero(*shape: int) -> torch.Tensor:
             return torch.zeros(shape, dtype=torch.float64, device=device)
 
-        return cls(tuple(labels), zero(), zero(), zero(len(labels)), [0.0] * len(labels))
+        n = len(labels)
+        return cls(tuple(labels), zero(), zero(), zero(n), [0.0] * n, [0.0] * n)
 
-    def add(self, label: str, loss: torch.Tensor, *, samples: int, tokens: int, flops: float) -> None:
-        """Count one micro-batch; a non-finite loss counts as such and adds nothing to the sums."""
+    def add(
+        self, label: str, loss: torch.Tensor, *, share: float, samples: int, tokens: int, flops: float
+    ) -> None:
+        """Count one batch (``share``: its fraction of the step's samples on this rank); a non-finite
+        loss counts as such and adds nothing to the sums."""
         j = self.labels.index(label)
         value = loss.detach().to(torch.float64)
         finite = torch.isfinite(value)
         value = torch.where(finite, value, torch.zeros_like(value))
-        self.loss += value
+        self.loss += value * share
         self.nonfinite += (~finite).to(torch.float64)
         self.label_loss[j] += value
         self.label_batches[j] += 1
+        self.label_samples[j] += samples
         self.samples += samples
         self.tokens += tokens
         self.flops += flops
 
     def pack(self) -> torch.Tensor:
-        """One CPU float64 tensor: loss, nonfinite, per-label loss, samples, tokens, flops, per-label batches."""
+        """One CPU float64 tensor: loss, nonfinite, per-label loss; samples, tokens, flops, per-label
+        batches, per-label samples."""
         device_part = torch.cat([self.loss.reshape(1), self.nonfinite.reshape(1), self.label_loss]).cpu()
-        host_part = torch.tensor(
-            [self.samples, self.tokens, self.flops, *self.label_batches], dtype=torch.float64
-        )
+        host = [self.samples, self.tokens, self.flops, *self.label_batches, *self.label_samples]
+        host_part = torch.tensor(host, dtype=torch.float64)
         return torch.cat([device_part, host_part])
 
     @classmethod
@@ -62,9 +69,8 @@ class StepStats:
         n = len(labels)
         loss, nonfinite, label_loss, host = packed[0], packed[1], packed[2 : 2 + n], packed[2 + n :]
         samples, tokens, flops = (float(x) for x in host[:3])
-        return cls(
-            tuple(labels), loss, nonfinite, label_loss, [float(x) for x in host[3:]], samples, tokens, flops
-        )
+        batches, label_samples = [float(x) for x in host[3 : 3 + n]], [float(x) for x in host[3 + n :]]
+        return cls(tuple(labels), loss, nonfinite, label_loss, batches, label_samples, samples, tokens, flops)
 
     def all_reduce(self, reduce: Callable[[torch.Tensor], None]) -> StepStats:
         """The sums over every rank (``reduce`` sums a CPU tensor in place; one call)."""

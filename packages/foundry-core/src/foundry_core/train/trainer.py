@@ -187,7 +187,7 @@ class Trainer:
             )
             weights[label] = entry.weight
         info = self.info
-        return Mixer(
+        mixer = Mixer(
             sources,
             weights,
             self.cfg.run.seed,
@@ -195,6 +195,14 @@ class Trainer:
             rank=info.rank,
             world_size=info.world_size,
         )
+        #: Forward/backward passes per optimizer step: one per source with samples, per micro-step.
+        self.backwards_per_step = self.accum * sum(1 for n in mixer.batch_sizes.values() if n)
+        if len(sources) > 1:
+            log.info(
+                "every micro-step takes %s samples",
+                ", ".join(f"{n} {k}" for k, n in mixer.batch_sizes.items()),
+            )
+        return mixer
 
     def _prepare_run_dir(self) -> None:
         """Create the run folder and prove it is writable before anything is built (all ranks fail together)."""
@@ -268,14 +276,17 @@ class Trainer:
         return out
 
     def _next_micro_batches(self) -> list[tuple[str, dict[str, Any]]] | None:
-        """The step's ``accum`` (label, batch) pairs; None when some rank ran out (all ranks agree)."""
+        """The step's (label, batch) pairs: ``accum`` micro-steps, each a batch from every source of the
+        mix; None when some rank ran out of data (all ranks agree)."""
         micro: list[tuple[str, dict[str, Any]]] = []
+        ran_out = False
         for _ in range(self.accum):
             try:
-                micro.append(next(self.mixer))
+                micro.extend(next(self.mixer))
             except StopIteration:
+                ran_out = True
                 break
-        flags = torch.tensor([float(len(micro) < self.accum), float(self.stop_requested)])
+        flags = torch.tensor([float(ran_out), float(self.stop_requested)])
         self._all_reduce(flags)  # one sync: data ended on a rank / a rank got a stop signal
         if flags[0] > 0:
             return None
@@ -285,22 +296,24 @@ class Trainer:
     def _forward_backward(
         self, micro: list[tuple[str, dict[str, Any]]]
     ) -> tuple[StepStats, dict[str, float]]:
-        """Accumulate the gradients of the micro-batches (mean over them); sum their statistics."""
+        """Accumulate the gradient of the step's loss, the mean over its samples: each batch's loss is
+        weighted by its share of them. Sum the statistics."""
         info, t = self.info, self.cfg.train
         stats = StepStats.zeros(self.mixer.labels, info.device)
         model_metrics: dict[str, float] = {}
         if not (self.module.training and self.model.training):  # a callback's evaluate() / generate()
             self.module.train()
-        for i, (label, batch) in enumerate(micro):
-            samples, tokens = batch_num_samples(batch), batch_num_tokens(batch)
+        sizes = [batch_num_samples(batch) for _, batch in micro]
+        for i, ((label, batch), samples) in enumerate(zip(micro, sizes)):
+            tokens, share = batch_num_tokens(batch), samples / sum(sizes)
             batch = prec.cast_batch(move_to_device(batch, info.device), t.precision)
-            with self._sync_context(last=i == self.accum - 1), prec.autocast(t.precision, info.device):
+            with self._sync_context(last=i == len(micro) - 1), prec.autocast(t.precision, info.device):
                 loss, extra = self.module(batch)
-            (loss / self.accum).backward()
+            (loss * share).backward()
             flops = samples * float(getattr(self.model, "flops_per_sample", _no_flops)(batch))
-            stats.add(label, loss, samples=samples, tokens=tokens, flops=flops)
+            stats.add(label, loss, share=share, samples=samples, tokens=tokens, flops=flops)
             for k, v in extra.items():
-                model_metrics[k] = model_metrics.get(k, 0.0) + float(v) / len(micro)
+                model_metrics[k] = model_metrics.get(k, 0.0) + float(v) * share
         return stats, model_metrics
 
     def _optimizer_step(self, stats: StepStats) -> None:
@@ -320,7 +333,7 @@ class Trainer:
         self, stats: StepStats, grad_norm: float, model_metrics: dict[str, float]
     ) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "loss": float(stats.loss) / (self.accum * self.info.world_size),
+            "loss": float(stats.loss) / self.info.world_size,
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": grad_norm,
             "samples": int(stats.samples),
@@ -330,6 +343,7 @@ class Trainer:
         }
         if len(stats.labels) > 1:
             out.update({f"loss/{label}": mean for label, mean in stats.label_means().items()})
+            out.update({f"samples/{label}": int(n) for label, n in zip(stats.labels, stats.label_samples)})
         return out
 
     def _log_step(self, out: dict[str, Any]) -> None:
@@ -535,10 +549,10 @@ class Trainer:
         return float(full_tensor(norm))
 
     def _sync_context(self, last: bool) -> Any:
-        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+        """Skip the gradient all-reduce on all but the last backward of a step."""
         if self.cfg.distributed.strategy == "ddp" and not last:
             return self.module.no_sync()
-        if self.cfg.distributed.strategy == "fsdp2" and self.accum > 1:
+        if self.cfg.distributed.strategy == "fsdp2" and self.backwards_per_step > 1:
             self.module.set_requires_gradient_sync(last)
         return nullcontext()
 
