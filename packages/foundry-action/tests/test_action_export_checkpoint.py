@@ -39,7 +39,6 @@ def trained(tmp_path_factory):
             "name": "vla",
             "backbone": {"name": "tiny_test", "width": 16},
             "expert": {"name": "flow_matching", "preset": "debug"},
-            "data": robot,
         },
         "data": {"mix": [{"source": robot}]},
         "train": {
@@ -108,6 +107,9 @@ def test_an_older_checkpoint_without_model_files_is_rebuilt_from_its_run_config(
     old = shutil.copytree(run_dir / "checkpoints" / "step_00000002", tmp_path / "step_00000002")
     shutil.rmtree(old / "model")
     (old / "manifest.json").unlink()  # as written before manifests and model/ files existed
+    meta = json.loads((old / "meta.json").read_text())  # and with the robot source named in model.data
+    meta["config"]["model"]["data"] = meta["config"]["data"]["mix"][0]["source"]
+    (old / "meta.json").write_text(json.dumps(meta))
     result = _export(pm, cli_runner, str(old), "--out", str(tmp_path / "out"), "--trust-checkpoint")
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(

@@ -78,14 +78,24 @@ def write_model_files(model: nn.Module, raw_model_node: Mapping[str, Any], folde
 
 
 def rebuild_model(
-    registry: Registry, model_node: Mapping[str, Any], *, pretrained_dir: str | Path | None = None
+    registry: Registry,
+    model_node: Mapping[str, Any],
+    *,
+    pretrained_dir: str | Path | None = None,
+    data_sources: Mapping[str, Any] | None = None,
 ) -> nn.Module:
-    """The model of ``model_node`` built on the CPU, leaving the global RNG as it was (training goes on)."""
+    """The model of ``model_node`` built on the CPU, leaving the global RNG as it was (training goes on);
+    ``data_sources``: the run's, already built (see ``BuildContext.data_sources``)."""
     import torch
 
     from foundry_core.registry import BuildContext
 
-    ctx = BuildContext(registry, device="cpu", pretrained_dir=str(pretrained_dir) if pretrained_dir else None)
+    ctx = BuildContext(
+        registry,
+        device="cpu",
+        pretrained_dir=str(pretrained_dir) if pretrained_dir else None,
+        data_sources=dict(data_sources or {}),
+    )
     with torch.random.fork_rng(devices=[]):
         return registry.build("model", dict(model_node), ctx, where="model")
 

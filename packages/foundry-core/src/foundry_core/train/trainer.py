@@ -9,6 +9,7 @@ Tested by ``tests/test_train_*.py`` (accumulation, precision, resume, DDP/FSDP2,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -100,16 +101,18 @@ class Trainer:
         check_same_on_all_ranks("the resolved run config (digest)", config_digest(to_dict(cfg)))
         self._plan_batches()
         self._prepare_run_dir()
-        torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
         ctx = BuildContext(self.registry, device=str(info.device))
+        torch.manual_seed(cfg.run.seed)
+        sources = self._build_sources(ctx)  # once: the mix, and the model's data metadata
+        torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
         self.checkpointer = Checkpointer(cfg, self.run_dir, info)
-        self._build_model(ctx)
+        self._build_model(dataclasses.replace(ctx, data_sources=sources))
         self._build_optimizer(ctx)
         self.callbacks = [
             self.registry.build("callback", node, ctx, where="train.callbacks")
             for node in cfg.train.callbacks
         ]
-        self.mixer = self._build_mixer(ctx)
+        self.mixer = self._build_mixer(sources)
         self.val_nodes = dict(cfg.data.val)
         torch.manual_seed(cfg.run.seed + 1 + info.rank)  # per-rank randomness (dropout, noise) from here on
         self.peak, self.peak_known, self.device_name = peak_flops(info.device)
@@ -176,8 +179,9 @@ class Trainer:
         self.schedule = self.registry.build("schedule", t.schedule, ctx, where="train.schedule")
         self.ema = EMA(self.model, t.ema.decay) if t.ema is not None else None
 
-    def _build_mixer(self, ctx: BuildContext) -> Mixer:
-        sources, weights = {}, {}
+    def _build_sources(self, ctx: BuildContext) -> dict[str, Any]:
+        """Every ``data.mix`` source by label (the name, + index when repeated), built once."""
+        sources: dict[str, Any] = {}
         for i, entry in enumerate(self.cfg.data.mix):
             label = entry.label or str(entry.source["name"])
             if label in sources:
@@ -185,7 +189,10 @@ class Trainer:
             sources[label] = self.registry.build(
                 "data_source", entry.source, ctx, where=f"data.mix.{i}.source"
             )
-            weights[label] = entry.weight
+        return sources
+
+    def _build_mixer(self, sources: dict[str, Any]) -> Mixer:
+        weights = dict(zip(sources, (entry.weight for entry in self.cfg.data.mix)))
         info = self.info
         mixer = Mixer(
             sources,
@@ -484,7 +491,7 @@ class Trainer:
                 "plugins": self._plugin_versions(),
                 "ema": use_ema,
             }
-            fresh = rebuild_model(self.registry, self.cfg.model)
+            fresh = rebuild_model(self.registry, self.cfg.model, data_sources=self.mixer.sources)
             export_weights(fresh, self.cfg.model, weights, out, ema=ema, extra_meta=meta)
             if out_dir is None:
                 self.checkpointer.mirror(out, "export")
