@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from foundry_core.config import dump_yaml
+from foundry_core.config import dump_yaml, to_dict
 from foundry_core.errors import ConfigError, FoundryError
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def write_model_files(model: nn.Module, raw_model_node: Mapping[str, Any], folde
     """An export without its weights: whatever ``model.export_artifacts(folder)`` writes (tokenizer,
     normalization statistics, policy metadata) and ``config.yaml``, the node updated with the paths it
     returned. Checkpoints carry the same files (``model/``). Returns the node."""
-    node = dict(raw_model_node)
+    node = to_dict(raw_model_node)
     artifacts = getattr(model, "export_artifacts", None)
     if artifacts is not None:
         node.update(artifacts(str(folder)) or {})
@@ -97,7 +97,7 @@ def rebuild_model(
         data_sources=dict(data_sources or {}),
     )
     with torch.random.fork_rng(devices=[]):
-        return registry.build("model", dict(model_node), ctx, where="model")
+        return registry.build("model", model_node, ctx, where="model")
 
 
 def export_weights(
