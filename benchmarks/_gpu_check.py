@@ -150,7 +150,7 @@ def piece_train(dry_run: bool, steps: int, work: Path) -> dict[str, Any]:
         "samples_per_s_per_gpu": per_device / step,
         "mfu": statistics.median(r.get("mfu", 0.0) for r in warm),
         "data_wait_share": statistics.median(r.get("data_wait_share", 0.0) for r in warm),
-        "loader_workers": raw["model"]["data"].get("num_workers", 0),
+        "loader_workers": raw["data"]["mix"][0]["source"].get("num_workers", 0),
         "first_step_time_s": rows[0]["step_time"],
         "per_device_batch": per_device,
         "settings": {k: raw["train"][k] for k in ("precision", "grad_checkpointing", "compile")}

@@ -81,8 +81,7 @@ def run(quick: bool, device: str = "cpu") -> dict[str, Any]:
         timings["demos_s"] = time.perf_counter() - start
         overrides = [
             f"run.out_dir={root / 'run'}", f"run.device={device}", f"train.budget.steps={size['steps']}",
-            "train.progress=false", f"model.data.path={store}", f"data.mix.0.source.path={store}",
-            f"model.data.image_size={image}", f"data.mix.0.source.image_size={image}",
+            "train.progress=false", f"data.mix.0.source.path={store}", f"data.mix.0.source.image_size={image}",
             f"model.backbone.encoder.image_size={image}",
         ]  # fmt: skip
         start = time.perf_counter()

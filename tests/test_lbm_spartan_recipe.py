@@ -33,7 +33,6 @@ def test_spartan_recipe_converts_trains_and_serves(tmp_path):
     cfg = resolve_config(
         ROOT / "recipes" / "vla_lbm_spartan_debug.yaml",
         [
-            f"model.data.path={store_path}",
             f"data.mix.0.source.path={store_path}",
             f"run.out_dir={tmp_path / 'run'}",
             "train.budget.steps=4",

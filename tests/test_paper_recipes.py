@@ -47,10 +47,10 @@ def test_recipes_keep_the_paper_settings():
         )
     for name in ("foundry_vla_1b7", "foundry_qwen3vla_2b"):
         raw = resolve_config(PAPER / f"{name}.yaml")
-        data = raw["model"]["data"]
+        data = raw["data"]["mix"][0]["source"]  # the policy takes its metadata from the mix's robot source
         assert len(data["cameras"]) == 6 and data["image_size"] == 224, name
         assert (data["past"], data["future"], data["image_offsets"]) == (1, 14, [-1, 0]), name
-        assert raw["data"]["mix"][0]["source"] == data
+        assert "data" not in raw["model"], name
         assert raw["model"]["expert"]["preset"] == "large" and raw["train"]["optim"]["lr"] == 5.0e-4
     assert resolve_config(PAPER / "foundry_vlm_1b3.yaml")["model"]["llm"] == {
         "path": "runs/foundry_llm_1b/export"

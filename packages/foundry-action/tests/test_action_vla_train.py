@@ -48,3 +48,41 @@ def test_train_export_and_serve(foundry_pm, tiny_episodes, tmp_path):
         obs = {"images": {c: ep[f"camera/{c}"][t] for c in ("scene", "wrist")}, "proprio": ep["proprio"][t],
                "instruction": "do thing number 0"}
         assert ex.step(obs).shape == (10,)
+
+
+def test_the_robot_source_is_built_once_per_run(foundry_pm, tiny_episodes, tmp_path, monkeypatch):
+    """The trainer hands the mix's robot source to the vla (no model.data): one construction per run
+    (training, checkpoint, export). A model that names its own copy in model.data builds three."""
+    import foundry_action.plugin
+    from foundry_action.data_source import ZarrEpisodes
+    from foundry_core.train.run import train_from_config
+
+    foundry_pm.register(foundry_action.plugin, name="foundry-action")
+    register_tiny_backbone(foundry_pm)
+    built = []
+    real_init = ZarrEpisodes.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(ZarrEpisodes, "__init__", counting_init)
+    robot = {"name": "zarr_episodes", "path": str(tiny_episodes), "past": 0, "future": 3, "image_offsets": [0]}
+
+    def run(name: str, model_data: dict | None) -> int:
+        built.clear()
+        raw = {
+            "run": {"name": name, "out_dir": str(tmp_path / name), "device": "cpu"},
+            "model": {"name": "vla", "backbone": {"name": "tiny_test", "width": 8},
+                      "expert": {"name": "l1_regression", "preset": "tiny"}},
+            "data": {"mix": [{"source": robot}]},
+            "train": {"budget": {"steps": 1}, "batch": {"global": 4, "per_device": 4}, "progress": False},
+        }
+        if model_data is not None:
+            raw["model"]["data"] = model_data
+        policy = Policy.from_pretrained(train_from_config(raw, pm=foundry_pm) / "export", registry=collect(foundry_pm))
+        assert policy.metadata()["action_dim"] == 10  # the metadata reached the model and its export
+        return len(built)
+
+    assert run("handed", None) == 1
+    assert run("own_copy", robot) == 3  # the mix, the model, the export's rebuild

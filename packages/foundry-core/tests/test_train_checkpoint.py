@@ -128,9 +128,7 @@ def test_export_load_pretrained_round_trip(tmp_path, foundry_pm, ema):
     cfg["model"]["name"] = "stats_toy"
     if ema:
         cfg["train"]["ema"] = {"decay": 0.5}
-    trainer = Trainer(
-        parse_dataclass(RunConfig, cfg, resolve=registry.config_class), cfg, registry, tmp_path / "run", pm=foundry_pm
-    )
+    trainer = Trainer(parse_dataclass(RunConfig, cfg, resolve=registry.config_class), registry, pm=foundry_pm)
     try:
         trainer.build()
         trainer.fit()

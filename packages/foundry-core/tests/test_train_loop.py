@@ -143,9 +143,7 @@ def test_batch_sizes_must_divide(tmp_path, pm):
 
 def _trainer(cfg: dict, pm) -> Trainer:
     registry = collect(pm)
-    return Trainer(
-        parse_dataclass(RunConfig, cfg, resolve=registry.config_class), cfg, registry, Path(cfg["run"]["out_dir"]), pm=pm
-    )
+    return Trainer(parse_dataclass(RunConfig, cfg, resolve=registry.config_class), registry, pm=pm)
 
 
 def test_every_step_trains_in_train_mode_even_after_eval_elsewhere(tmp_path, pm):
@@ -368,3 +366,39 @@ def test_compile_gives_the_same_losses(tmp_path):
     assert eager.keys() == compiled.keys()
     for step in eager:
         assert compiled[step] == pytest.approx(eager[step], rel=1e-4, abs=1e-5)
+
+
+def test_every_optimizer_step_takes_every_source_by_weight_and_resumes_the_same_sequence(tmp_path, pm):
+    """No accumulation (global = per_device = 4), text 3 : regression 1: every step trains on 3 text
+    and 1 regression samples (its loss their sample-weighted mean); a run stopped after step 3 and
+    resumed gives the uninterrupted run's losses, step for step."""
+    pm.register(
+        types.SimpleNamespace(register_models=register_models_lm, register_data_sources=register_text_source),
+        name="lm-mix-test",
+    )
+    base = make_config(tmp_path / "full", budget={"steps": 6}, batch={"global": 4, "per_device": 4})
+    base["model"] = {"name": "tiny_lm"}
+    base["data"] = {
+        "mix": [
+            {"source": {"name": "counting_text"}, "weight": 3.0, "label": "text"},
+            {"source": {"name": "synthetic_regression", "num_samples": 64}, "weight": 1.0, "label": "reg"},
+        ]
+    }
+    rows = [
+        r
+        for r in read_metrics(train_from_config(copy.deepcopy(base), pm=pm) / "metrics.jsonl")
+        if "loss" in r
+    ]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    for r in rows:
+        assert r["samples/text"] == 3 and r["samples/reg"] == 1 and r["samples_seen"] == 4 * r["step"]
+        assert r["loss"] == pytest.approx(0.75 * r["loss/text"] + 0.25 * r["loss/reg"], rel=1e-6)
+    full = losses(tmp_path / "full")
+
+    cut = copy.deepcopy(base)
+    cut["run"]["out_dir"] = str(tmp_path / "cut")
+    cut["train"]["callbacks"] = [{"name": "sigterm_at", "step": 3}]
+    with pytest.raises(Interrupted):
+        train_from_config(copy.deepcopy(cut), pm=pm)
+    train_from_config(copy.deepcopy(cut), resume="latest", pm=pm)
+    assert losses(tmp_path / "cut") == full  # exact equality, step for step

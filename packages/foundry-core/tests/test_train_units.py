@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from foundry_core.data.base import batch_num_samples, batch_num_tokens, collate, shard_for_rank
-from foundry_core.data.mixer import Mixer
+from foundry_core.data.mixer import Mixer, split_batch
 from foundry_core.data.synthetic import SyntheticRegression
 from foundry_core.errors import ConfigError
 from foundry_core.train import metrics
@@ -147,49 +147,72 @@ class _Tokens:
         self.i = state["i"]
 
 
-def test_mixer_is_identical_across_ranks_and_accounts_exactly():
+def test_split_batch_follows_the_weights_with_one_sample_each_at_least():
+    assert split_batch(8, [0.7, 0.3]) == [6, 2]
+    assert split_batch(8, [1.0, 1.0, 1.0]) == [3, 3, 2]
+    assert split_batch(4, [100.0, 1.0]) == [3, 1]  # the minimum of one sample, taken from the largest
+    assert split_batch(2, [1.0, 0.0, 1.0]) == [1, 0, 1]  # a zero weight takes nothing
+    for total in range(3, 40):
+        for weights in ([0.5, 0.3, 0.2], [10.0, 1.0, 0.1], [1.0, 2.0, 3.0]):
+            sizes = split_batch(total, weights)
+            assert sum(sizes) == total and min(sizes) >= 1
+            ideal = [total * w / sum(weights) for w in weights]
+            if min(ideal) >= 1:  # no minimum to honour: every source within one sample of its share
+                assert all(abs(n - x) < 1 for n, x in zip(sizes, ideal)), (total, weights, sizes)
+    with pytest.raises(ConfigError, match="per_device"):
+        split_batch(1, [1.0, 1.0])
+
+
+def test_mixer_takes_every_source_in_every_micro_step_identically_across_ranks():
     def make(rank):
         return Mixer(
             {"a": _Tokens(), "b": _source()},
             {"a": 3.0, "b": 1.0},
             seed=11,
-            batch_size=2,
+            batch_size=8,
             rank=rank,
             world_size=2,
         )
 
     m0, m1 = make(0), make(1)
-    labels0 = [next(m0)[0] for _ in range(400)]
-    labels1 = [next(m1)[0] for _ in range(400)]
-    assert labels0 == labels1
-    assert 0.65 < labels0.count("a") / 400 < 0.85
-    assert m0.samples_seen == {"a": 2 * labels0.count("a"), "b": 2 * labels0.count("b")}
-    assert m0.tokens_seen == {"a": 6 * labels0.count("a"), "b": 0}  # 3 supervised tokens per sample
+    assert m0.batch_sizes == {"a": 6, "b": 2}
+    steps0, steps1 = [next(m0) for _ in range(50)], [next(m1) for _ in range(50)]
+    assert [[label for label, _ in step] for step in steps0] == [["a", "b"]] * 50
+    assert [[label for label, _ in step] for step in steps1] == [["a", "b"]] * 50
+    assert all(
+        batch_num_samples(dict(step)["a"]) == 6 and batch_num_samples(dict(step)["b"]) == 2 for step in steps0
+    )
+    assert m0.samples_seen == {"a": 300, "b": 100}
+    assert m0.tokens_seen == {"a": 3 * 300, "b": 0}  # 3 supervised tokens per sample
 
 
-def test_mixer_state_round_trip_restores_rng_and_cursors():
+def test_mixer_state_round_trip_restores_cursors():
     def make():
-        return Mixer({"a": _Tokens(), "b": _source()}, {"a": 1.0, "b": 1.0}, seed=3, batch_size=2)
+        return Mixer({"a": _Tokens(), "b": _source()}, {"a": 1.0, "b": 1.0}, seed=3, batch_size=4)
 
     m = make()
     for _ in range(7):
         next(m)
     state = m.state_dict()
-    after = [
-        (label, batch["input_ids" if label == "a" else "x"]) for label, batch in (next(m) for _ in range(6))
-    ]
+
+    def keys(mixer):
+        return [
+            (label, batch["input_ids" if label == "a" else "x"])
+            for _ in range(6)
+            for label, batch in next(mixer)
+        ]
+
+    after = keys(m)
     m2 = make()
     m2.load_state_dict(state)
-    again = [
-        (label, batch["input_ids" if label == "a" else "x"]) for label, batch in (next(m2) for _ in range(6))
-    ]
+    again = keys(m2)
     assert [a[0] for a in after] == [a[0] for a in again]
     assert all(torch.equal(x[1], y[1]) for x, y in zip(after, again))
     assert m2.samples_seen == m.samples_seen
 
 
 def test_mixer_stops_when_a_finite_source_ends():
-    m = Mixer({"a": _Tokens(n=2)}, {"a": 1.0}, seed=0, batch_size=1)
+    m = Mixer({"a": _Tokens(n=2), "b": _Tokens()}, {"a": 1.0, "b": 1.0}, seed=0, batch_size=2)
     assert len(list(m)) == 2 and m.exhausted == "a"
     with pytest.raises(ConfigError):
         Mixer({"a": _Tokens()}, {"b": 1.0}, seed=0, batch_size=1)
@@ -256,4 +279,29 @@ def test_fsdp_blocks_are_found_in_nested_models():
 
 def test_mixer_accepts_weights_as_a_sequence():
     m = Mixer({"a": _Tokens(), "b": _Tokens()}, [0.0, 1.0], seed=0, batch_size=1)
-    assert {next(m)[0] for _ in range(20)} == {"b"}
+    assert {label for _ in range(20) for label, _ in next(m)} == {"b"}
+
+
+def test_step_stats_pack_unpack_and_all_reduce():
+    """The packed per-step sums survive the round trip by name; a non-finite loss is counted, not summed."""
+    from foundry_core.train.step_stats import StepStats
+
+    stats = StepStats.zeros(["text", "robot"])
+    stats.add("robot", torch.tensor(2.0), share=0.5, samples=4, tokens=0, flops=10.0)
+    stats.add("text", torch.tensor(1.0), share=0.25, samples=2, tokens=32, flops=5.0)
+    stats.add("robot", torch.tensor(float("nan")), share=0.25, samples=2, tokens=0, flops=10.0)
+    packed = stats.pack()
+    assert packed.dtype == torch.float64 and packed.shape == (2 + 2 + 3 + 2 + 2,)
+    back = StepStats.unpack(stats.labels, packed)
+    assert float(back.loss) == 1.25 and back.has_nonfinite and back.label_batches == [1.0, 2.0]
+    assert back.label_samples == [2.0, 6.0]
+    assert (back.samples, back.tokens, back.flops) == (8.0, 32.0, 25.0)
+    assert back.label_means() == {"text": 1.0, "robot": 1.0}
+
+    def two_ranks(t: torch.Tensor) -> None:  # what an all-reduce (sum) over two equal ranks gives
+        t.mul_(2)
+
+    summed = stats.all_reduce(two_ranks)
+    assert float(summed.loss) == 2.5 and summed.samples == 16.0 and summed.label_batches == [2.0, 4.0]
+    assert summed.label_means() == {"text": 1.0, "robot": 1.0}
+    assert not StepStats.zeros(["a"]).has_nonfinite

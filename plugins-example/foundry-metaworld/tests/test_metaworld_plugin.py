@@ -76,8 +76,8 @@ def test_demos_train_and_evaluate_end_to_end(tmp_path):
     assert summary.stored == 3 and summary.successes == 3
     overrides = [
         f"run.out_dir={tmp_path / 'run'}", "train.budget.steps=2", "train.batch.global=4",
-        "train.batch.per_device=4", "train.progress=false", f"model.data.path={store}",
-        f"data.mix.0.source.path={store}", "model.data.image_size=32", "data.mix.0.source.image_size=32",
+        "train.batch.per_device=4", "train.progress=false", f"data.mix.0.source.path={store}",
+        "data.mix.0.source.image_size=32",
         "model.backbone.encoder.image_size=32", "model.backbone.encoder.width=32",
     ]  # fmt: skip
     run_dir = train_from_config(resolve_config(REPO / "recipes" / "metaworld_mt10.yaml", overrides))

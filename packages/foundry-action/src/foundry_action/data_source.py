@@ -47,7 +47,8 @@ def split_episodes(pool: list[int], split: str, val_fraction: float) -> list[int
 
 
 class ZarrEpisodes:
-    """Robot batches (interfaces.py ``robot`` modality) from a Zarr episode store."""
+    """Robot batches (interfaces.py ``robot`` modality) from a Zarr episode store; an
+    ``interfaces.RobotDataSource`` (``metadata()`` + ``stats`` for the policy trained on it)."""
 
     modality = "robot"
 

@@ -1,9 +1,10 @@
 """``vla`` model: a backbone (VLM or plain vision encoder, built by component name) + an action expert.
 
 VLM -> VLA is one config line: ``backbone: {name: foundry_vlm, path: runs/vlm/export}``. The model
-learns which cameras, dims and window it serves from the robot data source it names in ``data:``
-(the same node as in ``data.mix``; a YAML anchor avoids writing it twice) and takes that source's
-normalization statistics. ``export_artifacts`` writes ``stats/`` and ``policy.json`` (the policy
+learns which cameras, dims and window it serves from the robot data source of the run's ``data.mix``,
+which the trainer builds once and hands over (``BuildContext.data_sources``, the contract is
+``interfaces.RobotDataSource``), and takes that source's normalization statistics. Outside training
+(or to pick one of several robot sources) ``data:`` names a robot source node, built for the model. ``export_artifacts`` writes ``stats/`` and ``policy.json`` (the policy
 metadata) and rewrites the node to ``{data: null, policy: policy.json}``, so an export rebuilds with
 no training data. A backbone with its own ``export_artifacts`` writes into ``<export>/backbone`` and is
 rebuilt with ``ctx.pretrained_dir`` pointing there.
@@ -27,6 +28,7 @@ from torch import nn
 from foundry_action.normalization import NormStats
 from foundry_core.config import Node, component, to_dict
 from foundry_core.errors import ConfigError, DataError
+from foundry_core.interfaces import RobotDataSource
 from foundry_core.registry import BuildContext
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,28 @@ def check_spec(spec: dict[str, Any], stats: NormStats, where: str) -> None:
             )
 
 
+def _mix_robot_source(ctx: BuildContext) -> tuple[RobotDataSource, str]:
+    """The one robot source of the run's data.mix (built by the trainer), and where it is."""
+    robots = {
+        label: s
+        for label, s in ctx.data_sources.items()
+        if getattr(s, "modality", None) == "robot" and isinstance(s, RobotDataSource)
+    }
+    if len(robots) == 1:
+        label, source = next(iter(robots.items()))
+        return source, f"data.mix source {label!r}"
+    if not robots:
+        raise ConfigError(
+            "model.data: no robot data source to take the policy's cameras, dims and statistics from: the "
+            "run's data.mix has none (or the model is built outside training); add one to data.mix, give "
+            "model.data (a robot data_source node), or load an export"
+        )
+    raise ConfigError(
+        f"model.data: data.mix has {len(robots)} robot sources ({', '.join(robots)}); give model.data to say "
+        "whose cameras, dims and statistics the policy takes"
+    )
+
+
 class VLA(nn.Module):
     """Vision-language-action model; ``compute_loss`` trains, ``predict`` samples normalized action windows."""
 
@@ -83,7 +107,8 @@ class VLA(nn.Module):
     class Config:
         backbone: Node = component("backbone")
         expert: Node = component("action_expert")
-        #: The robot data source the policy is trained on: cameras, dims, window and stats come from it.
+        #: The robot data source the policy is trained on (cameras, dims, window and stats come from it);
+        #: default: the one robot source of the run's data.mix, handed over by the trainer.
         data: Node | None = component("data_source", None)
         #: Set by export: policy metadata file inside the export folder (replaces ``data``).
         policy: str | None = None
@@ -93,10 +118,6 @@ class VLA(nn.Module):
         unfreeze: list[str] = field(default_factory=list)
         #: Condition on the language instruction (false: an empty prompt, e.g. a vision-only baseline).
         use_instruction: bool = True
-
-        def validate(self) -> None:
-            if self.data is None and self.policy is None:
-                raise ConfigError("give 'data' (the robot data_source node the policy is trained on)")
 
     def __init__(
         self, cfg: Config, backbone: nn.Module, expert: nn.Module, spec: dict[str, Any], stats: NormStats
@@ -168,13 +189,17 @@ class VLA(nn.Module):
             stats = stats.with_method(spec.get("normalization", stats.method))
             check_spec(spec, stats, str(path))
             return spec, stats
-        source = ctx.registry.build("data_source", cfg.data, ctx, where="model.data")
-        if getattr(source, "modality", None) != "robot" or not hasattr(source, "metadata"):
-            raise ConfigError(
-                f"model.data: {cfg.data.name!r} is not a robot data source with metadata()"
-            )
+        if cfg.data is not None:
+            source = ctx.registry.build("data_source", cfg.data, ctx, where="model.data")
+            where = f"model.data ({getattr(cfg.data.config, 'path', cfg.data.name)})"
+            if getattr(source, "modality", None) != "robot" or not isinstance(source, RobotDataSource):
+                raise ConfigError(
+                    f"model.data: {cfg.data.name!r} is not a robot data source with metadata() and stats"
+                )
+        else:
+            source, where = _mix_robot_source(ctx)
         spec = dict(source.metadata())
-        check_spec(spec, source.stats, f"model.data ({getattr(cfg.data.config, 'path', cfg.data.name)})")
+        check_spec(spec, source.stats, where)
         return spec, source.stats
 
     def _apply_freeze(self) -> None:

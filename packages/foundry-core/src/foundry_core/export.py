@@ -45,13 +45,7 @@ def export_model(
     tmp = out.with_name(f".tmp_{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    node = to_dict(model_node)
-    artifacts = getattr(model, "export_artifacts", None)
-    if artifacts is not None:
-        updates = artifacts(str(tmp))
-        if updates:
-            node.update(updates)
-    (tmp / "config.yaml").write_text(dump_yaml({"model": node}))
+    write_model_files(model, model_node, tmp)
     save_model(model, str(tmp / WEIGHTS))
     meta = {
         "format_version": FORMAT_VERSION,
@@ -69,6 +63,67 @@ def export_model(
     else:
         tmp.rename(out)
     return out
+
+
+def write_model_files(
+    model: nn.Module, raw_model_node: Node | Mapping[str, Any], folder: Path
+) -> dict[str, Any]:
+    """An export without its weights: whatever ``model.export_artifacts(folder)`` writes (tokenizer,
+    normalization statistics, policy metadata) and ``config.yaml``, the node updated with the paths it
+    returned. Checkpoints carry the same files (``model/``). Returns the node."""
+    node = to_dict(raw_model_node)
+    artifacts = getattr(model, "export_artifacts", None)
+    if artifacts is not None:
+        node.update(artifacts(str(folder)) or {})
+    (folder / "config.yaml").write_text(dump_yaml({"model": node}))
+    return node
+
+
+def rebuild_model(
+    registry: Registry,
+    model_node: Mapping[str, Any],
+    *,
+    pretrained_dir: str | Path | None = None,
+    data_sources: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """The model of ``model_node`` built on the CPU, leaving the global RNG as it was (training goes on);
+    ``data_sources``: the run's, already built (see ``BuildContext.data_sources``)."""
+    import torch
+
+    from foundry_core.registry import BuildContext
+
+    ctx = BuildContext(
+        registry,
+        device="cpu",
+        pretrained_dir=str(pretrained_dir) if pretrained_dir else None,
+        data_sources=dict(data_sources or {}),
+    )
+    with torch.random.fork_rng(devices=[]):
+        return registry.build("model", model_node, ctx, where="model")
+
+
+def export_weights(
+    model: nn.Module,
+    model_node: Mapping[str, Any],
+    weights: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    ema: Mapping[str, Any] | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Load full ``weights`` into ``model`` strictly (floats as fp32), put the ``ema`` shadow in place of
+    the parameters it names, and write the export. Training's end, closed-loop evaluation and
+    ``foundry export`` (from a checkpoint) all export this way."""
+    import torch
+
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, strict=True
+    )
+    with torch.no_grad():  # EMA by parameter name: tied weights are one parameter
+        for name, p in model.named_parameters():
+            if ema and name in ema:
+                p.copy_(ema[name])
+    return export_model(model, model_node, out_dir, extra_meta=extra_meta)
 
 
 def code_version() -> dict[str, Any]:
@@ -165,3 +220,128 @@ def load_pretrained(path: str | Path, *, device: str = "cpu", registry: Registry
     except RuntimeError as exc:
         raise FoundryError(f"{weights} does not match the model of {cfg_path}: {exc}") from None
     return model.to(device).eval()
+
+
+# --------------------------------------------------------------------------- from a checkpoint
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """``path`` when it is a checkpoint (``step_XXXXXXXX`` with ``meta.json``), else the newest complete
+    checkpoint of the run folder (or ``checkpoints/`` folder) ``path``."""
+    from foundry_core.train import checkpoint as ckpt
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FoundryError(f"{folder}: no such checkpoint or run folder")
+    if (folder / ckpt.META).is_file():
+        return folder
+    for root in (folder / "checkpoints", folder):
+        latest = ckpt.latest_checkpoint(root)
+        if latest is not None:
+            return latest
+    raise FoundryError(
+        f"{folder}: not a complete checkpoint (no {ckpt.META}) and no complete checkpoint under it; give "
+        "<run>/checkpoints/step_XXXXXXXX or a run folder"
+    )
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    registry: Registry | None = None,
+    trust_checkpoint: bool = False,
+) -> Path:
+    """Turn a checkpoint into the export training writes at its end (EMA weights when the run exported
+    them), from the checkpoint alone: its ``model/`` files (config, normalization statistics, policy
+    metadata) and its weights. The manifest is verified first (the resume rule: ``trust_checkpoint``
+    accepts a checkpoint without one). ``out_dir`` defaults to ``<run>/exports/step_XXXXXXXX``; an
+    existing folder is replaced only when it is an export."""
+    import logging
+
+    from foundry_core.plugins import get_registry
+    from foundry_core.train import checkpoint as ckpt
+    from foundry_core.train.checkpoint_integrity import verify_checkpoint
+
+    path = find_checkpoint(checkpoint)
+    out = Path(out_dir) if out_dir is not None else _default_export_dir(path)
+    _check_replaceable(out)
+    if not verify_checkpoint(path, trust_unverified=trust_checkpoint):
+        logging.getLogger("foundry").warning(
+            "%s has no checksum manifest; exporting it (--trust-checkpoint)", path
+        )
+    meta = ckpt.read_meta(path)
+    run_cfg = meta.get("config") or {}
+    node, files = _checkpoint_model_node(path, run_cfg)
+    model = rebuild_model(registry or get_registry(), node, pretrained_dir=files)
+    ema_cfg = (run_cfg.get("train") or {}).get("ema") or {}
+    use_ema = bool(meta.get("ema")) and bool(ema_cfg.get("use_for_export", True))
+    weights, ema = _checkpoint_weights(path, model, use_ema)
+    extra = {k: meta.get(k) for k in ("step", "samples", "tokens", "plugins")}
+    return export_weights(
+        model, node, weights, out, ema=ema, extra_meta={**extra, "ema": use_ema, "checkpoint": str(path)}
+    )
+
+
+def _default_export_dir(checkpoint: Path) -> Path:
+    if checkpoint.parent.name != "checkpoints":
+        raise FoundryError(f"{checkpoint} is not in a run's checkpoints/ folder: give --out")
+    return checkpoint.parent.parent / "exports" / checkpoint.name
+
+
+def _check_replaceable(out: Path) -> None:
+    """An existing ``out`` is replaced only when it is an export (never a folder we cannot prove is one)."""
+    if out.exists() and not (out / "foundry_export.json").is_file():
+        if out.is_file() or any(out.iterdir()):
+            raise FoundryError(
+                f"{out} exists and is not an export (no foundry_export.json); choose another --out"
+            )
+
+
+def _checkpoint_model_node(path: Path, run_cfg: Mapping[str, Any]) -> tuple[dict[str, Any], Path | None]:
+    """The model node to rebuild (and the folder its paths are relative to): the checkpoint's ``model/``
+    files, or, in a checkpoint written before they existed, the run config's node (it then needs what the
+    run needed, e.g. its data)."""
+    from foundry_core.train import checkpoint as ckpt
+
+    files = path / ckpt.MODEL_FILES
+    if (files / "config.yaml").is_file():
+        node = (yaml.safe_load((files / "config.yaml").read_text()) or {}).get("model")
+        if not isinstance(node, dict):
+            raise ConfigError(f"{files / 'config.yaml'}: missing the 'model' node")
+        return node, files
+    if isinstance(run_cfg.get("model"), dict):
+        import logging
+
+        logging.getLogger("foundry").warning(
+            "%s has no %s/ files (an older checkpoint): rebuilding the model from its run config",
+            path,
+            files.name,
+        )
+        return dict(run_cfg["model"]), None
+    raise FoundryError(f"{path}: carries neither {files.name}/ nor a run config; it cannot be exported")
+
+
+def _checkpoint_weights(
+    path: Path, model: nn.Module, with_ema: bool
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The model's full weights (fp32) and, when asked, the EMA shadow, read from the checkpoint's shards."""
+    import torch
+
+    from foundry_core.train import checkpoint as ckpt
+    from foundry_core.train.checkpoint_integrity import stored_shapes
+
+    weights = {
+        k: v.detach().clone().float() if v.is_floating_point() else v.clone()
+        for k, v in model.state_dict().items()
+    }
+    state: dict[str, Any] = {"model": {f"model.{k}": v for k, v in weights.items()}}  # LossModule's prefix
+    if with_ema:
+        shapes = stored_shapes(path)
+        state["ema"] = {
+            k.removeprefix("ema."): torch.zeros(shape, dtype=torch.float32)
+            for k, shape in shapes.items()
+            if k.startswith("ema.") and shape is not None
+        }
+    ckpt.load_shards(path, state)
+    return weights, state.get("ema")

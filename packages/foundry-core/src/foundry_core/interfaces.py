@@ -89,6 +89,24 @@ class DataSource(Protocol):
 
 
 @runtime_checkable
+class RobotDataSource(DataSource, Protocol):
+    """A ``DataSource`` of modality ``"robot"`` that describes itself to the policy trained on it.
+
+    The trainer builds every ``data.mix`` source once and hands them to the model builder
+    (``BuildContext.data_sources``), like lerobot's ``make_policy(cfg, ds_meta)``: a ``vla`` takes its
+    cameras, dims, window and normalization from the mix's robot source instead of building its own
+    copy. ``metadata()`` holds ``cameras``, ``image_size``, ``image_offsets``, ``action_fields``,
+    ``proprio_fields``, ``action_dim``, ``proprio_dim``, ``field_dims``, ``past``, ``future``, ``fps``
+    and ``normalization``; ``stats`` are the normalization statistics
+    (``foundry_action.normalization.NormStats``) the policy keeps and exports.
+    """
+
+    stats: Any
+
+    def metadata(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
 class Encoder(Protocol):
     """Images uint8 [B, N, 3, H, W] -> patch tokens float [B, N * tokens_per_image, out_dim]."""
 

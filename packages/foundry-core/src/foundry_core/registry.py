@@ -83,6 +83,9 @@ class BuildContext:
         dims: widths of already-built parts (``{"backbone": 768}``).
         tokenizer: the run's tokenizer, when there is one.
         pretrained_dir: set when rebuilding a model from an export folder.
+        data_sources: the run's ``data.mix`` sources by label, built once by the trainer before the
+            model, which takes the metadata it needs from them (a ``vla``: the robot source's
+            ``metadata()`` and ``stats``, see ``interfaces.RobotDataSource``). Empty outside training.
         extras: anything else a plugin wants to pass down.
     """
 
@@ -91,6 +94,7 @@ class BuildContext:
     dims: dict[str, int] = field(default_factory=dict)
     tokenizer: Any = None
     pretrained_dir: str | None = None
+    data_sources: Mapping[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -34,7 +34,9 @@ def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:
             if row["error"]:
                 click.secho(f"{row['name']}  FAILED TO LOAD: {row['error']}", fg="red")
                 continue
-            click.echo(f"{row['name']} {row['version']}  ({row['module']}; distribution {row['distribution']})")
+            click.echo(
+                f"{row['name']} {row['version']}  ({row['module']}; distribution {row['distribution']})"
+            )
             click.echo(f"  hooks: {', '.join(row['hooks']) or '-'}")
             click.echo(f"  components: {', '.join(row['components']) or '-'}")
 
@@ -96,6 +98,32 @@ def add_builtin_commands(cli: click.Group, pm_factory: PmFactory) -> None:
         from foundry_core.train.run import run
 
         run(config_path, list(overrides), resume=resume, pm=pm_factory(), trust_checkpoint=trust_checkpoint)
+
+    @cli.command("export")
+    @click.argument("checkpoint", metavar="CHECKPOINT")
+    @click.option(
+        "--out",
+        default=None,
+        help="Export folder (default <run>/exports/step_XXXXXXXX); replaced only if an export.",
+    )
+    @click.option(
+        "--trust-checkpoint",
+        is_flag=True,
+        help="Export a checkpoint without a checksum manifest (one you wrote, in a folder only you can write).",
+    )
+    def export(checkpoint: str, out: str | None, trust_checkpoint: bool) -> None:
+        """Turn a checkpoint (a step folder, or a run folder: its newest) into a servable export.
+
+        The export is the one training writes at its end: weights as safetensors, config, normalization
+        statistics, policy metadata. Exit status: 0 when written; 2 for a missing, incomplete or
+        unverifiable checkpoint, or an --out that is not an export.
+        """
+        from foundry_core.export import export_checkpoint
+
+        path = export_checkpoint(
+            checkpoint, out, registry=collect(pm_factory()), trust_checkpoint=trust_checkpoint
+        )
+        click.echo(f"exported {checkpoint} -> {path}")
 
     from foundry_core.cli.llm import add_llm_commands
 

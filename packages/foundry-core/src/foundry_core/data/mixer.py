@@ -1,22 +1,49 @@
-"""Weighted mixing of data sources, one source per micro-batch, identical on every rank.
+"""Weighted mixing of data sources inside every optimizer step, identical on every rank.
 
-``Mixer(sources, weights, seed, batch_size=, rank=, world_size=)`` yields ``(label, batch)``. The
-source of each micro-batch is drawn from a seeded RNG that every rank advances in lockstep, so all
-ranks run the same modality in a micro-batch (different modalities may still share one optimizer
-step: co-training). Accounting is exact: samples and tokens seen per source. ``state_dict()``
-carries the RNG, the counters and every source's cursor. When the drawn source ends (finite data)
-the mixer raises ``StopIteration``; the trainer all-reduces that so all ranks stop together.
-Tested by ``tests/test_train_mixer.py``.
+``Mixer(sources, weights, seed, batch_size=, rank=, world_size=)`` splits ``batch_size`` (the samples
+one rank takes per micro-step) over the sources by their weights: largest remainder, at least one sample
+for every source with a positive weight (``batch_sizes``). Each ``next()`` is one micro-step: a batch
+from every such source, ``[(label, batch), ...]`` in the mix's order. So every optimizer step sees
+every source of the mix in the proportions of the weights (rounded to whole samples), with or without
+gradient accumulation; the trainer weights each batch's loss by its share of the step's samples.
+
+Why per step and not one source per micro-batch drawn at random (what this replaced): without
+accumulation a step then saw one modality (caption, caption, robot, …), and the proportions held
+only on average over many steps. The objective is the same (the expected gradient of a step is the
+sample-weighted mean over sources either way); splitting the batch removes the variance of which
+source a step draws, and every step's per-source losses are logged.
+
+The order is deterministic, so the state is the per-source cursors (``state_dict()``, plus the exact
+samples and tokens seen per source); a resumed run continues the same sequence. When a source ends
+(finite data) the mixer raises ``StopIteration``; the trainer all-reduces that so all ranks stop together.
+Tested by ``tests/test_train_units.py`` (split, order, state) and ``tests/test_train_loop.py`` (steps).
 """
 
 from __future__ import annotations
 
-import random
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from foundry_core.data.base import Batch, DataSource, batch_num_samples, batch_num_tokens
 from foundry_core.errors import ConfigError
+
+
+def split_batch(total: int, weights: Sequence[float]) -> list[int]:
+    """``total`` samples split by ``weights``: largest remainder, at least 1 for every positive weight."""
+    positive = [i for i, w in enumerate(weights) if w > 0]
+    if total < len(positive):
+        raise ConfigError(
+            f"train.batch.per_device: {total} samples cannot hold one sample of each of the {len(positive)} "
+            "data.mix sources with a positive weight (every micro-step takes from each); raise per_device"
+        )
+    ideal = [total * w / sum(weights) for w in weights]
+    sizes = [max(1, math.floor(ideal[i])) if i in positive else 0 for i in range(len(weights))]
+    while sum(sizes) < total:  # the largest remainders get the samples left over
+        sizes[max(positive, key=lambda i: (ideal[i] - sizes[i], -i))] += 1
+    while sum(sizes) > total:  # minimum-1 bumps took too many: take back from the most over-served
+        sizes[min((i for i in positive if sizes[i] > 1), key=lambda i: (ideal[i] - sizes[i], i))] -= 1
+    return sizes
 
 
 class Mixer:
@@ -44,10 +71,10 @@ class Mixer:
         if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
             raise ConfigError(f"mixer: weights must be >= 0 with a positive sum, got {dict(weights)}")
         self.seed = seed
-        self.batch_size = batch_size
         self.rank = rank
         self.world_size = world_size
-        self._rng = random.Random(seed)
+        #: Samples each source contributes to every micro-step (0 for a zero weight).
+        self.batch_sizes = dict(zip(self.labels, split_batch(batch_size, self.weights)))
         self._iters: dict[str, Iterator[Batch]] = {}
         self.samples_seen = dict.fromkeys(self.labels, 0)
         self.tokens_seen = dict.fromkeys(self.labels, 0)
@@ -59,13 +86,19 @@ class Mixer:
     def __iter__(self) -> Mixer:
         return self
 
-    def __next__(self) -> tuple[str, Batch]:
-        label = self._rng.choices(self.labels, weights=self.weights)[0]
+    def __next__(self) -> list[tuple[str, Batch]]:
+        """One micro-step: a batch of ``batch_sizes[label]`` samples from every source that has some."""
+        return [(label, self._next_batch(label)) for label in self.labels if self.batch_sizes[label]]
+
+    def _next_batch(self, label: str) -> Batch:
         it = self._iters.get(label)
         if it is None:
             it = self._iters[label] = iter(
                 self.sources[label].batches(
-                    self.batch_size, rank=self.rank, world_size=self.world_size, seed=self._source_seed(label)
+                    self.batch_sizes[label],
+                    rank=self.rank,
+                    world_size=self.world_size,
+                    seed=self._source_seed(label),
                 )
             )
         try:
@@ -75,26 +108,22 @@ class Mixer:
             raise
         self.samples_seen[label] += batch_num_samples(batch)
         self.tokens_seen[label] += batch_num_tokens(batch)
-        return label, batch
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
-        version, internal, gauss = self._rng.getstate()
         return {
-            "rng": [version, list(internal), gauss],
             "samples_seen": dict(self.samples_seen),
             "tokens_seen": dict(self.tokens_seen),
             "sources": {label: src.state_dict() for label, src in self.sources.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore RNG, counters and cursors; iterators restart from the restored cursors."""
+        """Restore counters and cursors; iterators restart from the restored cursors."""
         missing = set(self.labels) - set(state["sources"])
         if missing:
             raise ConfigError(
                 f"mixer: checkpoint has no state for sources {sorted(missing)} (was data.mix changed?)"
             )
-        version, internal, gauss = state["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
         self.samples_seen.update(state["samples_seen"])
         self.tokens_seen.update(state["tokens_seen"])
         for label, src in self.sources.items():

@@ -2,7 +2,9 @@
 
 Layout of ``<run>/checkpoints/step_XXXXXXXX/``: DCP shard files and ``.metadata``, one
 ``rank_XXXXX.pt`` per rank (counters, RNG states, data cursors, mixer state), ``meta.json``
-(step, world size, plugins, the run config) and ``manifest.json`` (sha256 of every file) written last.
+(step, world size, plugins, the run config), ``model/`` (the model's export files without the weights:
+``config.yaml`` and what ``export_artifacts`` wrote, e.g. normalization statistics and policy metadata,
+so ``foundry export`` needs nothing but the checkpoint) and ``manifest.json`` (sha256 of every file) written last.
 Everything is written into ``.tmp_step_XXXXXXXX`` first and renamed by rank 0 once complete, so a torn
 checkpoint (a kill during save) is never picked up. Loading verifies the manifest first and never
 unpickles freely (:mod:`foundry_core.train.checkpoint_integrity`).
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -31,6 +34,9 @@ from foundry_core.train.checkpoint_integrity import SafeFileSystemReader, SafeLo
 log = logging.getLogger("foundry")
 STEP_RE = re.compile(r"^step_(\d{8})$")
 META = "meta.json"
+#: The model's export files (config.yaml + artifacts, no weights) inside a checkpoint, and their run-wide copy.
+MODEL_FILES = "model"
+RUN_MODEL_FILES = ".model_files"
 
 
 def step_dir_name(step: int) -> str:
@@ -61,8 +67,10 @@ def save_checkpoint(
     rank_state: dict[str, Any],
     meta: dict[str, Any],
     info: DistInfo,
+    model_files: Path | None = None,
 ) -> Path:
-    """Collective: every rank writes its shards and its ``rank_XXXXX.pt``; rank 0 renames into place."""
+    """Collective: every rank writes its shards and its ``rank_XXXXX.pt``; rank 0 adds ``model_files``
+    (hard links when the filesystem allows) as ``model/``, the meta and the manifest, and renames into place."""
     final = root / step_dir_name(step)
     tmp = root / f".tmp_{final.name}"
     if info.is_main:
@@ -76,6 +84,8 @@ def save_checkpoint(
     _write_rank_state(tmp / f"rank_{info.rank:05d}.pt", rank_state)
     barrier()
     if info.is_main:
+        if model_files is not None and model_files.is_dir():
+            shutil.copytree(model_files, tmp / MODEL_FILES, copy_function=_link_or_copy)
         meta = {**meta, "step": step, "world_size": info.world_size, "saved_at": time.time()}
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
         write_manifest(tmp)
@@ -83,6 +93,28 @@ def save_checkpoint(
             shutil.rmtree(final)
         tmp.rename(final)
     barrier()
+    return final
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # the run-wide copy is replaced, never rewritten in place, so links stay valid
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def write_model_files(run_dir: Path, model: Any, model_node: dict[str, Any]) -> Path:
+    """``<run>/.model_files``: the export files of ``model`` without weights (see
+    :func:`foundry_core.export.write_model_files`), replaced as a whole (temp dir + rename)."""
+    from foundry_core.export import write_model_files as write_files
+
+    final = run_dir / RUN_MODEL_FILES
+    tmp = run_dir / f".tmp{RUN_MODEL_FILES}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_files(model, model_node, tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
     return final
 
 
@@ -124,6 +156,19 @@ def load_checkpoint(
     rank_file = path / f"rank_{info.rank:05d}.pt"
     if not rank_file.is_file():
         rank_file = path / "rank_00000.pt"
+    load_shards(path, app_state)
+    try:
+        rank_state = torch.load(rank_file, weights_only=True)
+    except Exception as exc:
+        raise FoundryError(
+            f"{rank_file}: unreadable ({type(exc).__name__}: {_first_line(exc)}); resume from another checkpoint "
+            "(--resume <run>/checkpoints/step_XXXXXXXX)"
+        ) from exc
+    return rank_state, meta
+
+
+def load_shards(path: Path, app_state: dict[str, Any]) -> None:
+    """Load the DCP shards of ``path`` into the tensors of ``app_state`` (the keys it names) in place."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -133,15 +178,13 @@ def load_checkpoint(
                 planner=SafeLoadPlanner(),
                 no_dist=not dist.is_initialized(),
             )
-        rank_state = torch.load(rank_file, weights_only=True)
     except FoundryError:
         raise
     except Exception as exc:  # DCP wraps reader errors (a refused global, a torn shard) in its own types
         raise FoundryError(
-            f"{path}: cannot load this checkpoint ({type(exc).__name__}: {_first_line(exc)}); resume from another "
-            "one (--resume <run>/checkpoints/step_XXXXXXXX)"
+            f"{path}: cannot load this checkpoint ({type(exc).__name__}: {_first_line(exc)}); use another "
+            "one (<run>/checkpoints/step_XXXXXXXX)"
         ) from exc
-    return rank_state, meta
 
 
 def _first_line(exc: BaseException) -> str:

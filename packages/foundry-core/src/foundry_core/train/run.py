@@ -49,13 +49,13 @@ def train_from_config(
     known to be yours); one whose manifest does not match is refused regardless.
     """
     from foundry_core.plugins import plugin_infos, plugin_manager
-    from foundry_core.train.trainer import Trainer
+    from foundry_core.train.trainer import Trainer, run_dir_of
 
     pm = pm if pm is not None else plugin_manager()
     registry = collect(pm)
     cfg = parse_dataclass(RunConfig, raw_cfg, where="", resolve=registry.config_class)
-    run_dir = Path(cfg.run.out_dir or f"runs/{cfg.run.name}")
-    trainer = Trainer(cfg, raw_cfg, registry, run_dir, pm=pm)
+    run_dir = run_dir_of(cfg)
+    trainer = Trainer(cfg, registry, pm=pm)
     started = time.gmtime()
     try:
         trainer.build(resume=resume, trust_checkpoint=trust_checkpoint)

@@ -1,4 +1,4 @@
-"""The one training loop: build → (train_step, evaluate, save)* → export → close.
+"""The one training loop: build → (train_step, evaluate, checkpoint)* → export → close.
 
 The trainer knows nothing about model types: a model is an ``nn.Module`` with
 ``compute_loss(batch) -> (loss, metrics)`` and optional ``fsdp_block_types()``,
@@ -8,12 +8,15 @@ Tested by ``tests/test_train_*.py`` (accumulation, precision, resume, DDP/FSDP2,
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import logging
 import math
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from foundry_core.data.mixer import Mixer
 from foundry_core.distributed import (
     DistInfo,
     barrier,
+    broadcast_object,
     check_plugins,
     check_same_on_all_ranks,
     close_distributed,
@@ -42,16 +46,15 @@ from foundry_core.distributed import (
     wrap_model,
 )
 from foundry_core.errors import ConfigError, FoundryError
+from foundry_core.export import export_weights, rebuild_model
 from foundry_core.registry import BuildContext, Registry
 from foundry_core.run_config import RunConfig
-from foundry_core.train import checkpoint as ckpt
 from foundry_core.train import precision as prec
-from foundry_core.train.checkpoint_integrity import UntrustedCheckpointError, stored_shapes, verify_checkpoint
+from foundry_core.train.checkpointer import Checkpointer
 from foundry_core.train.ema import EMA
 from foundry_core.train.metrics import MetricsWriter, peak_flops, plot_loss
-from foundry_core.train.remote import RemoteSync, download_checkpoint
-from foundry_core.train.resume_check import check_resume
 from foundry_core.train.state import TrainState, capture_rng, restore_rng
+from foundry_core.train.step_stats import StepStats
 
 log = logging.getLogger("foundry")
 
@@ -61,105 +64,67 @@ class NonFiniteLossError(FoundryError):
 
 
 class Trainer:
-    def __init__(
-        self, cfg: RunConfig, raw: dict[str, Any], registry: Registry, run_dir: Path, pm: Any = None
-    ) -> None:
+    """``build()`` → ``fit()`` → ``close()``; ``train_step()``, ``evaluate()``, ``save()`` and ``export()``
+    are the loop's parts, public for callbacks and tests."""
+
+    def __init__(self, cfg: RunConfig, registry: Registry, pm: Any = None) -> None:
         self.cfg = cfg
-        self.raw = raw
         self.registry = registry
         self.pm = pm
-        self.run_dir = run_dir
-        self.ckpt_root = run_dir / "checkpoints"
+        self.run_dir = run_dir_of(cfg)
         self.state = TrainState()
         self.stop_requested = False
         #: The signal that stopped training early (SIGINT/SIGTERM; SIGTERM when another rank was stopped).
         self.stop_signal: int | None = None
-        self.last_checkpoint: Path | None = None
-        self.remote: RemoteSync | None = None
+        self.checkpointer: Checkpointer | None = None
         self.metrics: MetricsWriter | None = None
+        self.info: DistInfo | None = None
         self._old_handlers: dict[int, Any] = {}
         self._window: dict[str, float] = {}
-        self.info: DistInfo | None = None
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        """The checkpoint written or resumed from last."""
+        return self.checkpointer.last if self.checkpointer is not None else None
 
     # ------------------------------------------------------------------ build
 
     def build(self, resume: str | None = None, *, trust_checkpoint: bool = False) -> None:
         """Process group, model, wrapping, optimizer, data, sinks; then resume if asked.
 
-        ``trust_checkpoint``: resume from a checkpoint without a checksum manifest (see ``_resume``).
+        ``trust_checkpoint``: resume from a checkpoint without a checksum manifest (see ``Checkpointer.load``).
         """
-        cfg, t = self.cfg, self.cfg.train
+        cfg = self.cfg
         self.info = info = init_distributed(cfg.distributed.strategy, cfg.distributed.backend, cfg.run.device)
         if self.pm is not None:
             check_plugins(self.pm)
-        check_same_on_all_ranks("the resolved run config (digest)", config_digest(self.raw))
-        self.global_batch, self.per_device = t.batch.global_, t.batch.per_device_or_global
-        denom = self.per_device * info.world_size
-        if self.global_batch % denom or self.global_batch < denom:
-            raise ConfigError(
-                f"train.batch: global {self.global_batch} is not a multiple of per_device {self.per_device} × "
-                f"{info.world_size} ranks = {denom}"
-            )
-        self.accum = self.global_batch // denom
-        budget = t.budget
-        if budget.steps is not None:
-            self.state.total_steps = budget.steps
-        elif budget.samples is not None:
-            self.state.total_steps = math.ceil(budget.samples / self.global_batch)
-
+        check_same_on_all_ranks("the resolved run config (digest)", config_digest(to_dict(cfg)))
+        self._plan_batches()
         self._prepare_run_dir()
-        torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
         ctx = BuildContext(self.registry, device=str(info.device))
-        model = self.registry.build("model", cfg.model, ctx, where="model")
-        if t.grad_checkpointing:
-            enable_grad_checkpointing(model)
-        model = prec.prepare_model(model, t.precision).to(info.device)
-        self.model = model
-        self.module = wrap_model(model, cfg.distributed.strategy, t.precision, info.mesh)
-        if t.compile:
-            self.module.compile()
-        self.optimizer = self.registry.build("optimizer", t.optim, ctx, where="train.optim").build(model)
-        for group in self.optimizer.param_groups:
-            group["base_lr"] = group["lr"]
-        self.schedule = self.registry.build("schedule", t.schedule, ctx, where="train.schedule")
-        self.ema = EMA(model, t.ema.decay) if t.ema is not None else None
+        torch.manual_seed(cfg.run.seed)
+        sources = self._build_sources(ctx)  # once: the mix, and the model's data metadata
+        torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
+        self.checkpointer = Checkpointer(cfg, self.run_dir, info)
+        self._build_model(dataclasses.replace(ctx, data_sources=sources))
+        self._build_optimizer(ctx)
         self.callbacks = [
-            self.registry.build("callback", node, ctx, where="train.callbacks") for node in t.callbacks
+            self.registry.build("callback", node, ctx, where="train.callbacks")
+            for node in cfg.train.callbacks
         ]
-
-        sources, weights = {}, {}
-        for i, entry in enumerate(cfg.data.mix):
-            label = entry.label or entry.source.name
-            if label in sources:
-                label = f"{label}_{i}"
-            sources[label] = self.registry.build(
-                "data_source", entry.source, ctx, where=f"data.mix.{i}.source"
-            )
-            weights[label] = entry.weight
-        self.mixer = Mixer(
-            sources,
-            weights,
-            cfg.run.seed,
-            batch_size=self.per_device,
-            rank=info.rank,
-            world_size=info.world_size,
-        )
+        self.mixer = self._build_mixer(sources)
         self.val_nodes = dict(cfg.data.val)
-
         torch.manual_seed(cfg.run.seed + 1 + info.rank)  # per-rank randomness (dropout, noise) from here on
         self.peak, self.peak_known, self.device_name = peak_flops(info.device)
         self.metrics = MetricsWriter(
-            self.run_dir, list(t.metrics), enabled=info.is_main, run_name=cfg.run.name, config=self.raw
+            self.run_dir,
+            list(cfg.train.metrics),
+            enabled=info.is_main,
+            run_name=cfg.run.name,
+            config=to_dict(cfg),
         )
-        if cfg.run.remote_dir and info.is_main:
-            self.remote = RemoteSync(
-                cfg.run.remote_dir, retries=cfg.run.remote_retries, keep_last=t.checkpoint.keep_last
-            )
         if resume:
-            planned = self.state.total_steps
             self._resume(resume, trust_checkpoint)
-            if planned is not None:  # steps/samples budgets come from the config (it may have been raised)
-                self.state.total_steps = planned
         log.info(
             "rank %d/%d on %s: global batch %d = %d per device × %d ranks × %d accumulation; %s steps",
             info.rank,
@@ -171,6 +136,79 @@ class Trainer:
             self.accum,
             self.state.total_steps or "(set at the first step)",
         )
+
+    def _plan_batches(self) -> None:
+        """Global batch = per device × ranks × accumulation; the step count of a steps/samples budget."""
+        t, world_size = self.cfg.train, self.info.world_size
+        self.global_batch, self.per_device = t.batch.global_, t.batch.per_device_or_global
+        denom = self.per_device * world_size
+        if self.global_batch % denom or self.global_batch < denom:
+            raise ConfigError(
+                f"train.batch: global {self.global_batch} is not a multiple of per_device {self.per_device} × "
+                f"{world_size} ranks = {denom}"
+            )
+        self.accum = self.global_batch // denom
+        self.state.total_steps = self._planned_steps()
+
+    def _planned_steps(self) -> int | None:
+        """Steps of a steps/samples budget (from the config, also on resume); None for a token budget."""
+        budget = self.cfg.train.budget
+        if budget.steps is not None:
+            return budget.steps
+        if budget.samples is not None:
+            return math.ceil(budget.samples / self.global_batch)
+        return None
+
+    def _build_model(self, ctx: BuildContext) -> None:
+        t = self.cfg.train
+        model = self.registry.build("model", self.cfg.model, ctx, where="model")
+        if t.grad_checkpointing:
+            enable_grad_checkpointing(model)
+        self.model = prec.prepare_model(model, t.precision).to(self.info.device)
+        self.checkpointer.keep_model_files(self.model, self.cfg.model)  # before sharding
+        self.module = wrap_model(self.model, self.cfg.distributed.strategy, t.precision, self.info.mesh)
+        if t.compile:
+            self.module.compile()
+
+    def _build_optimizer(self, ctx: BuildContext) -> None:
+        t = self.cfg.train
+        self.optimizer = self.registry.build("optimizer", t.optim, ctx, where="train.optim").build(self.model)
+        for group in self.optimizer.param_groups:
+            group["base_lr"] = group["lr"]
+        self.schedule = self.registry.build("schedule", t.schedule, ctx, where="train.schedule")
+        self.ema = EMA(self.model, t.ema.decay) if t.ema is not None else None
+
+    def _build_sources(self, ctx: BuildContext) -> dict[str, Any]:
+        """Every ``data.mix`` source by label (the name, + index when repeated), built once."""
+        sources: dict[str, Any] = {}
+        for i, entry in enumerate(self.cfg.data.mix):
+            label = entry.label or entry.source.name
+            if label in sources:
+                label = f"{label}_{i}"
+            sources[label] = self.registry.build(
+                "data_source", entry.source, ctx, where=f"data.mix.{i}.source"
+            )
+        return sources
+
+    def _build_mixer(self, sources: dict[str, Any]) -> Mixer:
+        weights = dict(zip(sources, (entry.weight for entry in self.cfg.data.mix)))
+        info = self.info
+        mixer = Mixer(
+            sources,
+            weights,
+            self.cfg.run.seed,
+            batch_size=self.per_device,
+            rank=info.rank,
+            world_size=info.world_size,
+        )
+        #: Forward/backward passes per optimizer step: one per source with samples, per micro-step.
+        self.backwards_per_step = self.accum * sum(1 for n in mixer.batch_sizes.values() if n)
+        if len(sources) > 1:
+            log.info(
+                "every micro-step takes %s samples",
+                ", ".join(f"{n} {k}" for k, n in mixer.batch_sizes.items()),
+            )
+        return mixer
 
     def _prepare_run_dir(self) -> None:
         """Create the run folder and prove it is writable before anything is built (all ranks fail together)."""
@@ -186,7 +224,7 @@ class Trainer:
                     f"run folder {self.run_dir}: cannot write there ({exc.strerror or exc}); set run.out_dir to a "
                     "writable folder"
                 )
-        error = _broadcast(error)
+        error = broadcast_object(error)
         if error is not None:
             raise FoundryError(error)
 
@@ -194,15 +232,13 @@ class Trainer:
 
     def fit(self) -> None:
         """Train until the budget is spent, the data ends, or a stop signal arrives; then save + export."""
-        t = self.cfg.train
         self._install_signal_handlers()
-        progress = self._progress()
-        ended_early = False
-        try:
+        ran_out = False
+        with self._progress() as show_progress:
             while not self._budget_done():
                 out = self.train_step()
                 if out is None:
-                    ended_early = True
+                    ran_out = True
                     log.info(
                         "data ended at step %d (a source ran out on at least one rank); stopping",
                         self.state.step,
@@ -210,91 +246,86 @@ class Trainer:
                     break
                 if out.get("skipped"):
                     continue
-                step = self.state.step
-                if step % t.log_every == 0 or self._budget_done():
-                    self.metrics.log(step, self._window_metrics(out))
-                if t.val_every and step % t.val_every == 0:
-                    self.metrics.log(step, self.evaluate())
-                for cb in self.callbacks:
-                    if hasattr(cb, "on_step_end"):
-                        cb.on_step_end(self, out)
-                if progress is not None:
-                    progress.update(
-                        self._task, completed=step, total=self.state.total_steps, loss=out["loss"]
-                    )
+                self._log_step(out)
+                self._call_back("on_step_end", out)
+                show_progress(out)
                 if self.stop_requested:
-                    self.stop_signal = self.stop_signal or signal.SIGTERM  # set by another rank's signal
-                    log.warning("stop signal received: saving a checkpoint at step %d and exiting", step)
-                    self.save()
+                    self._save_on_stop()
                     return
-                if self._checkpoint_due(out):
+                if self.checkpointer.due(self.state.step, self.state.samples, out["samples"]):
                     self.save()
-        finally:
-            if progress is not None:
-                progress.stop()
-        if self.last_checkpoint is None or ckpt.step_dir_name(self.state.step) != self.last_checkpoint.name:
+        if not self.checkpointer.has(self.state.step):
             self.save()
-        if not ended_early or self.state.step > 0:
+        if not ran_out or self.state.step > 0:
             self.export()
-        for cb in self.callbacks:
-            if hasattr(cb, "on_train_end"):
-                cb.on_train_end(self)
+        self._call_back("on_train_end")
 
     def train_step(self) -> dict[str, Any] | None:
         """One optimizer step over ``accum`` micro-batches; None when some rank ran out of data."""
-        info, t = self.info, self.cfg.train
-        t0 = time.perf_counter()
+        started = time.perf_counter()
+        micro = self._next_micro_batches()
+        if micro is None:
+            return None
+        data_time = time.perf_counter() - started
+        stats, model_metrics = self._forward_backward(micro)
+        grad_norm = self._clip_grad_norm()
+        stats = stats.all_reduce(self._all_reduce)
+        if stats.has_nonfinite or not math.isfinite(grad_norm):
+            return self._skip_nonfinite(grad_norm)
+        self._optimizer_step(stats)
+        self.state.step += 1
+        self.state.samples += int(stats.samples)
+        self.state.tokens += int(stats.tokens)
+        out = self._step_metrics(stats, grad_norm, model_metrics)
+        out.update(step_time=time.perf_counter() - started, data_time=data_time)
+        self._accumulate_window(out)
+        return out
+
+    def _next_micro_batches(self) -> list[tuple[str, dict[str, Any]]] | None:
+        """The step's (label, batch) pairs: ``accum`` micro-steps, each a batch from every source of the
+        mix; None when some rank ran out of data (all ranks agree)."""
         micro: list[tuple[str, dict[str, Any]]] = []
+        ran_out = False
         for _ in range(self.accum):
             try:
-                micro.append(next(self.mixer))
+                micro.extend(next(self.mixer))
             except StopIteration:
+                ran_out = True
                 break
-        flags = torch.tensor([float(len(micro) < self.accum), float(self.stop_requested)])
-        self._all_reduce(flags)
+        flags = torch.tensor([float(ran_out), float(self.stop_requested)])
+        self._all_reduce(flags)  # one sync: data ended on a rank / a rank got a stop signal
         if flags[0] > 0:
             return None
         self.stop_requested = bool(flags[1] > 0)
-        t_data = time.perf_counter() - t0
+        return micro
 
-        labels, n_lab = self.mixer.labels, len(self.mixer.labels)
-        # host: samples, tokens, micro-batches per label, flops; device: loss sums (one sync per step)
-        host = torch.zeros(3 + n_lab, dtype=torch.float64)
-        dev = torch.zeros(2 + n_lab, dtype=torch.float64, device=info.device)  # loss, nonfinite, per label
+    def _forward_backward(
+        self, micro: list[tuple[str, dict[str, Any]]]
+    ) -> tuple[StepStats, dict[str, float]]:
+        """Accumulate the gradient of the step's loss, the mean over its samples: each batch's loss is
+        weighted by its share of them. Sum the statistics."""
+        info, t = self.info, self.cfg.train
+        stats = StepStats.zeros(self.mixer.labels, info.device)
         model_metrics: dict[str, float] = {}
-        if not (self.module.training and self.model.training):  # evaluate() / generate() in a callback left eval mode
+        if not (self.module.training and self.model.training):  # a callback's evaluate() / generate()
             self.module.train()
-        for i, (label, batch) in enumerate(micro):
-            j = labels.index(label)
-            host[0] += batch_num_samples(batch)
-            host[1] += batch_num_tokens(batch)
-            host[3 + j] += 1
+        sizes = [batch_num_samples(batch) for _, batch in micro]
+        for i, ((label, batch), samples) in enumerate(zip(micro, sizes)):
+            tokens, share = batch_num_tokens(batch), samples / sum(sizes)
             batch = prec.cast_batch(move_to_device(batch, info.device), t.precision)
-            with self._sync_context(last=i == self.accum - 1), prec.autocast(t.precision, info.device):
+            with self._sync_context(last=i == len(micro) - 1), prec.autocast(t.precision, info.device):
                 loss, extra = self.module(batch)
-            (loss / self.accum).backward()
-            value = loss.detach().to(torch.float64)
-            finite = torch.isfinite(value)
-            value = torch.where(finite, value, torch.zeros_like(value))
-            dev[0] += value
-            dev[1] += (~finite).to(torch.float64)
-            dev[2 + j] += value
-            host[2] += batch_num_samples(batch) * float(
-                getattr(self.model, "flops_per_sample", _no_flops)(batch)
-            )
+            (loss * share).backward()
+            flops = samples * float(getattr(self.model, "flops_per_sample", _no_flops)(batch))
+            stats.add(label, loss, share=share, samples=samples, tokens=tokens, flops=flops)
             for k, v in extra.items():
-                model_metrics[k] = model_metrics.get(k, 0.0) + float(v) / len(micro)
-        stats = torch.cat(
-            [dev.cpu(), host]
-        )  # loss, nonfinite, per-label loss, samples, tokens, flops, per-label count
-        grad_norm = self._clip_grad_norm()
-        self._all_reduce(stats)
-        nonfinite = stats[1] > 0 or not math.isfinite(grad_norm)
-        if nonfinite:
-            return self._handle_nonfinite(stats, grad_norm)
+                model_metrics[k] = model_metrics.get(k, 0.0) + float(v) * share
+        return stats, model_metrics
 
+    def _optimizer_step(self, stats: StepStats) -> None:
+        """Set the scheduled learning rate, step, clear the gradients, update the EMA."""
         if self.state.total_steps is None:  # token budget: fix the schedule length from the first step
-            tokens = max(1.0, float(stats[3 + n_lab]))
+            tokens = max(1.0, stats.tokens)
             self.state.total_steps = max(1, math.ceil(self.cfg.train.budget.tokens / tokens))
         lr_factor = self.schedule.factor(self.state.step, self.state.total_steps)
         for group in self.optimizer.param_groups:
@@ -303,30 +334,41 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update()
-        self.state.step += 1
-        samples, tokens, flops = (float(x) for x in stats[2 + n_lab : 5 + n_lab])
-        self.state.samples += int(samples)
-        self.state.tokens += int(tokens)
-        step_time = time.perf_counter() - t0
-        n_micro_global = self.accum * info.world_size
+
+    def _step_metrics(
+        self, stats: StepStats, grad_norm: float, model_metrics: dict[str, float]
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "loss": float(stats[0]) / n_micro_global,
+            "loss": float(stats.loss) / self.info.world_size,
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": grad_norm,
-            "samples": int(samples),
-            "tokens": int(tokens),
-            "flops": flops,
-            "step_time": step_time,
-            "data_time": t_data,
+            "samples": int(stats.samples),
+            "tokens": int(stats.tokens),
+            "flops": stats.flops,
             **{f"model/{k}": v for k, v in model_metrics.items()},
         }
-        if n_lab > 1:
-            for j, label in enumerate(labels):
-                count = float(stats[5 + n_lab + j])
-                if count:
-                    out[f"loss/{label}"] = float(stats[2 + j]) / count
-        self._accumulate_window(out)
+        if len(stats.labels) > 1:
+            out.update({f"loss/{label}": mean for label, mean in stats.label_means().items()})
+            out.update({f"samples/{label}": int(n) for label, n in zip(stats.labels, stats.label_samples)})
         return out
+
+    def _log_step(self, out: dict[str, Any]) -> None:
+        """Metrics every ``log_every`` steps (and the last), validation every ``val_every``."""
+        step, t = self.state.step, self.cfg.train
+        if step % t.log_every == 0 or self._budget_done():
+            self.metrics.log(step, self._window_metrics(out))
+        if t.val_every and step % t.val_every == 0:
+            self.metrics.log(step, self.evaluate())
+
+    def _call_back(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            if hasattr(cb, hook):
+                getattr(cb, hook)(self, *args)
+
+    def _save_on_stop(self) -> None:
+        self.stop_signal = self.stop_signal or signal.SIGTERM  # set by another rank's signal
+        log.warning("stop signal received: saving a checkpoint at step %d and exiting", self.state.step)
+        self.save()
 
     def evaluate(self) -> dict[str, float]:
         """Mean loss over ``train.val_batches`` batches of each ``data.val`` source (perplexity for text)."""
@@ -366,21 +408,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _app_state(self) -> dict[str, Any]:
-        model_sd, optim_sd = get_state_dict(self.module, self.optimizer)
-        state = {"model": model_sd, "optim": optim_sd}
-        if self.ema is not None:
-            state["ema"] = self.ema.state_dict()
-        return state
-
     def save(self) -> Path:
-        """Collective: write ``checkpoints/step_XXXXXXXX`` atomically, prune, queue the remote upload."""
-        info = self.info
+        """Collective: checkpoint this step (weights, optimizer, EMA, counters, RNG, data cursors)."""
         rank_state = {
             "train": self.state.to_dict(),
             "rng": capture_rng(),
             "mixer": self.mixer.state_dict(),
-            "world_size": info.world_size,
+            "world_size": self.info.world_size,
         }
         meta = {
             "samples": self.state.samples,
@@ -389,47 +423,22 @@ class Trainer:
             "plugins": self._plugin_versions(),
             "config": to_dict(self.cfg),  # compared with the config of a later --resume
         }
-        path = ckpt.save_checkpoint(
-            self.ckpt_root, self.state.step, self._app_state(), rank_state, meta, info
-        )
-        self.last_checkpoint = path
-        if info.is_main:
-            protect = self.remote.pending() | {path} if self.remote else {path}
-            ckpt.prune(self.ckpt_root, self.cfg.train.checkpoint.keep_last, protect)
-            if self.remote is not None:
-                self.remote.submit(path, f"checkpoints/{path.name}")
-        if info.is_main:
-            log.info("saved checkpoint %s", path)
-        return path
+        return self.checkpointer.save(self.state.step, self._app_state(), rank_state, meta)
 
-    def _resume(self, resume: str, trust_checkpoint: bool = False) -> None:
-        """Load ``resume`` ('latest', a folder, or a URL) after verifying it (see checkpoint_integrity)."""
-        info = self.info
-        path: Path | None
-        if resume == "latest":
-            path = ckpt.latest_checkpoint(self.ckpt_root)
-            if path is None and self.cfg.run.remote_dir:
-                path = self._download(self.cfg.run.remote_dir)
-            if path is None:
-                log.info("--resume latest: no checkpoint in %s; starting fresh", self.ckpt_root)
-                return
-        elif "://" in resume and not resume.startswith("file://"):
-            path = self._download(resume)
-            if path is None:
-                raise FoundryError(
-                    f"--resume {resume}: no complete checkpoint could be downloaded (see the log)"
-                )
-        else:
-            path = Path(resume.removeprefix("file://"))
-            if not path.is_dir():
-                raise FoundryError(f"--resume {resume}: no such checkpoint directory")
-        self._verify(path, trust_checkpoint)
+    def _app_state(self) -> dict[str, Any]:
+        model_sd, optim_sd = get_state_dict(self.module, self.optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
+    def _resume(self, resume: str, trust_checkpoint: bool) -> None:
+        """Continue from ``resume`` ('latest', a folder, or a URL); a steps/samples budget stays the config's."""
+        path = self.checkpointer.find(resume)
+        if path is None:
+            return
         app_state = self._app_state()
-        has_ema = bool(ckpt.read_meta(path).get("ema"))
-        if not has_ema:
-            app_state.pop("ema", None)
-        self._check_resume(path, app_state)
-        rank_state, meta = ckpt.load_checkpoint(path, app_state, info)
+        rank_state, has_ema = self.checkpointer.load(path, app_state, trust_checkpoint=trust_checkpoint)
         set_state_dict(
             self.module,
             self.optimizer,
@@ -440,90 +449,40 @@ class Trainer:
             self.ema.load_state_dict(app_state["ema"])
         elif self.ema is not None:  # EMA switched on at resume: start it from the loaded weights
             self.ema = EMA(self.model, self.cfg.train.ema.decay)
+        planned = self.state.total_steps
         self.state = TrainState.from_dict(rank_state["train"])
+        if planned is not None:  # the budget may have been raised for this invocation
+            self.state.total_steps = planned
         self.mixer.load_state_dict(rank_state["mixer"])
-        if rank_state["world_size"] == info.world_size:
-            restore_rng(rank_state["rng"])
-        else:
-            log.warning(
-                "resuming a %d-rank checkpoint on %d ranks: weights, optimizer, counters and data cursors are "
-                "restored; per-rank RNG streams are reseeded",
-                rank_state["world_size"],
-                info.world_size,
-            )
-            torch.manual_seed(self.cfg.run.seed + 7919 * self.state.step + info.rank)
-        self.last_checkpoint = path
+        self._restore_rng(rank_state)
         log.info("resumed from %s (step %d, %d samples)", path, self.state.step, self.state.samples)
 
-    def _verify(self, path: Path, trust_checkpoint: bool) -> None:
-        """Rank 0 checks the manifest (hashing once); every rank raises the same error if it fails."""
-        error, verified = None, False
-        if self.info.is_main:
-            try:
-                verified = verify_checkpoint(path, trust_unverified=trust_checkpoint)
-            except FoundryError as exc:
-                error = str(exc)
-        error, verified = _broadcast((error, verified))
-        if error is not None:
-            raise UntrustedCheckpointError(error)
-        if not verified and self.info.is_main:
-            log.warning("%s has no checksum manifest; loading it because --trust-checkpoint was given", path)
-
-    def _check_resume(self, path: Path, app_state: dict[str, Any]) -> None:
-        """Refuse a model/optimizer that does not fit the checkpoint; warn about changed settings."""
-        from torch.distributed.checkpoint._nested_dict import flatten_state_dict  # the keys DCP uses
-
-        flat, _ = flatten_state_dict(app_state)
-        wanted = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in flat.items()}
-        old_cfg = ckpt.read_meta(path).get("config")
-        warnings = check_resume(str(path), old_cfg, to_dict(self.cfg), stored_shapes(path), wanted)
-        if self.info.is_main:
-            if old_cfg is None:
-                log.warning("--resume %s: the checkpoint records no run config; settings cannot be compared", path)
-            for warning in warnings:
-                log.warning("%s", warning)
-
-    def _download(self, url: str) -> Path | None:
-        path = None
-        if self.info.is_main:
-            try:
-                path = download_checkpoint(url, self.ckpt_root)
-            except FoundryError as exc:
-                log.warning("%s", exc)
-        path = _broadcast(path)
-        return path
+    def _restore_rng(self, rank_state: dict[str, Any]) -> None:
+        """The saved RNG streams on the same world size; reseeded per rank on another."""
+        world_size = self.info.world_size
+        if rank_state["world_size"] == world_size:
+            restore_rng(rank_state["rng"])
+            return
+        log.warning(
+            "resuming a %d-rank checkpoint on %d ranks: weights, optimizer, counters and data cursors are "
+            "restored; per-rank RNG streams are reseeded",
+            rank_state["world_size"],
+            world_size,
+        )
+        torch.manual_seed(self.cfg.run.seed + 7919 * self.state.step + self.info.rank)
 
     # ------------------------------------------------------------------ export
 
     def export(self, out_dir: Path | None = None) -> Path:
         """Collective: gather full weights (EMA if enabled), rebuild the model on rank 0, write ``export/``
         (or ``out_dir``: an export of the current weights during training, e.g. for closed-loop evaluation)."""
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        full = (
-            get_model_state_dict(self.module, options=opts)
-            if dist.is_initialized()
-            else self.module.state_dict()
-        )
-        full = {k.removeprefix("model."): v for k, v in full.items()}
+        weights = _full_weights(self.module)
         use_ema = self.ema is not None and self.cfg.train.ema.use_for_export
-        ema_full = (
-            {n: full_tensor(t).detach().cpu() for n, t in self.ema.state_dict().items()} if use_ema else {}
+        ema = (
+            {n: full_tensor(t).detach().cpu() for n, t in self.ema.state_dict().items()} if use_ema else None
         )
         out = Path(out_dir) if out_dir is not None else self.run_dir / "export"
         if self.info.is_main:
-            from foundry_core.export import export_model
-
-            with torch.random.fork_rng(devices=[]):
-                fresh = self.registry.build(
-                    "model", self.cfg.model, BuildContext(self.registry, device="cpu"), where="model"
-                )
-            fresh.load_state_dict(
-                {k: v.float() if v.is_floating_point() else v for k, v in full.items()}, strict=True
-            )
-            with torch.no_grad():  # EMA by parameter name: tied weights are one parameter
-                for name, p in fresh.named_parameters():
-                    if name in ema_full:
-                        p.copy_(ema_full[name])
             meta = {
                 "step": self.state.step,
                 "samples": self.state.samples,
@@ -531,9 +490,10 @@ class Trainer:
                 "plugins": self._plugin_versions(),
                 "ema": use_ema,
             }
-            export_model(fresh, self.cfg.model, out, extra_meta=meta)
-            if self.remote is not None and out_dir is None:
-                self.remote.submit(out, "export")
+            fresh = rebuild_model(self.registry, self.cfg.model, data_sources=self.mixer.sources)
+            export_weights(fresh, self.cfg.model, weights, out, ema=ema, extra_meta=meta)
+            if out_dir is None:
+                self.checkpointer.mirror(out, "export")
             log.info("exported the model to %s", out)
         barrier()
         return out
@@ -549,8 +509,8 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.close()
         if self.info is not None and self.info.is_main:
-            if self.remote is not None:
-                failures = self.remote.close()
+            if self.checkpointer is not None:
+                failures = self.checkpointer.close()
             if self.metrics is not None and self.metrics.path.is_file():
                 plot_loss(self.metrics.path, self.run_dir / "loss.png")
         if self.info is not None:
@@ -566,18 +526,8 @@ class Trainer:
             return self.state.tokens >= b.tokens
         return self.state.step >= (self.state.total_steps or 0)
 
-    def _checkpoint_due(self, out: dict[str, Any]) -> bool:
-        c = self.cfg.train.checkpoint
-        if c.every_steps and self.state.step % c.every_steps == 0:
-            return True
-        if c.every_samples:
-            return (
-                self.state.samples // c.every_samples
-                > (self.state.samples - out["samples"]) // c.every_samples
-            )
-        return False
-
-    def _handle_nonfinite(self, stats: torch.Tensor, grad_norm: float) -> dict[str, Any]:
+    def _skip_nonfinite(self, grad_norm: float) -> dict[str, Any]:
+        """Drop this step's gradients, or stop when more steps were non-finite than allowed."""
         self.optimizer.zero_grad(set_to_none=True)
         self.state.nonfinite_skipped += 1
         where = f"step {self.state.step + 1}"
@@ -605,10 +555,10 @@ class Trainer:
         return float(full_tensor(norm))
 
     def _sync_context(self, last: bool) -> Any:
-        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+        """Skip the gradient all-reduce on all but the last backward of a step."""
         if self.cfg.distributed.strategy == "ddp" and not last:
             return self.module.no_sync()
-        if self.cfg.distributed.strategy == "fsdp2" and self.accum > 1:
+        if self.cfg.distributed.strategy == "fsdp2" and self.backwards_per_step > 1:
             self.module.set_requires_gradient_sync(last)
         return nullcontext()
 
@@ -662,9 +612,12 @@ class Trainer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._old_handlers[sig] = signal.signal(sig, request_stop)
 
-    def _progress(self) -> Any:
+    @contextlib.contextmanager
+    def _progress(self) -> Iterator[Callable[[dict[str, Any]], None]]:
+        """A progress bar on rank 0 (``train.progress``); yields the function that advances it."""
         if not (self.cfg.train.progress and self.info.is_main):
-            return None
+            yield lambda out: None
+            return
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         progress = Progress(
@@ -678,21 +631,36 @@ class Trainer:
             transient=False,
             refresh_per_second=2,  # a redraw thread competes with the training thread on small CPUs
         )
-        self._task = progress.add_task(
+        task = progress.add_task(
             self.cfg.run.name, total=self.state.total_steps, completed=self.state.step, loss=float("nan")
         )
+
+        def advance(out: dict[str, Any]) -> None:
+            progress.update(task, completed=self.state.step, total=self.state.total_steps, loss=out["loss"])
+
         progress.start()
-        return progress
+        try:
+            yield advance
+        finally:
+            progress.stop()
+
+
+def run_dir_of(cfg: RunConfig) -> Path:
+    """``run.out_dir``, or ``runs/<run.name>``."""
+    return Path(cfg.run.out_dir or f"runs/{cfg.run.name}")
+
+
+def _full_weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Collective under DDP/FSDP: every parameter and buffer, full and on the CPU, by the model's own names."""
+    if dist.is_initialized():
+        full = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        full = module.state_dict()
+    return {k.removeprefix("model."): v for k, v in full.items()}
 
 
 def _no_flops(batch: dict[str, Any]) -> float:
     return 0.0
-
-
-def _broadcast(obj: Any) -> Any:
-    from foundry_core.distributed import broadcast_object
-
-    return broadcast_object(obj)
 
 
 def enable_grad_checkpointing(model: torch.nn.Module) -> None:
