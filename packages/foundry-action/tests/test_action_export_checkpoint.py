@@ -117,6 +117,27 @@ def test_an_older_checkpoint_without_model_files_is_rebuilt_from_its_run_config(
     )
 
 
+def test_a_checkpoint_written_before_the_window_rename_still_exports(trained, cli_runner, tmp_path):
+    """Checkpoints from before issue 19 call the expert's window ``horizon``: read under the new name."""
+    import yaml
+
+    run_dir, pm, store = trained
+    old = shutil.copytree(run_dir / "checkpoints" / "step_00000002", tmp_path / "step_00000002")
+    cfg_path = old / "model" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    expert = cfg["model"]["expert"]
+    expert["horizon"] = expert.pop("window")
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    (old / "manifest.json").unlink()  # the edit would not verify; trusted explicitly below
+    result = _export(pm, cli_runner, str(old), "--out", str(tmp_path / "out"), "--trust-checkpoint")
+    assert result.exit_code == 0, result.output
+    written = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["model"]["expert"]
+    assert "window" in written and "horizon" not in written
+    np.testing.assert_array_equal(
+        _actions(tmp_path / "out", pm, store), _actions(run_dir / "export", pm, store)
+    )
+
+
 def test_bad_input_exits_2_naming_it(trained, cli_runner, tmp_path):
     run_dir, pm, _ = trained
     missing = _export(pm, cli_runner, str(tmp_path / "nope"), "--out", str(tmp_path / "o"))

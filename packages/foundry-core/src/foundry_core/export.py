@@ -81,7 +81,7 @@ def write_model_files(
 
 def rebuild_model(
     registry: Registry,
-    model_node: Mapping[str, Any],
+    model_node: Node | Mapping[str, Any],
     *,
     pretrained_dir: str | Path | None = None,
     data_sources: Mapping[str, Any] | None = None,
@@ -104,7 +104,7 @@ def rebuild_model(
 
 def export_weights(
     model: nn.Module,
-    model_node: Mapping[str, Any],
+    model_node: Node | Mapping[str, Any],
     weights: Mapping[str, Any],
     out_dir: str | Path,
     *,
@@ -272,8 +272,10 @@ def export_checkpoint(
         )
     meta = ckpt.read_meta(path)
     run_cfg = meta.get("config") or {}
-    node, files = _checkpoint_model_node(path, run_cfg)
-    model = rebuild_model(registry or get_registry(), node, pretrained_dir=files)
+    raw_node, files = _checkpoint_model_node(path, run_cfg)
+    registry = registry or get_registry()
+    node = registry.node("model", raw_node, where=f"{path}: model", upgrade=True)  # old key names too
+    model = rebuild_model(registry, node, pretrained_dir=files)
     ema_cfg = (run_cfg.get("train") or {}).get("ema") or {}
     use_ema = bool(meta.get("ema")) and bool(ema_cfg.get("use_for_export", True))
     weights, ema = _checkpoint_weights(path, model, use_ema)

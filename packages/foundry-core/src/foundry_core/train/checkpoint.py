@@ -103,18 +103,33 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def write_model_files(run_dir: Path, model: Any, model_node: dict[str, Any]) -> Path:
-    """``<run>/.model_files``: the export files of ``model`` without weights (see
-    :func:`foundry_core.export.write_model_files`), replaced as a whole (temp dir + rename)."""
+def stage_model_files(model: Any, model_node: Any) -> Path:
+    """The export files of ``model`` without weights (see :func:`foundry_core.export.write_model_files`)
+    in a private temporary folder: nothing enters the run folder before the run has passed its resume
+    checks (a refused resume leaves the run folder as it was); :func:`install_model_files` moves them in."""
+    import tempfile
+
     from foundry_core.export import write_model_files as write_files
 
+    staged = Path(tempfile.mkdtemp(prefix="foundry-model-files-"))
+    try:
+        write_files(model, model_node, staged)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return staged
+
+
+def install_model_files(run_dir: Path, staged: Path) -> Path:
+    """``<run>/.model_files`` from the ``staged`` folder, replaced as a whole (temp dir + rename); every
+    checkpoint hard-links its ``model/`` to this one copy."""
     final = run_dir / RUN_MODEL_FILES
     tmp = run_dir / f".tmp{RUN_MODEL_FILES}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    write_files(model, model_node, tmp)
+    shutil.copytree(staged, tmp)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+    shutil.rmtree(staged, ignore_errors=True)
     return final
 
 

@@ -11,6 +11,7 @@ trust rule is :mod:`.checkpoint_integrity`. Tested by ``tests/test_train_checkpo
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,10 @@ class Checkpointer:
         self.every = cfg.train.checkpoint
         #: The checkpoint written or resumed from last (None before the first).
         self.last: Path | None = None
-        #: The export files (config.yaml + artifacts) each checkpoint carries; rank 0 only.
+        #: The export files (config.yaml + artifacts) each checkpoint carries; rank 0 only. Staged outside
+        #: the run folder until the first save, so a run refused at resume leaves its folder untouched.
         self.model_files: Path | None = None
+        self._staged_model_files: Path | None = None
         self.remote: RemoteSync | None = None
         if cfg.run.remote_dir and info.is_main:
             self.remote = RemoteSync(
@@ -67,9 +70,9 @@ class Checkpointer:
         error = None
         if self.info.is_main:
             try:
-                self.model_files = ckpt.write_model_files(self.root.parent, model, model_node)
+                self._staged_model_files = ckpt.stage_model_files(model, model_node)
             except Exception as exc:  # a model's export_artifacts may raise anything: every rank must stop
-                error = f"writing the model's export files to {self.root.parent}: {type(exc).__name__}: {exc}"
+                error = f"writing the model's export files: {type(exc).__name__}: {exc}"
         error = broadcast_object(error)
         if error is not None:
             raise FoundryError(error)
@@ -78,6 +81,9 @@ class Checkpointer:
         self, step: int, app_state: dict[str, Any], rank_state: dict[str, Any], meta: dict[str, Any]
     ) -> Path:
         """Collective: write ``step_XXXXXXXX`` atomically, prune old ones, queue the remote upload."""
+        if self._staged_model_files is not None:  # rank 0: the first save of this invocation
+            self.model_files = ckpt.install_model_files(self.root.parent, self._staged_model_files)
+            self._staged_model_files = None
         path = ckpt.save_checkpoint(self.root, step, app_state, rank_state, meta, self.info, self.model_files)
         self.last = path
         if self.info.is_main:
@@ -95,6 +101,9 @@ class Checkpointer:
 
     def close(self) -> list[str]:
         """Wait for every queued upload; return the failures (each already logged)."""
+        if self._staged_model_files is not None:  # no checkpoint was written
+            shutil.rmtree(self._staged_model_files, ignore_errors=True)
+            self._staged_model_files = None
         return self.remote.close() if self.remote is not None else []
 
     # ------------------------------------------------------------------ resuming
