@@ -2,7 +2,8 @@
 
 Tests run as root here, and root writes into a ``chmod 0555`` folder all the same, so each command runs
 in a subprocess without the capabilities that let root ignore file permissions (CAP_DAC_OVERRIDE,
-CAP_DAC_READ_SEARCH, CAP_FOWNER, dropped from the bounding set before exec). Root without them is held
+CAP_DAC_READ_SEARCH, CAP_FOWNER, dropped from the bounding set by a small launcher before it execs
+the command). Root without them is held
 to the permission bits like any user, and still runs the interpreter (which lives under ``/root`` here,
 out of reach of ``nobody``). As another user the commands run as they are. Skipped, saying why, when
 the folder stays writable either way.
@@ -10,7 +11,6 @@ the folder stays writable either way.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
@@ -24,25 +24,30 @@ PR_CAPBSET_DROP = 24  # linux/prctl.h
 DAC_CAPABILITIES = (1, 2, 3)  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER (linux/capability.h)
 
 
-def _held_to_permissions() -> None:
-    """preexec_fn: as root, drop the capabilities that bypass permission bits; exec applies the drop."""
-    if os.geteuid() != 0:
-        return
+#: A fresh interpreter that drops (as root) the capabilities that bypass permission bits from its bounding
+#: set, then execs the command: exec applies the drop. Not a ``preexec_fn``: that runs Python in the
+#: forked child of this test process, where gRPC (loaded by earlier tests) has threads and fork handlers,
+#: and the child aborted in gRPC's poller now and then (SIGABRT, "epoll_wait error: Bad file descriptor").
+HELD_TO_PERMISSIONS = f"""
+import ctypes, os, sys
+if os.geteuid() == 0:
     libc = ctypes.CDLL(None, use_errno=True)
-    for cap in DAC_CAPABILITIES:
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")
+    for cap in {DAC_CAPABILITIES!r}:
+        if libc.prctl({PR_CAPBSET_DROP}, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {{cap}})")
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def _held_to_permissions(cmd: list[str]) -> list[str]:
+    """``cmd`` run without the DAC capabilities (see ``HELD_TO_PERMISSIONS``)."""
+    return [sys.executable, "-c", HELD_TO_PERMISSIONS, *cmd]
 
 
 def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [*FOUNDRY, *args],
-        preexec_fn=_held_to_permissions,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        _held_to_permissions([*FOUNDRY, *args]), env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -91,8 +96,7 @@ def read_only(tmp_path) -> Path:
     folder.mkdir()
     folder.chmod(0o555)
     probe = subprocess.run(
-        [sys.executable, "-c", f"open({str(folder / 'probe')!r}, 'w')"],
-        preexec_fn=_held_to_permissions,
+        _held_to_permissions([sys.executable, "-c", f"open({str(folder / 'probe')!r}, 'w')"]),
         capture_output=True,
         text=True,
     )
