@@ -157,7 +157,7 @@ def synthesize_lp(
     walk, start, t_from, b_from = _Walk(u0, np.zeros(1), [], [], _START_DEPTH), 1, n + 1, np.zeros(0)
     for fix in range(_FINAL_FIXES + 1):
         p = np.r_[base, added]
-        rejected = np.r_[bernstein_eval(walk.coeffs, base), b_from] if start > 1 else np.zeros(len(p))
+        rejected = np.r_[bernstein_eval(walk.coeffs, base), b_from]  # all zeros on the first walk
         for t in range(start, n + 1):
             if t in restarts and t not in snapshots:
                 snapshots[t] = walk.copy()
@@ -177,7 +177,7 @@ def synthesize_lp(
             break
         added = np.unique(np.r_[added, _cluster(np.minimum(over, 1.0 - over), base)])
         for t_from in restarts:  # the latest step the added points can still be fixed from
-            b_from = bernstein_eval(snapshots[t_from].coeffs, added) if t_from > 1 else np.zeros(len(added))
+            b_from = bernstein_eval(snapshots[t_from].coeffs, added)
             if np.all(b_from < budget[n]):
                 break
         walk, start = snapshots[t_from].copy(), t_from
