@@ -249,11 +249,12 @@ def convert(
             stats = NormStats.compute(store)
             stats.source["path"] = str(dst)  # where the store will live, not the temporary name
             stats.save(partial / "stats")
-    except OSError as exc:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise DataError(f"{exc.filename or dst}: {exc.strerror or exc} (while converting {src} into {dst})") from exc
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)  # never leave something that could pass for a store
+        if isinstance(exc, OSError):
+            raise DataError(
+                f"{exc.filename or dst}: {exc.strerror or exc} (while converting {src} into {dst})"
+            ) from exc
         raise
     install(partial, dst)
     size = sum(os.path.getsize(p) for p in Path(dst).rglob("*") if p.is_file())
