@@ -96,7 +96,7 @@ def demos_command(
     )
 
     noise = ActionNoise(xyz=noise_xyz, yaw=noise_yaw, correlation=noise_correlation, seed=noise_seed)
-    noise.validate(lambda field: f"--noise-{field}")
+    noise.check(lambda field: f"--noise-{field}")
     registry = get_registry()
     registry.get("task", task)  # unknown task -> error listing the known ones
     cls = registry.get("task", task).load()

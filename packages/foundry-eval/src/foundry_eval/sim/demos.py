@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from foundry_action.frame_codecs import FrameEncoding
 
 DEMO_SEED_START = 1_000_000
+#: Recovery demos start here, so they never share an initial state with the clean demos (or evaluation).
+RECOVERY_SEED_START = 2_000_000
 SEMANTICS = {
     "action": "absolute TCP target at this step: xyz (m, world), rot6d (first two rows of R_WG), "
     "gripper opening (m); the scripted expert's command (in recovery episodes, those with noise_* "
@@ -66,7 +68,7 @@ class ActionNoise:
     correlation: float = 0.0
     seed: int = 0
 
-    def validate(self, option: Callable[[str], str] = lambda f: f"noise.{f}") -> None:
+    def check(self, option: Callable[[str], str] = lambda f: f"noise.{f}") -> None:
         """One ConfigError naming the bad field as the user spelled it (``option(field)``)."""
         for name in ("xyz", "yaw"):
             value = getattr(self, name)
@@ -210,7 +212,7 @@ def generate_demos(
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if noise is not None:
-        noise.validate()
+        noise.check()
     max_attempts = max_attempts if max_attempts is not None else (episodes if keep_failures else 3 * episodes)
     if append and overwrite:
         raise ConfigError(
