@@ -18,24 +18,16 @@ def test_regions_and_relations_follow_positions():
     assert region(TARGET) == "in the near right corner of the table"
     assert region(SceneObject("c", "red", "can", 0.0, 0.0)) == "in the center of the table"
     assert relation(BLOCK, TARGET) == "to the left of"
-    assert (
-        relation(SceneObject("a", "red", "can", 0.2, 0.0), SceneObject("b", "red", "can", -0.1, 0.01))
-        == "behind"
-    )
+    assert relation(SceneObject("a", "red", "can", 0.2, 0.0), SceneObject("b", "red", "can", -0.1, 0.01)) == "behind"
 
 
 def test_description_mentions_objects_and_instruction_and_varies():
-    texts = {
-        describe_scene([BLOCK, TARGET], "Push the red block onto the green target", random.Random(s))
-        for s in range(20)
-    }
+    texts = {describe_scene([BLOCK, TARGET], "Push the red block onto the green target", random.Random(s)) for s in range(20)}
     assert len(texts) > 10  # templates and order vary with the seed
     for text in texts:
         assert "red block" in text and "green target circle" in text
         assert text.rstrip(".").endswith("push the red block onto the green target")
-    assert describe_scene([BLOCK, TARGET], "x", random.Random(3)) == describe_scene(
-        [BLOCK, TARGET], "x", random.Random(3)
-    )
+    assert describe_scene([BLOCK, TARGET], "x", random.Random(3)) == describe_scene([BLOCK, TARGET], "x", random.Random(3))
 
 
 def test_caption_places_the_objects():
@@ -57,9 +49,7 @@ def test_world_demo_counts_must_name_demo_tasks():
     from foundry_core.errors import ConfigError
     from foundry_pipeline.world import WorldConfig
 
-    cfg = parse_dataclass(
-        WorldConfig, {"tasks": ["reach_target", "push_to_target"], "demo_counts": {"reach_target": 5}}
-    )
+    cfg = parse_dataclass(WorldConfig, {"tasks": ["reach_target", "push_to_target"], "demo_counts": {"reach_target": 5}})
     assert cfg.demo_counts == {"reach_target": 5}
     with pytest.raises(ConfigError, match="'stack_blocks' is not one of the demo tasks"):
         parse_dataclass(WorldConfig, {"tasks": ["reach_target"], "demo_counts": {"stack_blocks": 5}})
@@ -76,9 +66,7 @@ def test_world_frames_choice_is_checked_at_config_time_and_reaches_the_demo_stor
 
     with pytest.raises(ConfigError, match=r"world.frames/world.jpeg_quality: unknown frame encoding 'png'"):
         parse_dataclass(WorldConfig, {"frames": "png"})
-    with pytest.raises(
-        ConfigError, match=r"world.frames/world.jpeg_quality: JPEG quality must be an integer in 1..100"
-    ):
+    with pytest.raises(ConfigError, match=r"world.frames/world.jpeg_quality: JPEG quality must be an integer in 1..100"):
         parse_dataclass(WorldConfig, {"frames": "jpeg", "jpeg_quality": 0})
     cfg = parse_dataclass(
         WorldConfig,

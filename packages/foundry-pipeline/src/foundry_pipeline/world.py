@@ -45,9 +45,7 @@ COLORS = {
 class WorldConfig:
     """What the toy world contains (the defaults are the CPU-sized main job)."""
 
-    tasks: list[str] = field(
-        default_factory=lambda: ["push_to_target", "pick_place_bin", "stack_blocks", "put_on_plate"]
-    )
+    tasks: list[str] = field(default_factory=lambda: ["push_to_target", "pick_place_bin", "stack_blocks", "put_on_plate"])
     #: Text paragraphs per task (sampled layouts, no simulation).
     text_docs_per_task: int = 1500
     #: Rendered + captioned images per task.
@@ -77,9 +75,7 @@ class WorldConfig:
         from foundry_action.frame_codecs import FrameEncoding
 
         if self.recovery_demos_per_task < 0:
-            raise ConfigError(
-                f"world.recovery_demos_per_task: must be >= 0, got {self.recovery_demos_per_task}"
-            )
+            raise ConfigError(f"world.recovery_demos_per_task: must be >= 0, got {self.recovery_demos_per_task}")
         self.recovery_noise.check(lambda f: f"world.recovery_noise.{f}")
         if self.recovery_demos_per_task and not self.recovery_noise.active:
             raise ConfigError(
@@ -158,9 +154,7 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def build_text(
-    cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], None] | None = None
-) -> dict[str, Any]:
+def build_text(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Write the text corpus; returns counts."""
     from foundry_core.plugins import get_registry
 
@@ -186,9 +180,7 @@ def build_text(
     return {"documents": len(docs), "words": sum(len(t.split()) for _, t in docs)}
 
 
-def build_captions(
-    cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], None] | None = None
-) -> dict[str, Any]:
+def build_captions(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Render seeded initial scenes with the scene camera and caption them from their state."""
     from foundry_core.plugins import get_registry
 
@@ -236,11 +228,7 @@ def build_demos(
             frames=frames,
             on_episode=(lambda _r, _s: progress(1)) if progress else None,
         )
-        summary[task] = {
-            "stored": result.stored,
-            "attempted": result.attempted,
-            "success_rate": result.success_rate,
-        }
+        summary[task] = {"stored": result.stored, "attempted": result.attempted, "success_rate": result.success_rate}
         if cfg.recovery_demos_per_task:
             recovery = generate_demos(
                 node,
