@@ -143,7 +143,14 @@ def test_recovery_demos_label_the_clean_expert_action(tmp_path):
     validate(tmp_path / "noisy", full_frames=True)  # a valid store episode, every frame decodes
     clean, noisy, again = (open_store(tmp_path / n) for n in ("clean", "noisy", "again"))
     assert noisy.attrs["demo_runs"] == [
-        {"task": "reach_target", "seed_start": 10, "attempted": 2, "stored": 2, **noise.as_meta()}
+        {
+            "task": "reach_target",
+            "seed_start": 10,
+            "attempted": 2,
+            "stored": 2,
+            "tail_steps": 0,
+            **noise.as_meta(),
+        }
     ]
     assert clean.attrs["demo_runs"][0]["noise_xyz"] == 0.0 and "noise_xyz" not in clean.meta(0)
     for i in range(2):
@@ -221,3 +228,21 @@ def test_cli_recovery_demos(tmp_path, cli_runner):
     )
     assert res.exit_code == 2 and "--noise-correlation must be in [0, 1), got -0.5" in res.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_tail_steps_record_the_expert_past_the_first_success(tmp_path):
+    from foundry_action.store import open_store
+
+    node = {"name": "pick_place_bin", "cameras": []}
+    generate_demos(node, episodes=1, out=tmp_path / "plain")
+    generate_demos(node, episodes=1, out=tmp_path / "tail", tail_steps=6)
+    plain, tail = open_store(tmp_path / "plain"), open_store(tmp_path / "tail")
+    first = plain.episode_length(0)
+    assert plain.meta(0)["success_step"] == first and tail.meta(0)["success_step"] == first
+    assert tail.episode_length(0) == first + 6 and tail.meta(0)["success"] is True
+    np.testing.assert_array_equal(tail.episode(0)["action"][:first], plain.episode(0)["action"])
+    # The tail shows the release: the expert commands the open gripper over the bin.
+    assert np.all(tail.episode(0)["action"][first:, 9] > 0.07)
+    assert tail.attrs["demo_runs"][0]["tail_steps"] == 6
+    with pytest.raises(ConfigError, match="tail_steps must be >= 0, got -1"):
+        generate_demos(node, episodes=1, out=tmp_path / "bad", tail_steps=-1)

@@ -59,6 +59,13 @@ def parse_cameras(value: str) -> list[str]:
     show_default=True,
     help="AR(1) coefficient of the offset per control step, in [0, 1) (higher: slower drifts).",
 )
+@click.option(
+    "--tail-steps",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Expert steps recorded after the task first succeeds (e.g. the whole release of a placed object).",
+)
 @click.option("--noise-seed", type=int, default=0, show_default=True, help="Seed of the noise stream.")
 def demos_command(
     task: str,
@@ -77,6 +84,7 @@ def demos_command(
     noise_yaw: float,
     noise_correlation: float,
     noise_seed: int,
+    tail_steps: int,
 ) -> None:
     """Generate scripted-expert demonstrations of a task with a scripted expert (e.g. push_to_target).
 
@@ -97,6 +105,8 @@ def demos_command(
 
     noise = ActionNoise(xyz=noise_xyz, yaw=noise_yaw, correlation=noise_correlation, seed=noise_seed)
     noise.check(lambda field: f"--noise-{field}")
+    if tail_steps < 0:
+        raise ConfigError(f"--tail-steps must be >= 0, got {tail_steps}")
     registry = get_registry()
     registry.get("task", task)  # unknown task -> error listing the known ones
     cls = registry.get("task", task).load()
@@ -132,6 +142,7 @@ def demos_command(
             on_episode=on_episode,
             frames=encoding,
             noise=noise,
+            tail_steps=tail_steps,
         )
     click.echo(
         f"{summary.task}: stored {summary.stored} episodes ({summary.steps} steps attempted) in {summary.out}; "

@@ -131,17 +131,30 @@ class DemoSummary:
         return self.successes / max(self.attempted, 1)
 
 
-def rollout_expert(env: Any, seed: int, noise: ActionNoise | None = None) -> dict[str, Any]:
+def rollout_expert(
+    env: Any, seed: int, noise: ActionNoise | None = None, tail_steps: int = 0
+) -> dict[str, Any]:
     """Run the scripted expert for one episode; return per-step arrays and episode metadata.
 
     With an active ``noise`` the env executes the perturbed action; the recorded action is the clean one.
+    ``tail_steps``: keep recording the expert this many steps after the task first succeeds. The task
+    ends an episode at its first success, which for a placement is one or two steps into the release:
+    without a tail the data hardly shows the gripper opening. The episode counts as a success only if
+    the task still holds after the tail.
     """
     obs = env.reset(seed)
     expert = env.expert()
     process = _NoiseProcess(noise, seed) if noise is not None and noise.active else None
     actions, proprios = [], []
     frames: dict[str, list[np.ndarray]] = {cam: [] for cam in env.camera_names}
-    while not env.done():
+    success_step: int | None = None
+    while True:
+        if success_step is None and env.is_success():
+            success_step = len(actions)
+        if (success_step is None and env.done()) or (
+            success_step is not None and len(actions) >= success_step + tail_steps
+        ):
+            break
         action = np.asarray(expert.act(obs), dtype=np.float32)
         actions.append(action)
         proprios.append(np.asarray(obs["proprio"], dtype=np.float32))
@@ -156,7 +169,8 @@ def rollout_expert(env: Any, seed: int, noise: ActionNoise | None = None) -> dic
         arrays[f"camera/{cam}"] = np.stack(seq)
     return {
         "arrays": arrays,
-        "success": bool(env.is_success()),
+        "success": success_step is not None and bool(env.is_success()),
+        "success_step": success_step,
         "instruction": env.instruction,
         "seed": int(seed),
         "duration_s": float(env.time),
@@ -165,18 +179,20 @@ def rollout_expert(env: Any, seed: int, noise: ActionNoise | None = None) -> dic
 
 _WORKER_ENV: Any = None
 _WORKER_NOISE: ActionNoise | None = None
+_WORKER_TAIL = 0
 
 
-def _worker_init(node: Mapping[str, Any], noise: ActionNoise | None) -> None:
-    global _WORKER_ENV, _WORKER_NOISE
+def _worker_init(node: Mapping[str, Any], noise: ActionNoise | None, tail_steps: int) -> None:
+    global _WORKER_ENV, _WORKER_NOISE, _WORKER_TAIL
     from foundry_core.plugins import get_registry
 
     _WORKER_ENV = get_registry().build("task", dict(node))
     _WORKER_NOISE = noise
+    _WORKER_TAIL = tail_steps
 
 
 def _worker_episode(seed: int) -> dict[str, Any]:
-    return rollout_expert(_WORKER_ENV, seed, _WORKER_NOISE)
+    return rollout_expert(_WORKER_ENV, seed, _WORKER_NOISE, _WORKER_TAIL)
 
 
 def generate_demos(
@@ -193,6 +209,7 @@ def generate_demos(
     on_episode: Callable[[dict[str, Any], int], None] | None = None,
     frames: FrameEncoding | None = None,
     noise: ActionNoise | None = None,
+    tail_steps: int = 0,
 ) -> DemoSummary:
     """Write ``episodes`` expert episodes of env ``node`` (``{"name": task, **config}``) to ``out``.
 
@@ -201,6 +218,7 @@ def generate_demos(
     called after every attempt (for a progress bar). ``frames``: the camera-frame encoding of a new store
     (default lossless); appending keeps the store's own and refuses a different one. ``noise``: record
     recovery demonstrations (see the module docstring); its settings go into every episode's metadata.
+    ``tail_steps``: expert steps recorded after the first success (see ``rollout_expert``).
     """
     from foundry_action.ownership import check_destination, install, prepare_partial
     from foundry_action.store import EpisodeWriter, is_store, open_store
@@ -211,6 +229,8 @@ def generate_demos(
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if tail_steps < 0:
+        raise ConfigError(f"tail_steps must be >= 0, got {tail_steps}")
     if noise is not None:
         noise.check()
     max_attempts = max_attempts if max_attempts is not None else (episodes if keep_failures else 3 * episodes)
@@ -261,7 +281,12 @@ def generate_demos(
                     instruction=result["instruction"],
                     success=result["success"],
                     source=getattr(env, "demo_source", "drake-expert"),
-                    extra={"seed": result["seed"], "duration_s": result["duration_s"], **noise_meta},
+                    extra={
+                        "seed": result["seed"],
+                        "duration_s": result["duration_s"],
+                        "success_step": result["success_step"],
+                        **noise_meta,
+                    },
                 )
                 stored += 1
             if on_episode is not None:
@@ -271,13 +296,16 @@ def generate_demos(
             seed = seed_start
             if workers == 1:
                 while stored < episodes and attempted < max_attempts:
-                    consume(rollout_expert(env, seed, noise))
+                    consume(rollout_expert(env, seed, noise, tail_steps))
                     seed += 1
             else:
                 env.close()
                 ctx = get_context("spawn")
                 with ProcessPoolExecutor(
-                    workers, mp_context=ctx, initializer=_worker_init, initargs=(dict(node), noise)
+                    workers,
+                    mp_context=ctx,
+                    initializer=_worker_init,
+                    initargs=(dict(node), noise, tail_steps),
                 ) as pool:
                     while stored < episodes and attempted < max_attempts:
                         batch = min(max(episodes - stored, 1), max_attempts - attempted, 2 * workers)
@@ -285,7 +313,13 @@ def generate_demos(
                             if stored < episodes:
                                 consume(result)
                         seed += batch
-            run = {"task": registry_name, "seed_start": seed_start, "attempted": attempted, "stored": stored}
+            run = {
+                "task": registry_name,
+                "seed_start": seed_start,
+                "attempted": attempted,
+                "stored": stored,
+                "tail_steps": tail_steps,
+            }
             writer.update_attrs({"demo_runs": [*earlier_runs, {**run, **(noise or ActionNoise()).as_meta()}]})
         if stored < episodes:
             raise ConfigError(
