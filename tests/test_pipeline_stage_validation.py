@@ -22,14 +22,19 @@ def test_only_the_stages_asked_for_are_checked(tmp_path):
     from foundry_pipeline.recipe import load_recipe
     from foundry_pipeline.run import Pipeline
 
-    recipe = load_recipe(None, [f"run.out_dir={tmp_path}", "baseline.model.nme=x"])
-    Pipeline(recipe).check_stage_configs(["llm"])  # baseline is not run: not checked
+    recipe = load_recipe(None, [f"run.out_dir={tmp_path}", "scratch.model.nme=x"])
+    Pipeline(recipe).check_stage_configs(["llm"])  # scratch is not run: not checked
     import pytest
 
-    from foundry_core.errors import ConfigError
+    from foundry_core.errors import ConfigError, FoundryError
 
-    with pytest.raises(ConfigError, match=r"baseline\.model"):
-        Pipeline(recipe).check_stage_configs(["llm", "baseline"])
+    with pytest.raises(ConfigError, match=r"scratch\.model"):
+        Pipeline(recipe).check_stage_configs(["llm", "scratch"])
+    # the optional baseline stage has no section in the default recipe: asking for it says so
+    with pytest.raises(FoundryError, match="'baseline' has no section in this recipe"):
+        Pipeline(load_recipe(None, [f"run.out_dir={tmp_path}"])).run(stages=["baseline"])
+    with pytest.raises(ConfigError, match="eval.policies: 'baseline' is not a policy of this recipe"):
+        load_recipe(None, [f"run.out_dir={tmp_path}", "eval.policies=[vla,baseline]"])
 
 
 def test_the_pipeline_never_replaces_a_folder_it_did_not_write(tmp_path, cli_runner):

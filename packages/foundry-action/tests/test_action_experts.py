@@ -230,3 +230,24 @@ def test_image_readout_uses_token_order_and_needs_a_span(action_registry):
     torch.testing.assert_close(train_out, expert.sample(cond[:1], mask[:1], {**one, "actions": None}))
     with pytest.raises(ValueError, match="image tokens at positions 0..4"):
         build(action_registry, "l1_regression", {**dims, "image_span": (0, 5)}, image_readout=4).sample(cond, mask, batch)
+
+
+def test_prompt_readout_reads_the_last_unmasked_token(action_registry):
+    """``prompt_readout``: the last valid conditioning token reaches every action token directly."""
+    cond, mask, batch = toy_batch(4)  # the third token is padding
+    expert = build(action_registry, "l1_regression", DIMS, prompt_readout=True).eval()
+    with torch.no_grad():
+        expert.net.out.weight.normal_()
+        assert torch.equal(expert.net.prompt_out.weight, torch.zeros_like(expert.net.prompt_out.weight))  # starts as a no-op
+        expert.net.prompt_out.weight.normal_()
+    base = expert.sample(cond, mask, batch)
+    padded = cond.clone()
+    padded[:, 2] += 5.0  # padding: ignored
+    torch.testing.assert_close(expert.sample(padded, mask, batch), base)
+    net = expert.net
+    with torch.no_grad():
+        torch.testing.assert_close(net.last_token(cond, mask), net.prompt_out(net.prompt_norm(cond[:, 1])))  # token 1: the last valid
+        mask[0, 1] = False  # a shorter prompt: its last valid token is read
+        torch.testing.assert_close(net.last_token(cond, mask)[0], net.prompt_out(net.prompt_norm(cond[0, 0])))
+    plain = build(action_registry, "l1_regression", DIMS).eval()
+    assert not hasattr(plain.net, "prompt_out")

@@ -107,6 +107,24 @@ def test_two_workers_match_one(tmp_path):
     assert len({(e["is_success"], e["total_time"]) for e in one["evaluations"]}) >= 2
 
 
+def test_threads_per_worker_are_pinned_and_restored(tmp_path, monkeypatch):
+    """``threads``: a policy's numbers depend on torch's thread count, so it can be pinned per worker."""
+    import torch
+
+    from foundry_eval.rollout import runner
+
+    seen = []
+    real = runner.Worker.run
+    monkeypatch.setattr(runner.Worker, "run", lambda self, *a: (seen.append(torch.get_num_threads()), real(self, *a))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        _run("random", tmp_path, episodes=2, workers=1, threads=2)
+        assert seen == [2, 2] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_budget_is_enforced(tmp_path):
     with pytest.raises(FoundryError, match="exceed max_sample_size_per_model=3"):
         _run("random", tmp_path, episodes=4, max_sample_size_per_model=3)

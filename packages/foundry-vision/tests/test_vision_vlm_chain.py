@@ -92,6 +92,26 @@ def test_vlm_export_reloads_generates_and_is_a_backbone(chain):
     assert not any(p.requires_grad for p in last.vlm.vision.parameters())
 
 
+def test_backbone_init_random_is_the_same_architecture_without_the_pretraining(chain):
+    """``init: random``: the from-scratch twin of a pretrained backbone (the chain's honest baseline)."""
+    registry = chain["registry"]
+    node = {"name": "foundry_vlm", "path": str(chain["vlm"] / "export")}
+    pretrained = registry.build("backbone", node, BuildContext(registry))
+    torch.manual_seed(0)
+    scratch = registry.build("backbone", {**node, "init": "random"}, BuildContext(registry))
+    a, b = pretrained.vlm.state_dict(), scratch.vlm.state_dict()
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    assert scratch.vlm.tokenizer.get_vocab() == pretrained.vlm.tokenizer.get_vocab()
+    differs = [k for k in a if a[k].dtype.is_floating_point and a[k].numel() > 1 and not torch.equal(a[k], b[k])]
+    weights = [k for k in a if k.endswith("weight") and a[k].dim() >= 2]
+    assert set(weights) <= set(differs), "a weight matrix kept its pretrained values"
+    torch.manual_seed(0)
+    again = registry.build("backbone", {**node, "init": "random"}, BuildContext(registry))
+    assert all(torch.equal(v, again.vlm.state_dict()[k]) for k, v in b.items())  # seeded: reproducible
+    with pytest.raises(ConfigError, match="init"):
+        registry.build("backbone", {**node, "init": "scratch"}, BuildContext(registry))
+
+
 def test_generate_command(chain, cli_runner):
     from foundry_core.cli.main import build_cli
 
@@ -106,3 +126,27 @@ def test_generate_command(chain, cli_runner):
     assert res.exit_code == 2 and "give --image" in res.output
     res = cli_runner.invoke(cli, ["generate", "--model", str(chain["vlm"] / "export"), "--image", str(chain["root"] / "nope.png")])
     assert res.exit_code == 2 and "cannot read the image" in res.output
+
+
+def test_backbone_prompt_first_puts_the_images_after_the_instruction(chain):
+    """``prompt_first: P``: BOS + instruction padded to P (masked) + image tokens at fixed positions, so the
+    image tokens of a causal LLM read the instruction."""
+    from foundry_core.errors import DataError
+
+    registry = chain["registry"]
+    node = {"name": "foundry_vlm", "path": str(chain["vlm"] / "export"), "prompt_first": 24}
+    backbone = registry.build("backbone", node, BuildContext(registry)).eval()
+    img, _ = render_sample(0, 32)
+    images = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(32, 32, 3).permute(2, 0, 1)[None, None]
+    images = images.repeat(2, 1, 1, 1, 1)
+    first, count = backbone.image_token_span(1)
+    assert first == 1 + 24 and count == backbone.vlm.tokens_per_image
+    with torch.no_grad():
+        tokens, mask = backbone.encode(images, ["pick", "pick the red cube"])
+        other, _ = backbone.encode(images, ["pick", "pick the blue cube"])
+    assert tokens.shape[1] == first + count and torch.isfinite(tokens).all()
+    assert mask[:, first:].all() and mask[0, :5].all() and not mask[0, 5:first].any()  # BOS + "pick" (bytes), padding
+    # the image tokens have read the instruction: another instruction, other image features
+    assert torch.allclose(tokens[0, first:], other[0, first:]) and not torch.allclose(tokens[1, first:], other[1, first:])
+    with pytest.raises(DataError, match="prompt_first allows 24"):
+        backbone.encode(images[:1], ["a very long instruction " * 8])

@@ -189,10 +189,11 @@ def export_folder(path: str | Path) -> Path:
     return folder
 
 
-def load_pretrained(path: str | Path, *, device: str = "cpu", registry: Registry | None = None) -> nn.Module:
-    """Rebuild the model of an export folder (local path or fsspec URL) and load its weights strictly."""
-    from safetensors.torch import load_model
-
+def build_exported_architecture(
+    path: str | Path, *, device: str = "cpu", registry: Registry | None = None
+) -> tuple[nn.Module, Path]:
+    """The model of an export folder with freshly initialized weights (its tokenizer and files kept):
+    the from-scratch twin of ``load_pretrained``. Returns the model and the local folder."""
     from foundry_core.plugins import get_registry
     from foundry_core.registry import BuildContext
 
@@ -203,7 +204,15 @@ def load_pretrained(path: str | Path, *, device: str = "cpu", registry: Registry
         raise ConfigError(f"{cfg_path}: missing the 'model' node")
     registry = registry or get_registry()
     node = registry.node("model", cfg["model"], where=f"{cfg_path}: model", upgrade=True)  # old key names too
-    model = registry.build("model", node, BuildContext(registry, device=device, pretrained_dir=str(folder)))
+    return registry.build("model", node, BuildContext(registry, device=device, pretrained_dir=str(folder))), folder
+
+
+def load_pretrained(path: str | Path, *, device: str = "cpu", registry: Registry | None = None) -> nn.Module:
+    """Rebuild the model of an export folder (local path or fsspec URL) and load its weights strictly."""
+    from safetensors.torch import load_model
+
+    model, folder = build_exported_architecture(path, device=device, registry=registry)
+    cfg_path = folder / "config.yaml"
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise FoundryError(

@@ -32,9 +32,14 @@ class RunSection:
     #: Retries (exponential backoff from 1 s) of a failed upload to ``remote_dir`` before it is reported.
     remote_retries: int = 3
     device: str = "auto"
+    #: torch CPU threads (default: torch's own choice, one per core). Sums are taken in another order with
+    #: another thread count, so the trained weights differ in the last bits and then diverge: pin it to
+    #: get the same numbers on a machine with another core count (and the same CPU instruction set).
+    threads: int | None = None
 
     def validate(self) -> None:
         check_at_least("run", 0, remote_retries=self.remote_retries)
+        check_at_least("run", 1, threads=self.threads)
 
 
 @dataclass(kw_only=True)

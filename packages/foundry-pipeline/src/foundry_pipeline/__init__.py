@@ -1,1 +1,1 @@
-"""The main job: toy world → LLM → VLM → VLA (+ baseline) → closed-loop eval → STEP → HTML report."""
+"""The main job: toy world → LLM → VLM → VLA (+ the same VLA from scratch) → closed-loop eval → STEP → HTML report."""

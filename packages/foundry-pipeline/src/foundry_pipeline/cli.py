@@ -14,9 +14,9 @@ import click
 @click.argument("overrides", nargs=-1)
 def pipeline_command(recipe_path: str | None, stages: tuple[str, ...], force: bool, print_recipe: bool,
                      overrides: tuple[str, ...]) -> None:
-    """Toy world → LLM → VLM → VLA (+ baseline) → closed-loop eval → STEP → report.html.
+    """Toy world → LLM → VLM → VLA (+ from scratch) → closed-loop eval → STEP → report.html.
 
-    Stages: world, tokenizer, llm, vlm, vla, baseline, eval, report. Finished stages are skipped on a
+    Stages: world, tokenizer, llm, vlm, vla, scratch, [baseline], eval, report. Finished stages are skipped on a
     re-run. Dotted overrides apply to the recipe (e.g. ``eval.episodes=50 run.out_dir=runs/p2``).
     """
     import logging

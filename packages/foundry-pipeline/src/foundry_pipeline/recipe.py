@@ -16,7 +16,10 @@ from foundry_core.config import apply_overrides, deep_merge, load_config_file, p
 from foundry_core.errors import ConfigError
 from foundry_pipeline.world import WorldConfig
 
-TRAIN_STAGES = ("llm", "vlm", "vla", "baseline")
+#: ``scratch`` (the VLA's architecture without LLM/VLM pretraining) and ``baseline`` (any other policy,
+#: e.g. vision-only) are optional: a recipe without their section does not run them.
+TRAIN_STAGES = ("llm", "vlm", "vla", "scratch", "baseline")
+OPTIONAL_STAGES = ("scratch", "baseline")
 STAGES = ("world", "tokenizer", *TRAIN_STAGES, "eval", "report")
 
 
@@ -37,11 +40,13 @@ class EvalStage:
     workers: int = 2
     execute_steps: int = 4
     #: Stage names of trained policies, plus the built-in baselines ``random`` / ``expert``.
-    policies: list[str] = field(default_factory=lambda: ["vla", "baseline", "random"])
+    policies: list[str] = field(default_factory=lambda: ["vla", "scratch", "random"])
     #: Rollout videos (GIF) written per (policy, task) for the report.
     videos: int = 2
     test: str = "step"
     alpha: float = 0.05
+    #: torch threads per evaluation worker; pinned so a machine with more cores gets the same episodes.
+    threads: int | None = 1
 
 
 @dataclass(kw_only=True)
@@ -52,16 +57,25 @@ class Recipe:
     llm: dict[str, Any] = field(default_factory=dict)
     vlm: dict[str, Any] = field(default_factory=dict)
     vla: dict[str, Any] = field(default_factory=dict)
+    scratch: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
     eval: EvalStage = field(default_factory=EvalStage)
 
     def validate(self) -> None:
         for stage in TRAIN_STAGES:
-            if not getattr(self, stage):
+            if stage not in OPTIONAL_STAGES and not getattr(self, stage):
                 raise ConfigError(f"{stage}: a training stage needs a run config (model, data, train)")
+        trained = [s for s in TRAIN_STAGES if s not in ("llm", "vlm") and getattr(self, s)]
         for name in self.eval.policies:
-            if name not in (*TRAIN_STAGES, "random", "expert"):
-                raise ConfigError(f"eval.policies: unknown policy {name!r} (stage names or random/expert)")
+            if name not in (*trained, "random", "expert"):
+                raise ConfigError(
+                    f"eval.policies: {name!r} is not a policy of this recipe (its trained stages {trained}, or random/expert)"
+                )
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages this recipe runs, in order (optional training stages only when configured)."""
+        return tuple(s for s in STAGES if s not in OPTIONAL_STAGES or getattr(self, s))
 
     @property
     def out(self) -> Path:

@@ -72,20 +72,24 @@ class Pipeline:
         return json.loads(marker.read_text()) if marker.is_file() else None
 
     def run(self, *, stages: Iterable[str] | None = None, force: bool = False) -> dict[str, dict[str, Any]]:
-        wanted = list(stages) if stages else list(STAGES)
+        active = self.recipe.stages
+        wanted = list(stages) if stages else list(active)
         for s in wanted:
-            if s not in STAGES:
-                raise FoundryError(f"unknown pipeline stage {s!r}; stages: {', '.join(STAGES)}")
+            if s not in active:
+                known = f"stages of this recipe: {', '.join(active)}"
+                if s in STAGES:
+                    raise FoundryError(f"pipeline stage {s!r} has no section in this recipe; {known}")
+                raise FoundryError(f"unknown pipeline stage {s!r}; {known}")
         self.check_stage_configs(wanted)
         claim_run_folder(self.out)
         summary: dict[str, dict[str, Any]] = {}
         redo = False
-        for i, stage in enumerate(STAGES):
+        for i, stage in enumerate(active):
             if stage not in wanted:
                 continue
             previous = self.done(stage)
             if previous is not None and not (force or redo):
-                self.console.print(f"[dim]\\[{i + 1}/{len(STAGES)}] {stage}: done earlier ({previous['seconds']:.0f} s), skipped[/dim]")
+                self.console.print(f"[dim]\\[{i + 1}/{len(active)}] {stage}: done earlier ({previous['seconds']:.0f} s), skipped[/dim]")
                 summary[stage] = previous
                 continue
             redo = redo or force  # a redone stage invalidates everything after it
@@ -93,7 +97,7 @@ class Pipeline:
             if (stage_dir / DONE).exists():
                 (stage_dir / DONE).unlink()
             stage_dir.mkdir(parents=True, exist_ok=True)
-            self.console.rule(f"[bold][{i + 1}/{len(STAGES)}] {stage}")
+            self.console.rule(f"[bold][{i + 1}/{len(active)}] {stage}")
             start = time.perf_counter()
             result = self.steps[stage](stage_dir)
             result["seconds"] = round(time.perf_counter() - start, 1)
@@ -114,7 +118,7 @@ class Pipeline:
 
         registry = get_registry()
         for stage in TRAIN_STAGES:
-            if stage in stages:
+            if stage in stages and getattr(self.recipe, stage):
                 parse_dataclass(RunConfig, self.recipe.stage_config(stage), where=stage, resolve=registry.config_class)
 
     # ------------------------------------------------------------------ stages
@@ -124,14 +128,14 @@ class Pipeline:
         from foundry_pipeline.world import build_captions, build_demos, build_text
 
         cfg = self.recipe.world
-        for sub in ("text", "captions", "demos.zarr"):
+        for sub in ("text", "captions", "captions_heldout", "demos.zarr"):
             if (d / sub).exists():
                 shutil.rmtree(d / sub)
         demo_tasks = cfg.demo_tasks or cfg.tasks
         with Progress(console=self.console, transient=False) as bar:
             t = bar.add_task("text (scene descriptions)", total=cfg.text_docs_per_task * len(cfg.tasks))
             text = build_text(cfg, d / "text", progress=lambda n: bar.advance(t, n))
-            c = bar.add_task("images + captions", total=cfg.images_per_task * len(cfg.tasks))
+            c = bar.add_task("images + captions", total=cfg.images_per_task * len(cfg.tasks) + cfg.caption_scenes + cfg.heldout_scenes)
             captions = build_captions(cfg, d / "captions", progress=lambda n: bar.advance(c, n))
             m = bar.add_task("expert demonstrations (attempts)", total=None)
             demos = build_demos(cfg, d / "demos.zarr", progress=lambda n: bar.advance(m, n))
@@ -180,12 +184,13 @@ class Pipeline:
             self.console.print(f"evaluating [bold]{name}[/bold] on {', '.join(tasks)} ({ev.episodes} episodes each)")
             paths = run_rollouts(
                 policy,
-                [{"name": t, "image_size": world.image_size, "cameras": list(world.cameras)} for t in tasks],
+                [world.task_node(t) for t in tasks],
                 ev.episodes,
                 results_root,
                 model_name=name,
                 workers=ev.workers,
                 execute_steps=ev.execute_steps,
+                threads=ev.threads,
                 video=ev.videos > 0,
                 video_format="gif",
                 max_videos=ev.videos,
@@ -196,7 +201,7 @@ class Pipeline:
     def report(self, d: Path) -> dict[str, Any]:
         from foundry_pipeline.report import write_pipeline_report
 
-        stages = {s: done for s in STAGES if (done := self.done(s)) is not None}
+        stages = {s: done for s in self.recipe.stages if (done := self.done(s)) is not None}
         path, decisions = write_pipeline_report(self.out, self.recipe.eval, stages, d)
         final = self.out / "report.html"
         shutil.copyfile(path, final)

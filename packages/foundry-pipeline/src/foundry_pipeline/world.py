@@ -2,8 +2,11 @@
 
 * text: paragraphs describing sampled scenes and tasks (``language.describe_scene``), written as raw
   text WebDataset shards + ``manifest.jsonl`` (the ``text_untokenized`` format of VLA Foundry);
-* images: rendered scene-camera frames of seeded initial states with a caption generated from the
-  same state, as image-caption shards (``<key>.png`` + ``<key>.txt``) + manifest;
+* images: scene-camera renders with a caption naming every object's colour, shape and position:
+  the tasks' seeded initial states and caption scenes (``caption_scenes``: random objects, colours and
+  positions, which the task scenes alone do not vary), as image-caption shards (``<key>.png`` +
+  ``<key>.txt``) + manifest; held-out caption scenes (+ ``<key>.json``, the layout) in
+  ``captions_heldout/`` for the grounding metric (``grounding``);
 * demonstrations: scripted-expert episodes in the Zarr episode store (foundry-action).
 
 Text layouts are sampled from each task's own initial-state distribution (no simulation needed),
@@ -18,7 +21,9 @@ import json
 import random
 import tarfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +53,21 @@ class WorldConfig:
     tasks: list[str] = field(default_factory=lambda: ["push_to_target", "pick_place_bin", "stack_blocks", "put_on_plate"])
     #: Text paragraphs per task (sampled layouts, no simulation).
     text_docs_per_task: int = 1500
-    #: Rendered + captioned images per task.
+    #: Rendered + captioned initial scenes per task.
     images_per_task: int = 60
+    #: Captioned caption scenes (random objects, colours, positions) for VLM training.
+    caption_scenes: int = 600
+    #: Caption scenes from their own seeds for the grounding metric (never trained on).
+    heldout_scenes: int = 100
     #: Expert demonstrations stored per task (successful ones).
     demos_per_task: int = 20
     #: Per-task overrides of ``demos_per_task`` (e.g. more of a short task).
     demo_counts: dict[str, int] = field(default_factory=dict)
     #: Tasks that get demonstrations (default: all of ``tasks``).
     demo_tasks: list[str] | None = None
+    #: Per-task settings of the task component, used for the text, images, demos and evaluation alike
+    #: (e.g. ``{reach_target: {distractor: true}}``).
+    task_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     image_size: int = 64
     cameras: list[str] = field(default_factory=lambda: ["scene", "wrist"])
     samples_per_shard: int = 256
@@ -90,6 +102,17 @@ class WorldConfig:
                 raise ConfigError(f"world.demo_counts: {task!r} is not one of the demo tasks {demo_tasks}")
             if n < 1:
                 raise ConfigError(f"world.demo_counts.{task}: must be >= 1, got {n}")
+        for task, options in self.task_options.items():
+            if task not in self.tasks:
+                raise ConfigError(f"world.task_options: {task!r} is not one of the world's tasks {self.tasks}")
+            reserved = sorted({"name", "cameras", "image_size"} & set(options))
+            if reserved:
+                raise ConfigError(f"world.task_options.{task}: {reserved} are set by the world (world.cameras, world.image_size)")
+
+    def task_node(self, task: str, cameras: list[str] | None = None) -> dict[str, Any]:
+        """The task component node of ``task`` in this world (its options, the world's cameras and size)."""
+        cams = list(self.cameras) if cameras is None else cameras
+        return {"name": task, **self.task_options.get(task, {}), "cameras": cams, "image_size": self.image_size}
 
 
 def color_name(rgba: Iterable[float]) -> str:
@@ -161,7 +184,7 @@ def build_text(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], Non
     rng = random.Random(cfg.seed)
     docs: list[tuple[str, str]] = []
     for t, task in enumerate(cfg.tasks):
-        env = get_registry().build("task", {"name": task, "cameras": []}, where=f"world.tasks.{task}")
+        env = get_registry().build("task", cfg.task_node(task, []), where=f"world.tasks.{task}")
         nprng = np.random.default_rng(cfg.seed * 1000 + t)
         for i in range(cfg.text_docs_per_task):
             poses = env.sample_objects(nprng)
@@ -181,31 +204,82 @@ def build_text(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], Non
 
 
 def build_captions(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Render seeded initial scenes with the scene camera and caption them from their state."""
+    """Captioned images for the VLM: renders of the tasks' initial scenes and caption scenes (random
+    objects, colours and positions: ``caption_scenes``), shuffled together; plus ``heldout_scenes`` caption
+    scenes from their own seeds in ``<out_dir>_heldout`` for the grounding metric (``grounding``)."""
     from foundry_core.plugins import get_registry
 
-    writer = ShardWriter(out_dir, cfg.samples_per_shard)
-    rng = random.Random(cfg.seed + 1)
-    count = 0
-    examples: list[dict[str, str]] = []
+    samples: list[tuple[str, dict[str, bytes]]] = []
     for task in cfg.tasks:
-        node = {"name": task, "cameras": ["scene"], "image_size": cfg.image_size}
-        env = get_registry().build("task", node, where=f"world.tasks.{task}")
+        env = get_registry().build("task", cfg.task_node(task, ["scene"]), where=f"world.tasks.{task}")
         names = [s.name for s in env.object_specs()]
         for i in range(cfg.images_per_task):
             obs = env.reset(10_000 + i)
             poses = {n: env.scene.pose(n) for n in names}
-            caption = caption_scene(scene_objects(env, poses), rng)
-            key = f"{task}_{i:06d}"
-            writer.write(key, {"png": _png(obs["images"]["scene"]), "txt": caption.encode()})
-            if i < 2:
-                examples.append({"key": key, "caption": caption})
-            count += 1
+            caption = caption_scene(scene_objects(env, poses))
+            samples.append((f"{task}_{i:06d}", {"png": _png(obs["images"]["scene"]), "txt": caption.encode()}))
             if progress:
                 progress(1)
         env.close()
+    trained = _caption_scenes(cfg, cfg.caption_scenes, 1, "scene", progress)
+    samples += [(k, {"png": m["png"], "txt": m["txt"]}) for k, m in trained]
+    heldout = _caption_scenes(cfg, cfg.heldout_scenes, 2, "heldout", progress)
+    random.Random(cfg.seed + 1).shuffle(samples)  # every shard mixes task renders and caption scenes
+    writer = ShardWriter(out_dir, cfg.samples_per_shard)
+    for key, members in samples:
+        writer.write(key, members)
     writer.close()
-    return {"images": count, "examples": examples}
+    held_dir = out_dir.parent / f"{out_dir.name}_heldout"
+    writer = ShardWriter(held_dir, cfg.samples_per_shard)
+    for key, members in heldout:
+        writer.write(key, members)
+    writer.close()
+    examples = [{"key": k, "caption": m["txt"].decode()} for k, m in samples[:4]]
+    return {"images": len(samples), "heldout": len(heldout), "heldout_dir": str(held_dir), "examples": examples}
+
+
+def _caption_scenes(
+    cfg: WorldConfig, n: int, stream: int, prefix: str, progress: Callable[[int], None] | None
+) -> list[tuple[str, dict[str, bytes]]]:
+    """``n`` captioned caption scenes of seed stream ``stream``, rendered by ``cfg.workers`` processes."""
+    jobs = [(cfg.image_size, cfg.seed, stream, prefix, list(range(i, min(i + 50, n)))) for i in range(0, n, 50)]
+    out: list[tuple[str, dict[str, bytes]]] = []
+
+    def collect(results: Iterable[list[tuple[str, dict[str, bytes]]]]) -> None:
+        for chunk in results:  # in job order: the output does not depend on the number of workers
+            out.extend(chunk)
+            if progress:
+                progress(len(chunk))
+
+    if cfg.workers == 1 or len(jobs) <= 1:
+        collect(map(_render_caption_scenes, jobs))
+    else:
+        with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+            collect(pool.map(_render_caption_scenes, jobs))
+    return out
+
+
+_CAPTION_SCENE: Any = None
+
+
+def _render_caption_scenes(job: tuple[int, int, int, str, list[int]]) -> list[tuple[str, dict[str, bytes]]]:
+    """Render and caption caption scenes ``indices`` (one Drake scene per process, built once); each
+    image's layout comes from its own seed ``[seed, stream, index]``, so any split gives the same images."""
+    global _CAPTION_SCENE
+    from foundry_pipeline.caption_scenes import CaptionScene, caption_layout, sample_layout
+
+    image_size, seed, stream, prefix, indices = job
+    if _CAPTION_SCENE is None or _CAPTION_SCENE.image_size != image_size:
+        _CAPTION_SCENE = CaptionScene(image_size)
+    out = []
+    for i in indices:
+        rng = np.random.default_rng([seed, stream, i])
+        layout = sample_layout(rng)
+        image = _CAPTION_SCENE.render(layout, rng)
+        meta = {"objects": [o.__dict__ for o in layout]}
+        members = {"png": _png(image), "txt": caption_layout(layout).encode(), "json": json.dumps(meta).encode()}
+        out.append((f"{prefix}_{i:06d}", members))
+    return out
 
 
 def build_demos(
@@ -218,7 +292,7 @@ def build_demos(
     summary: dict[str, Any] = {}
     frames = FrameEncoding.parse(cfg.frames, cfg.jpeg_quality, where="world.frames/world.jpeg_quality")
     for i, task in enumerate(cfg.demo_tasks or cfg.tasks):
-        node = {"name": task, "cameras": list(cfg.cameras), "image_size": cfg.image_size}
+        node = cfg.task_node(task)
         result = generate_demos(
             node,
             episodes=cfg.demo_counts.get(task, cfg.demos_per_task),

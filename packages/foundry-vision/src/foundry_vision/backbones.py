@@ -41,6 +41,13 @@ class FoundryVLMBackbone(nn.Module):
         tokens: Literal["all", "last"] = "all"
         #: Parameter globs (``vision*``, ``projector*``, ``llm*``) to freeze.
         freeze: list[str] = field(default_factory=list)
+        #: ``pretrained``: the export's weights. ``random``: the same architecture and tokenizer with every
+        #: weight freshly initialized, the honest baseline for what LLM/VLM pretraining buys.
+        init: Literal["pretrained", "random"] = "pretrained"
+        #: ``P > 0``: the instruction first, padded to P tokens, then the images (at fixed positions): in a
+        #: causal LLM the image tokens then read the instruction, so the flat image read-out of an action
+        #: expert sees which object it names. 0: images first (the VLM's captioning layout).
+        prompt_first: int = 0
 
     def __init__(self, cfg: Config, vlm: nn.Module, vlm_node: dict[str, Any]) -> None:
         super().__init__()
@@ -58,17 +65,24 @@ class FoundryVLMBackbone(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: Config, ctx: BuildContext) -> FoundryVLMBackbone:
-        from foundry_core.export import export_folder, load_pretrained
+        from foundry_core.export import build_exported_architecture, export_folder, load_pretrained
 
         path = cfg.path
         if ctx.pretrained_dir is not None and "://" not in path and not Path(path).is_absolute():
             path = str(Path(ctx.pretrained_dir) / path)
         folder = export_folder(path)
         node = yaml.safe_load((folder / "config.yaml").read_text())["model"]
-        return cls(cfg, load_pretrained(folder, device=ctx.device, registry=ctx.registry).train(), node)
+        if cfg.init == "random":
+            vlm, _ = build_exported_architecture(folder, device=ctx.device, registry=ctx.registry)
+        else:
+            vlm = load_pretrained(folder, device=ctx.device, registry=ctx.registry)
+        return cls(cfg, vlm.train(), node)
 
     def encode(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens, mask = self.vlm.encode(images, list(prompts))
+        if self.cfg.prompt_first:
+            tokens, mask = self.vlm.encode(images, list(prompts), prompt_first=self.cfg.prompt_first)
+        else:
+            tokens, mask = self.vlm.encode(images, list(prompts))
         if self.cfg.tokens == "last":
             last = mask.long().sum(1) - 1
             tokens = tokens[torch.arange(tokens.shape[0], device=tokens.device), last][:, None]
@@ -85,8 +99,10 @@ class FoundryVLMBackbone(nn.Module):
                 "backbone foundry_vlm: tokens: last keeps no image tokens (image_readout needs tokens: all)"
             )
         if hasattr(self.vlm, "image_token_span"):
+            if self.cfg.prompt_first:
+                raise ConfigError("backbone foundry_vlm: prompt_first needs a composed vlm export, not an hf_vlm")
             return self.vlm.image_token_span(num_images, image_size)
-        first = 0 if self.vlm.tokenizer.bos_token_id is None else 1
+        first = (0 if self.vlm.tokenizer.bos_token_id is None else 1) + self.cfg.prompt_first
         return first, num_images * int(self.vlm.tokens_per_image)
 
     def fsdp_block_types(self) -> tuple[type[nn.Module], ...]:

@@ -17,6 +17,11 @@ Input sequence (one bidirectional transformer, no cross-attention, as in the ref
   mean without it, 0.11x with K = 16). Concatenation keeps the position by construction, like the
   flattened image features of diffusion policy's global conditioning. It needs a backbone whose image
   tokens sit at fixed positions (``image_token_span``).
+* optional prompt read-out (``prompt_readout: true``): the last conditioning token (in a causal
+  backbone, the one that has read the images and the whole instruction) goes through a layer norm and
+  a linear layer and is added to every action token. Why: with two goal disks that only the
+  instruction tells apart, the pipeline's VLA with the image read-out alone reached 1/20 (it went
+  between the disks): attention had not found the colour word in its budget.
 
 The output layer maps the hidden states of the last ``T`` positions back to ``action_dim``.
 Test: ``uv run pytest packages/foundry-action/tests/test_action_experts.py``.
@@ -70,6 +75,9 @@ class ExpertConfig:
     num_action_head_repeats: int = 1
     #: Numbers kept per image token in the flat image read-out added to every action token (0 = off).
     image_readout: int = 0
+    #: Add the last conditioning token (a causal backbone's summary of images + instruction) to every
+    #: action token: the instruction's path to the actions, as the image read-out is the layout's.
+    prompt_readout: bool = False
 
     #: Old key -> new key: an old config fails naming the new key; an old export is read under it.
     RENAMED_KEYS: ClassVar[dict[str, str]] = {"horizon": "window"}
@@ -93,6 +101,7 @@ class ExpertDims:
     proprio_steps: int
     image_readout: int = 0
     image_span: tuple[int, int] = (0, 0)
+    prompt_readout: bool = False
 
 
 def resolve_dims(cfg: ExpertConfig, dims: dict[str, Any]) -> ExpertDims:
@@ -133,6 +142,7 @@ def resolve_dims(cfg: ExpertConfig, dims: dict[str, Any]) -> ExpertDims:
         proprio_steps=pick("proprio_steps", "proprio_steps", 1),
         image_readout=cfg.image_readout,
         image_span=span,
+        prompt_readout=cfg.prompt_readout,
     )
 
 
@@ -186,6 +196,9 @@ class ExpertTransformer(nn.Module):
             self.readout_norm = nn.BatchNorm1d(dims.image_span[1] * dims.cond_dim, affine=False)
             self.readout_in = nn.Linear(dims.cond_dim, dims.image_readout)
             self.readout_out = nn.Linear(dims.image_span[1] * dims.image_readout, w)
+        if dims.prompt_readout:
+            self.prompt_norm = nn.LayerNorm(dims.cond_dim)
+            self.prompt_out = nn.Linear(dims.cond_dim, w)
         if use_time:
             self.time_mlp = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
         self.blocks = nn.ModuleList(ExpertBlock(w, dims.heads, mlp_ratio, dropout) for _ in range(dims.depth))
@@ -198,6 +211,17 @@ class ExpertTransformer(nn.Module):
         if dims.image_readout:  # starts as a no-op; its weight gradient is non-zero from the first step
             nn.init.zeros_(self.readout_out.weight)
             nn.init.zeros_(self.readout_out.bias)
+        if dims.prompt_readout:
+            nn.init.zeros_(self.prompt_out.weight)
+            nn.init.zeros_(self.prompt_out.bias)
+
+    def last_token(self, cond: torch.Tensor, cond_mask: torch.Tensor) -> torch.Tensor:
+        """[B, width]: the last unmasked conditioning token, normalized and projected. With a causal
+        backbone it has attended to the images and the whole instruction; attention from action tokens
+        to the instruction's few tokens starts as an average over every token, which dilutes it."""
+        last = cond_mask.long().cumsum(1).argmax(1)  # index of the last True (padding is at the end)
+        token = cond[torch.arange(cond.shape[0], device=cond.device), last]
+        return self.prompt_out(self.prompt_norm(token.float()).to(cond.dtype))
 
     def readout(self, cond: torch.Tensor, cond_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Flat image read-out [B, width] of the image tokens of ``cond`` (see the module docstring).
@@ -255,6 +279,8 @@ class ExpertTransformer(nn.Module):
         act = self.action_in(actions) + self.action_pos + self.type_emb[2]
         if d.image_readout:
             act = act + self.readout(cond, cond_mask.bool())[:, None]
+        if d.prompt_readout:
+            act = act + self.last_token(cond, cond_mask.bool())[:, None]
         parts.append(act + context[..., None].to(act.dtype) * self.context_emb)
         masks.append(torch.ones(b, window, dtype=torch.bool, device=cond.device))
         if self.use_time:

@@ -95,6 +95,8 @@ class Trainer:
         ``trust_checkpoint``: resume from a checkpoint without a checksum manifest (see ``Checkpointer.load``).
         """
         cfg = self.cfg
+        if cfg.run.threads is not None:
+            torch.set_num_threads(cfg.run.threads)
         self.info = info = init_distributed(cfg.distributed.strategy, cfg.distributed.backend, cfg.run.device)
         if self.pm is not None:
             check_plugins(self.pm)

@@ -334,6 +334,7 @@ def run_rollouts(
     timestamp: str | None = None,
     progress: bool = True,
     device: str = "cpu",
+    threads: int | None = None,
 ) -> list[Path]:
     """Evaluate a policy on ``tasks`` and write one ``results.json`` per task; returns their paths.
 
@@ -351,6 +352,9 @@ def run_rollouts(
         video: record episodes (``video_format`` ``mp4`` or ``gif``); ``max_videos`` limits it to the
             first that many scenarios of each task.
         device: torch device of a policy loaded from an export folder (``cuda:0``).
+        threads: torch CPU threads per worker (default: the cores shared among the workers). A policy's
+            outputs change in the last bits with the thread count, and closed-loop episodes then diverge:
+            pin it to get the same results on a machine with another core count.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -407,7 +411,7 @@ def run_rollouts(
     with Progress(*columns, disable=not progress) as bar:
         tid = bar.add_task(f"{model}: 0 successes", total=len(jobs))
         n_success = 0
-        for task_id, result in _execute(jobs, workers):
+        for task_id, result in _execute(jobs, workers, threads):
             results[task_id].append(result)
             n_success += bool(result["is_success"])
             bar.update(tid, advance=1, description=f"{model}: {n_success} successes")
@@ -443,18 +447,27 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _execute(jobs: list[tuple[RunSpec, int, int]], workers: int) -> Iterable[tuple[int, dict[str, Any]]]:
+def _execute(
+    jobs: list[tuple[RunSpec, int, int]], workers: int, threads: int | None = None
+) -> Iterable[tuple[int, dict[str, Any]]]:
     if workers == 1:
+        import torch
+
+        before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
         worker = Worker(jobs[0][0])
         try:
             for _, task_id, index in jobs:
                 yield task_id, worker.run(task_id, index)
         finally:
             worker.close()
+            torch.set_num_threads(before)
         return
     ctx = mp.get_context("spawn")
     n = min(workers, len(jobs))
-    with ctx.Pool(n, initializer=_limit_threads, initargs=(max(1, (os.cpu_count() or 1) // n),)) as pool:
+    per_worker = threads if threads is not None else max(1, (os.cpu_count() or 1) // n)
+    with ctx.Pool(n, initializer=_limit_threads, initargs=(per_worker,)) as pool:
         yield from pool.imap_unordered(_worker_run, jobs)
 
 

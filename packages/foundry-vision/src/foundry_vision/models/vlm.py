@@ -97,6 +97,23 @@ class VLM(nn.Module):
             out.extend([i] * self.tokens_per_image if i == self.image_token_id else [i])
         return out
 
+    def _prompt_first_rows(self, num_images: int, prompts: list[str], length: int) -> tuple[list[list[int]], list[list[int]]]:
+        """BOS + prompt padded to ``length`` + image tokens, and which of them are real (1) or padding (0)."""
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        image = [self.image_token_id] * (num_images * self.tokens_per_image)
+        rows, keep = [], []
+        for i, prompt in enumerate(prompts):
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            if len(ids) > length or self.image_token_id in ids:
+                raise DataError(
+                    f"vlm: prompt {i} ({prompt!r}) has {len(ids)} tokens; prompt_first allows {length} "
+                    "and no <image> placeholder (raise the backbone's prompt_first)"
+                )
+            pad = length - len(ids)
+            rows.append(bos + ids + [self.pad_id] * pad + image)
+            keep.append([1] * (len(bos) + len(ids)) + [0] * pad + [1] * len(image))
+        return rows, keep
+
     def _pad(self, rows: list[list[int]], fill: int) -> torch.Tensor:
         n = max(len(r) for r in rows)
         return torch.tensor([r + [fill] * (n - len(r)) for r in rows], dtype=torch.long, device=self.device)
@@ -210,13 +227,25 @@ class VLM(nn.Module):
             self.train(was_training)
         return texts
 
-    def encode(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hidden states of ``cfg.layers`` over images + prompt: ``(tokens [B, L, out_dim], mask [B, L])``."""
+    def encode(
+        self, images: torch.Tensor, prompts: list[str], prompt_first: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states of ``cfg.layers`` over images + prompt: ``(tokens [B, L, out_dim], mask [B, L])``.
+
+        ``prompt_first = P > 0``: the prompt comes first, padded to ``P`` tokens (masked), then the
+        images, at the fixed positions ``1 + P ...``: in a causal LLM the image tokens then read the
+        instruction (which object it names), and a flat read-out of them sees it."""
         check_images(images, "vlm.encode")
-        rows = [self._prefix_ids(p, images.shape[1], str(i)) for i, p in enumerate(prompts)]
-        ids = self._pad(rows, self.pad_id)
-        mask = self._pad([[1] * len(r) for r in rows], 0).bool()
-        hs = self.llm(inputs_embeds=self._embed(ids, images), output_hidden_states=True).hidden_states
+        if prompt_first:
+            rows, keep = self._prompt_first_rows(images.shape[1], prompts, prompt_first)
+            ids, mask = self._pad(rows, self.pad_id), self._pad(keep, 0).bool()
+            out = self.llm(inputs_embeds=self._embed(ids, images), attention_mask=mask, output_hidden_states=True)
+            hs = out.hidden_states
+        else:
+            rows = [self._prefix_ids(p, images.shape[1], str(i)) for i, p in enumerate(prompts)]
+            ids = self._pad(rows, self.pad_id)
+            mask = self._pad([[1] * len(r) for r in rows], 0).bool()
+            hs = self.llm(inputs_embeds=self._embed(ids, images), output_hidden_states=True).hidden_states
         self._encode_length, self._encode_images = int(ids.shape[1]), int(images.shape[1])
         try:
             tokens = torch.cat([hs[i] for i in self.cfg.layers], dim=-1)
