@@ -112,3 +112,137 @@ def test_cli_demos_jpeg_frames_and_append_keeps_them(tmp_path, cli_runner):
     res = cli_runner.invoke(build_cli(), [*base[:-1], str(tmp_path / "bad.zarr"), "--frames", "webp"])
     assert res.exit_code == 2 and "unknown frame encoding 'webp' (choose one of lossless, jpeg)" in res.output
     assert not (tmp_path / "bad.zarr").exists() and len(open_store(out)) == 2
+
+
+def _expert_replay(node: dict, seed: int, noise) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The expert's clean actions and the executed (perturbed) ones of one episode, stepped by hand."""
+    from foundry_core.plugins import get_registry
+    from foundry_eval.sim.demos import _NoiseProcess
+
+    env = get_registry().build("task", dict(node))
+    obs, process = env.reset(seed), _NoiseProcess(noise, seed)
+    expert = env.expert()
+    clean, executed = [], []
+    while not env.done():
+        clean.append(np.asarray(expert.act(obs), np.float32))
+        executed.append(process.perturb(clean[-1]))
+        obs = env.step(executed[-1])
+    return clean, executed
+
+
+def test_recovery_demos_label_the_clean_expert_action(tmp_path):
+    from foundry_action.inspection import validate
+    from foundry_action.store import open_store
+    from foundry_eval.sim.demos import ActionNoise
+
+    node = {"name": "reach_target", "cameras": ["scene"], "image_size": 16}
+    noise = ActionNoise(xyz=0.02, yaw=0.1, correlation=0.5, seed=3)
+    generate_demos(node, episodes=2, out=tmp_path / "clean", seed_start=10)
+    generate_demos(node, episodes=2, out=tmp_path / "noisy", seed_start=10, noise=noise)
+    generate_demos(node, episodes=2, out=tmp_path / "again", seed_start=10, noise=noise)
+    validate(tmp_path / "noisy", full_frames=True)  # a valid store episode, every frame decodes
+    clean, noisy, again = (open_store(tmp_path / n) for n in ("clean", "noisy", "again"))
+    assert noisy.attrs["demo_runs"] == [
+        {
+            "task": "reach_target",
+            "seed_start": 10,
+            "attempted": 2,
+            "stored": 2,
+            "tail_steps": 0,
+            **noise.as_meta(),
+        }
+    ]
+    assert clean.attrs["demo_runs"][0]["noise_xyz"] == 0.0 and "noise_xyz" not in clean.meta(0)
+    for i in range(2):
+        meta = noisy.meta(i)
+        assert meta["success"] is True and meta["seed"] == 10 + i
+        assert (meta["noise_xyz"], meta["noise_yaw"], meta["noise_seed"]) == (0.02, 0.1, 3)
+        ep = noisy.episode(i)
+        for key in ep:  # deterministic from (seed, noise seed)
+            np.testing.assert_array_equal(ep[key], again.episode(i)[key])
+        # The states left the clean expert's path ...
+        assert not np.allclose(ep["proprio"][:5], clean.episode(i)["proprio"][:5], atol=1e-3)
+        # ... and the label is what the expert commanded in them, not the perturbed command the env ran.
+        expert_actions, executed = _expert_replay(node, 10 + i, noise)
+        np.testing.assert_allclose(ep["action"], np.stack(expert_actions), atol=1e-6)
+        gap = np.linalg.norm(np.stack(executed)[:, :3] - ep["action"][:, :3], axis=1)
+        assert gap.mean() > 0.01
+    other = generate_demos(
+        node, episodes=1, out=tmp_path / "seed4", seed_start=10, noise=ActionNoise(xyz=0.02, seed=4)
+    )
+    assert other.stored == 1
+    assert not np.allclose(
+        open_store(tmp_path / "seed4").episode(0)["proprio"][:5], noisy.episode(0)["proprio"][:5]
+    )
+
+
+def test_recovery_demos_append_records_every_run(tmp_path):
+    from foundry_action.store import open_store
+    from foundry_eval.sim.demos import ActionNoise
+
+    node = {"name": "reach_target", "cameras": []}
+    generate_demos(node, episodes=1, out=tmp_path / "s")
+    generate_demos(
+        node, episodes=1, out=tmp_path / "s", append=True, noise=ActionNoise(xyz=0.01), seed_start=7
+    )
+    store = open_store(tmp_path / "s")
+    assert [r["noise_xyz"] for r in store.attrs["demo_runs"]] == [0.0, 0.01]
+    assert "noise_xyz" not in store.meta(0) and store.meta(1)["noise_xyz"] == 0.01
+
+
+@pytest.mark.parametrize(
+    ("noise", "message"),
+    [
+        ({"xyz": -0.01}, "noise.xyz must be a finite number >= 0, got -0.01"),
+        ({"yaw": float("nan")}, "noise.yaw must be a finite number >= 0, got nan"),
+        ({"correlation": 1.0}, r"noise.correlation must be in \[0, 1\), got 1.0"),
+        ({"seed": -1}, "noise.seed must be >= 0, got -1"),
+    ],
+)
+def test_bad_noise_fails_naming_the_field(tmp_path, noise, message):
+    from foundry_eval.sim.demos import ActionNoise
+
+    with pytest.raises(ConfigError, match=message):
+        generate_demos(
+            {"name": "reach_target", "cameras": []},
+            episodes=1,
+            out=tmp_path / "x",
+            noise=ActionNoise(**noise),
+        )
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_recovery_demos(tmp_path, cli_runner):
+    from foundry_action.store import open_store
+    from foundry_core.cli.main import build_cli
+
+    base = ["eval", "demos", "reach_target", "--episodes", "1", "--cameras", "none"]
+    out = tmp_path / "noisy.zarr"
+    res = cli_runner.invoke(
+        build_cli(), [*base, "--out", str(out), "--noise-xyz", "0.01", "--noise-seed", "2"]
+    )
+    assert res.exit_code == 0, res.output
+    assert open_store(out).meta(0)["noise_seed"] == 2
+    res = cli_runner.invoke(
+        build_cli(), [*base, "--out", str(tmp_path / "bad"), "--noise-correlation", "-0.5"]
+    )
+    assert res.exit_code == 2 and "--noise-correlation must be in [0, 1), got -0.5" in res.output
+    assert not (tmp_path / "bad").exists()
+
+
+def test_tail_steps_record_the_expert_past_the_first_success(tmp_path):
+    from foundry_action.store import open_store
+
+    node = {"name": "pick_place_bin", "cameras": []}
+    generate_demos(node, episodes=1, out=tmp_path / "plain")
+    generate_demos(node, episodes=1, out=tmp_path / "tail", tail_steps=6)
+    plain, tail = open_store(tmp_path / "plain"), open_store(tmp_path / "tail")
+    first = plain.episode_length(0)
+    assert plain.meta(0)["success_step"] == first and tail.meta(0)["success_step"] == first
+    assert tail.episode_length(0) == first + 6 and tail.meta(0)["success"] is True
+    np.testing.assert_array_equal(tail.episode(0)["action"][:first], plain.episode(0)["action"])
+    # The tail shows the release: the expert commands the open gripper over the bin.
+    assert np.all(tail.episode(0)["action"][first:, 9] > 0.07)
+    assert tail.attrs["demo_runs"][0]["tail_steps"] == 6
+    with pytest.raises(ConfigError, match="tail_steps must be >= 0, got -1"):
+        generate_demos(node, episodes=1, out=tmp_path / "bad", tail_steps=-1)

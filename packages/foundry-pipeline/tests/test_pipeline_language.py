@@ -74,3 +74,33 @@ def test_world_frames_choice_is_checked_at_config_time_and_reaches_the_demo_stor
     )  # fmt: skip
     build_demos(cfg, tmp_path / "demos.zarr")
     assert open_store(tmp_path / "demos.zarr").frames == FrameEncoding("jpeg", 75)
+
+
+def test_world_recovery_demos_are_checked_and_stored_after_the_clean_ones(tmp_path):
+    from foundry_action.store import open_store
+    from foundry_core.config import parse_dataclass
+    from foundry_core.errors import ConfigError
+    from foundry_pipeline.world import WorldConfig, build_demos
+
+    with pytest.raises(ConfigError, match=r"world.recovery_noise.xyz must be a finite number >= 0, got -0.1"):
+        parse_dataclass(
+            WorldConfig, {"recovery_demos_per_task": 1, "recovery_noise": {"xyz": -0.1}}, where="world"
+        )
+    with pytest.raises(ConfigError, match=r"world.recovery_noise.xz: unknown key; did you mean 'xyz'"):
+        parse_dataclass(WorldConfig, {"recovery_noise": {"xz": 0.1}}, where="world")
+    with pytest.raises(ConfigError, match=r"world.recovery_noise: recovery demos need noise"):
+        parse_dataclass(WorldConfig, {"recovery_demos_per_task": 2}, where="world")
+    with pytest.raises(ConfigError, match=r"world.recovery_demos_per_task: must be >= 0, got -1"):
+        parse_dataclass(WorldConfig, {"recovery_demos_per_task": -1}, where="world")
+    cfg = parse_dataclass(
+        WorldConfig,
+        {"tasks": ["reach_target"], "demos_per_task": 1, "cameras": [], "workers": 1,
+         "recovery_demos_per_task": 2, "recovery_noise": {"xyz": 0.01, "correlation": 0.5}},
+    )  # fmt: skip
+    summary = build_demos(cfg, tmp_path / "demos.zarr")
+    assert summary["reach_target"]["recovery"]["stored"] == 2
+    store = open_store(tmp_path / "demos.zarr")
+    assert len(store) == 3 and "noise_xyz" not in store.meta(0)
+    assert [store.meta(i)["noise_xyz"] for i in (1, 2)] == [0.01, 0.01]
+    assert [store.meta(i)["seed"] for i in (1, 2)] == [2_000_000, 2_000_001]
+    assert all(store.meta(i)["success"] for i in range(3))

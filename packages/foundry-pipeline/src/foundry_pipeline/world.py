@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from foundry_core.errors import ConfigError
+from foundry_eval.sim.demos import RECOVERY_SEED_START, ActionNoise
 from foundry_pipeline.language import SceneObject, caption_scene, describe_scene
 
 #: Shape words for the scene builder's object kinds.
@@ -76,9 +77,23 @@ class WorldConfig:
     frames: str = "lossless"
     #: JPEG quality 1..100 with ``frames: jpeg`` (default 90).
     jpeg_quality: int | None = None
+    #: Recovery demonstrations (DART) per demo task, stored after the clean ones: the env runs the
+    #: expert's action perturbed by ``recovery_noise``, the label is the clean action (0 = none).
+    recovery_demos_per_task: int = 0
+    #: The perturbation of recovery demos: xyz (m), yaw (rad), correlation, seed (``ActionNoise``).
+    recovery_noise: ActionNoise = field(default_factory=ActionNoise)
 
     def validate(self) -> None:
         from foundry_action.frame_codecs import FrameEncoding
+
+        if self.recovery_demos_per_task < 0:
+            raise ConfigError(f"world.recovery_demos_per_task: must be >= 0, got {self.recovery_demos_per_task}")
+        self.recovery_noise.check(lambda f: f"world.recovery_noise.{f}")
+        if self.recovery_demos_per_task and not self.recovery_noise.active:
+            raise ConfigError(
+                "world.recovery_noise: recovery demos need noise (xyz or yaw > 0); "
+                "without it they would repeat the clean demonstrations"
+            )
 
         FrameEncoding.parse(self.frames, self.jpeg_quality, where="world.frames/world.jpeg_quality")
         demo_tasks = self.demo_tasks or self.tasks
@@ -288,6 +303,18 @@ def build_demos(
             on_episode=(lambda _r, _s: progress(1)) if progress else None,
         )
         summary[task] = {"stored": result.stored, "attempted": result.attempted, "success_rate": result.success_rate}
+        if cfg.recovery_demos_per_task:
+            recovery = generate_demos(
+                node,
+                episodes=cfg.recovery_demos_per_task,
+                out=out_path,
+                workers=cfg.workers,
+                seed_start=RECOVERY_SEED_START,
+                append=True,
+                on_episode=(lambda _r, _s: progress(1)) if progress else None,
+                noise=cfg.recovery_noise,
+            )
+            summary[task]["recovery"] = {"stored": recovery.stored, "attempted": recovery.attempted}
     from foundry_action.normalization import NormStats
     from foundry_action.store import open_store
 

@@ -41,6 +41,32 @@ def parse_cameras(value: str) -> list[str]:
 @click.option(
     "--jpeg-quality", type=int, default=None, help="JPEG quality 1..100 with --frames jpeg [default: 90]."
 )
+@click.option(
+    "--noise-xyz",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Recovery demos: std (m) of the offset added to the executed TCP position; the label stays the "
+    "expert's clean action.",
+)
+@click.option(
+    "--noise-yaw", type=float, default=0.0, show_default=True, help="Recovery demos: yaw offset std (rad)."
+)
+@click.option(
+    "--noise-correlation",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="AR(1) coefficient of the offset per control step, in [0, 1) (higher: slower drifts).",
+)
+@click.option(
+    "--tail-steps",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Expert steps recorded after the task first succeeds (e.g. the whole release of a placed object).",
+)
+@click.option("--noise-seed", type=int, default=0, show_default=True, help="Seed of the noise stream.")
 def demos_command(
     task: str,
     episodes: int,
@@ -54,13 +80,22 @@ def demos_command(
     overwrite: bool,
     frames: str | None,
     jpeg_quality: int | None,
+    noise_xyz: float,
+    noise_yaw: float,
+    noise_correlation: float,
+    noise_seed: int,
+    tail_steps: int,
 ) -> None:
-    """Generate scripted-expert demonstrations of a task with a scripted expert (e.g. push_to_target)."""
+    """Generate scripted-expert demonstrations of a task with a scripted expert (e.g. push_to_target).
+
+    With --noise-xyz/--noise-yaw the episodes are recovery demonstrations (DART): the env executes the
+    expert's action plus noise, the store records the expert's clean action.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from foundry_action.frame_codecs import FrameEncoding
     from foundry_core.plugins import get_registry
-    from foundry_eval.sim.demos import generate_demos
+    from foundry_eval.sim.demos import ActionNoise, generate_demos
 
     if frames is None and jpeg_quality is not None:
         frames = "jpeg"  # a quality alone means JPEG frames
@@ -68,6 +103,10 @@ def demos_command(
         None if frames is None else FrameEncoding.parse(frames, jpeg_quality, where="--frames/--jpeg-quality")
     )
 
+    noise = ActionNoise(xyz=noise_xyz, yaw=noise_yaw, correlation=noise_correlation, seed=noise_seed)
+    noise.check(lambda field: f"--noise-{field}")
+    if tail_steps < 0:
+        raise ConfigError(f"--tail-steps must be >= 0, got {tail_steps}")
     registry = get_registry()
     registry.get("task", task)  # unknown task -> error listing the known ones
     cls = registry.get("task", task).load()
@@ -102,6 +141,8 @@ def demos_command(
             overwrite=overwrite,
             on_episode=on_episode,
             frames=encoding,
+            noise=noise,
+            tail_steps=tail_steps,
         )
     click.echo(
         f"{summary.task}: stored {summary.stored} episodes ({summary.steps} steps attempted) in {summary.out}; "

@@ -7,8 +7,14 @@ is deterministic for a given seed range. Demo seeds start at 1,000,000 by defaul
 overlap evaluation seeds (LBM Eval uses scenario index + 100 and + 100,000,000). ``out`` is never
 a folder we did not write: ``append`` adds to an existing store (or creates one) and deletes nothing
 but a crashed writer's uncommitted tail; otherwise a new store is written beside ``out`` and swapped
-in, replacing an existing store only with ``overwrite`` (``foundry_action.ownership``). Test:
-``pytest packages/foundry-eval/tests/test_eval_sim_demos.py``.
+in, replacing an existing store only with ``overwrite`` (``foundry_action.ownership``).
+
+Recovery demonstrations (DART, Laskey et al. 2017): with an ``ActionNoise`` the env executes the
+expert's action plus a seeded perturbation of the TCP position and yaw, while the episode records the
+expert's CLEAN action as the label. States then leave the expert's own path and the labels show how
+the expert gets back, which plain demonstrations never do. Episodes are still success-labelled by the
+task; each one carries its noise settings, and the store lists every generation run in ``demo_runs``.
+Test: ``pytest packages/foundry-eval/tests/test_eval_sim_demos.py``.
 """
 
 from __future__ import annotations
@@ -25,17 +31,87 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from foundry_core.errors import ConfigError
+from foundry_eval.sim.pose import pose_to_vec10, top_down_rotation, vec10_to_pose, yaw_of
 
 if TYPE_CHECKING:
     from foundry_action.frame_codecs import FrameEncoding
 
 DEMO_SEED_START = 1_000_000
+#: Recovery demos start here, so they never share an initial state with the clean demos (or evaluation).
+RECOVERY_SEED_START = 2_000_000
 SEMANTICS = {
     "action": "absolute TCP target at this step: xyz (m, world), rot6d (first two rows of R_WG), "
-    "gripper opening (m); sent by the scripted expert",
+    "gripper opening (m); the scripted expert's command (in recovery episodes, those with noise_* "
+    "metadata, the env executed this command plus noise)",
     "proprio": "measured TCP pose before the action: xyz (m, world), rot6d (first two rows of R_WG), "
     "gripper opening (m)",
 }
+
+
+@dataclass(frozen=True)
+class ActionNoise:
+    """Perturbation of the executed expert action (the recorded label stays the clean action).
+
+    The offset follows an AR(1) process per control step, ``o_t = c * o_(t-1) + sqrt(1 - c^2) * e_t``
+    with ``e_t ~ N(0, std^2)``: its stationary std is ``xyz`` / ``yaw`` whatever the correlation ``c``;
+    a larger ``c`` makes slower, larger-looking drifts (the kind of error a policy makes) instead of jitter.
+
+    Attributes:
+        xyz: std of the TCP position offset (m); 0 = no position noise.
+        yaw: std of the gripper yaw offset (rad); 0 = no yaw noise.
+        correlation: AR(1) coefficient in [0, 1); 0 = independent offsets at every step.
+        seed: noise stream; an episode's offsets depend only on (``seed``, the episode's seed).
+    """
+
+    xyz: float = 0.0
+    yaw: float = 0.0
+    correlation: float = 0.0
+    seed: int = 0
+
+    def check(self, option: Callable[[str], str] = lambda f: f"noise.{f}") -> None:
+        """One ConfigError naming the bad field as the user spelled it (``option(field)``)."""
+        for name in ("xyz", "yaw"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ConfigError(f"{option(name)} must be a finite number >= 0, got {value}")
+        if not (np.isfinite(self.correlation) and 0 <= self.correlation < 1):
+            raise ConfigError(f"{option('correlation')} must be in [0, 1), got {self.correlation}")
+        if self.seed < 0:
+            raise ConfigError(f"{option('seed')} must be >= 0, got {self.seed}")
+
+    @property
+    def active(self) -> bool:
+        return self.xyz > 0 or self.yaw > 0
+
+    def as_meta(self) -> dict[str, float | int]:
+        return {
+            "noise_xyz": self.xyz,
+            "noise_yaw": self.yaw,
+            "noise_correlation": self.correlation,
+            "noise_seed": self.seed,
+        }
+
+
+class _NoiseProcess:
+    """The AR(1) offsets of one episode, seeded by (noise seed, episode seed)."""
+
+    def __init__(self, noise: ActionNoise, episode_seed: int) -> None:
+        self.noise = noise
+        self.rng = np.random.default_rng([noise.seed, int(episode_seed)])
+        self.offset = np.zeros(4)  # xyz, yaw
+        self.std = np.array([noise.xyz] * 3 + [noise.yaw])
+        self.started = False
+
+    def perturb(self, action: np.ndarray) -> np.ndarray:
+        c = self.noise.correlation
+        eps = self.rng.standard_normal(4) * self.std
+        self.offset = eps if not self.started else c * self.offset + np.sqrt(1 - c * c) * eps
+        self.started = True
+        xyz, R, opening = vec10_to_pose(action)
+        T = np.eye(4)
+        T[:3, :3] = top_down_rotation(yaw_of(R) + self.offset[3])
+        T[:3, 3] = xyz + self.offset[:3]
+        return pose_to_vec10(T, opening)
 
 
 @dataclass
@@ -55,19 +131,36 @@ class DemoSummary:
         return self.successes / max(self.attempted, 1)
 
 
-def rollout_expert(env: Any, seed: int) -> dict[str, Any]:
-    """Run the scripted expert for one episode; return per-step arrays and episode metadata."""
+def rollout_expert(
+    env: Any, seed: int, noise: ActionNoise | None = None, tail_steps: int = 0
+) -> dict[str, Any]:
+    """Run the scripted expert for one episode; return per-step arrays and episode metadata.
+
+    With an active ``noise`` the env executes the perturbed action; the recorded action is the clean one.
+    ``tail_steps``: keep recording the expert this many steps after the task first succeeds. The task
+    ends an episode at its first success, which for a placement is one or two steps into the release:
+    without a tail the data hardly shows the gripper opening. The episode counts as a success only if
+    the task still holds after the tail.
+    """
     obs = env.reset(seed)
     expert = env.expert()
+    process = _NoiseProcess(noise, seed) if noise is not None and noise.active else None
     actions, proprios = [], []
     frames: dict[str, list[np.ndarray]] = {cam: [] for cam in env.camera_names}
-    while not env.done():
+    success_step: int | None = None
+    while True:
+        if success_step is None and env.is_success():
+            success_step = len(actions)
+        if (success_step is None and env.done()) or (
+            success_step is not None and len(actions) >= success_step + tail_steps
+        ):
+            break
         action = np.asarray(expert.act(obs), dtype=np.float32)
         actions.append(action)
         proprios.append(np.asarray(obs["proprio"], dtype=np.float32))
         for cam in env.camera_names:
             frames[cam].append(obs["images"][cam])
-        obs = env.step(action)
+        obs = env.step(action if process is None else process.perturb(action))
     arrays: dict[str, np.ndarray] = {
         "action": np.stack(actions) if actions else np.zeros((0, 10), np.float32),
         "proprio": np.stack(proprios) if proprios else np.zeros((0, 10), np.float32),
@@ -76,7 +169,8 @@ def rollout_expert(env: Any, seed: int) -> dict[str, Any]:
         arrays[f"camera/{cam}"] = np.stack(seq)
     return {
         "arrays": arrays,
-        "success": bool(env.is_success()),
+        "success": success_step is not None and bool(env.is_success()),
+        "success_step": success_step,
         "instruction": env.instruction,
         "seed": int(seed),
         "duration_s": float(env.time),
@@ -84,17 +178,21 @@ def rollout_expert(env: Any, seed: int) -> dict[str, Any]:
 
 
 _WORKER_ENV: Any = None
+_WORKER_NOISE: ActionNoise | None = None
+_WORKER_TAIL = 0
 
 
-def _worker_init(node: Mapping[str, Any]) -> None:
-    global _WORKER_ENV
+def _worker_init(node: Mapping[str, Any], noise: ActionNoise | None, tail_steps: int) -> None:
+    global _WORKER_ENV, _WORKER_NOISE, _WORKER_TAIL
     from foundry_core.plugins import get_registry
 
     _WORKER_ENV = get_registry().build("task", dict(node))
+    _WORKER_NOISE = noise
+    _WORKER_TAIL = tail_steps
 
 
 def _worker_episode(seed: int) -> dict[str, Any]:
-    return rollout_expert(_WORKER_ENV, seed)
+    return rollout_expert(_WORKER_ENV, seed, _WORKER_NOISE, _WORKER_TAIL)
 
 
 def generate_demos(
@@ -110,16 +208,20 @@ def generate_demos(
     max_attempts: int | None = None,
     on_episode: Callable[[dict[str, Any], int], None] | None = None,
     frames: FrameEncoding | None = None,
+    noise: ActionNoise | None = None,
+    tail_steps: int = 0,
 ) -> DemoSummary:
     """Write ``episodes`` expert episodes of env ``node`` (``{"name": task, **config}``) to ``out``.
 
     Without ``keep_failures`` only successful episodes are stored and seeds are tried in order until
     ``episodes`` are stored (at most ``max_attempts``, default 3x). ``on_episode(result, stored)`` is
     called after every attempt (for a progress bar). ``frames``: the camera-frame encoding of a new store
-    (default lossless); appending keeps the store's own and refuses a different one.
+    (default lossless); appending keeps the store's own and refuses a different one. ``noise``: record
+    recovery demonstrations (see the module docstring); its settings go into every episode's metadata.
+    ``tail_steps``: expert steps recorded after the first success (see ``rollout_expert``).
     """
     from foundry_action.ownership import check_destination, install, prepare_partial
-    from foundry_action.store import EpisodeWriter, is_store
+    from foundry_action.store import EpisodeWriter, is_store, open_store
     from foundry_core.errors import DataError
     from foundry_core.plugins import get_registry
 
@@ -127,6 +229,10 @@ def generate_demos(
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if tail_steps < 0:
+        raise ConfigError(f"tail_steps must be >= 0, got {tail_steps}")
+    if noise is not None:
+        noise.check()
     max_attempts = max_attempts if max_attempts is not None else (episodes if keep_failures else 3 * episodes)
     if append and overwrite:
         raise ConfigError(
@@ -135,6 +241,7 @@ def generate_demos(
     out = Path(out)
     if append and Path(out).exists() and not is_store(out):
         check_destination(out)  # an empty folder is fine; anything else that is not a store is refused
+    earlier_runs = list(open_store(out).attrs.get("demo_runs", [])) if append and is_store(out) else []
     target = out
     if not append:
         check_destination(out, overwrite=overwrite)
@@ -160,6 +267,8 @@ def generate_demos(
             frames=frames,
         )
 
+        noise_meta = noise.as_meta() if noise is not None and noise.active else {}
+
         def consume(result: dict[str, Any]) -> None:
             nonlocal attempted, stored, successes, steps
             attempted += 1
@@ -172,7 +281,12 @@ def generate_demos(
                     instruction=result["instruction"],
                     success=result["success"],
                     source=getattr(env, "demo_source", "drake-expert"),
-                    extra={"seed": result["seed"], "duration_s": result["duration_s"]},
+                    extra={
+                        "seed": result["seed"],
+                        "duration_s": result["duration_s"],
+                        "success_step": result["success_step"],
+                        **noise_meta,
+                    },
                 )
                 stored += 1
             if on_episode is not None:
@@ -182,13 +296,16 @@ def generate_demos(
             seed = seed_start
             if workers == 1:
                 while stored < episodes and attempted < max_attempts:
-                    consume(rollout_expert(env, seed))
+                    consume(rollout_expert(env, seed, noise, tail_steps))
                     seed += 1
             else:
                 env.close()
                 ctx = get_context("spawn")
                 with ProcessPoolExecutor(
-                    workers, mp_context=ctx, initializer=_worker_init, initargs=(dict(node),)
+                    workers,
+                    mp_context=ctx,
+                    initializer=_worker_init,
+                    initargs=(dict(node), noise, tail_steps),
                 ) as pool:
                     while stored < episodes and attempted < max_attempts:
                         batch = min(max(episodes - stored, 1), max_attempts - attempted, 2 * workers)
@@ -196,6 +313,14 @@ def generate_demos(
                             if stored < episodes:
                                 consume(result)
                         seed += batch
+            run = {
+                "task": registry_name,
+                "seed_start": seed_start,
+                "attempted": attempted,
+                "stored": stored,
+                "tail_steps": tail_steps,
+            }
+            writer.update_attrs({"demo_runs": [*earlier_runs, {**run, **(noise or ActionNoise()).as_meta()}]})
         if stored < episodes:
             raise ConfigError(
                 f"{task_name}: only {stored} of {episodes} episodes succeeded after {attempted} attempts "
