@@ -222,3 +222,28 @@ def test_cli_serve_random():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("protocol", ["foundry", "lbm"])
+def test_ctrl_c_right_after_the_start_still_stops_the_server(protocol, monkeypatch, cli_runner):
+    """A Ctrl-C between the start and the wait (the instant the "serving" line is printed) used to leave
+    gRPC's threads running: the process never exited (the README test hung on it in CI)."""
+    from foundry_core.cli.main import build_cli
+    from foundry_eval.rollout import cli as rollout_cli
+    from foundry_eval.serving.lbm_server import LbmPolicyServer
+    from foundry_eval.serving.server import PolicyServer
+
+    stopped = []
+    for cls in (PolicyServer, LbmPolicyServer):
+        real = cls.stop
+        monkeypatch.setattr(cls, "stop", lambda self, *a, real=real: (stopped.append(type(self).__name__), real(self, *a))[1])
+
+    def interrupted_echo(message=None, **kw):
+        if message and str(message).startswith("serving"):
+            raise KeyboardInterrupt
+        return None
+
+    monkeypatch.setattr(rollout_cli.click, "echo", interrupted_echo)
+    result = cli_runner.invoke(build_cli(), ["serve", "--policy", "random", "--port", "0", "--protocol", protocol])
+    assert result.exit_code == 0, result.output
+    assert len(stopped) == 1

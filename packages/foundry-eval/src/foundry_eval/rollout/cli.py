@@ -44,7 +44,9 @@ def _split_tasks(values: tuple[str, ...]) -> list[str]:
 @click.option("--start-index", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--eval-seed/--no-eval-seed", default=True, show_default=True, help="Add 100,000,000 to seeds.")
 @click.option("--execute-steps", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=8), default=None, help="Override the tasks' image size.")
+@click.option(
+    "--image-size", type=click.IntRange(min=8), default=None, help="Override the tasks' image size."
+)
 @click.option("--cameras", default=None, help="Override the tasks' cameras (comma-separated, or 'none').")
 @click.option("--video", is_flag=True, help="Write a recording of every episode.")
 @click.option("--video-format", type=click.Choice(["mp4", "gif"]), default="mp4", show_default=True)
@@ -225,27 +227,34 @@ def serve(
         if not logging.getLogger().handlers:  # the server's log is its user interface (docs/lbm_eval.md)
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-        lbm_server = start_lbm_server(
-            export_dir or builtin,
-            host=host,
-            port=port,
-            device=device,
-            camera_map=camera_map,
-            execute_steps=execute_steps,
-            max_sessions=max_sessions,
-            ensemble=ensemble,
-            batch_max_size=batch_max_size,
-            batch_timeout_s=batch_timeout_s,
-            resize=resize,
-            instruction=instruction,
-        )
-        click.echo(
-            f"serving {export_dir or builtin} (LBM Eval protocol) on {lbm_server.address} (Ctrl-C to stop)"
-        )
+        # Started inside the try: a Ctrl-C right after the start (before wait) must still stop the
+        # server, whose gRPC threads would otherwise keep the process alive (a hang, seen in CI).
+        lbm_server = None
         try:
+            lbm_server = start_lbm_server(
+                export_dir or builtin,
+                host=host,
+                port=port,
+                device=device,
+                camera_map=camera_map,
+                execute_steps=execute_steps,
+                max_sessions=max_sessions,
+                ensemble=ensemble,
+                batch_max_size=batch_max_size,
+                batch_timeout_s=batch_timeout_s,
+                resize=resize,
+                instruction=instruction,
+            )
+            click.echo(
+                f"serving {export_dir or builtin} (LBM Eval protocol) on {lbm_server.address} (Ctrl-C to stop)"
+            )
             lbm_server.wait()
         except KeyboardInterrupt:
-            lbm_server.stop()
+            if lbm_server is None:
+                raise  # interrupted while loading: not a clean stop
+        finally:
+            if lbm_server is not None:
+                lbm_server.stop()
         return
     lbm_only = (
         ("--camera-map", camera_map, None),
@@ -264,11 +273,14 @@ def serve(
         ensemble=ensemble,
     )
     sessions.metadata()  # load the policy now: errors show before the server starts
-    server = PolicyServer(sessions, host=host, port=port).start()
-    click.echo(f"serving {export_dir or builtin} on {server.address} (Ctrl-C to stop)")
-    try:
+    server = PolicyServer(sessions, host=host, port=port)
+    try:  # see the LBM branch: a Ctrl-C at any point after the start stops the server
+        server.start()
+        click.echo(f"serving {export_dir or builtin} on {server.address} (Ctrl-C to stop)")
         server.wait()
     except KeyboardInterrupt:
+        pass
+    finally:
         server.stop()
 
 
