@@ -247,3 +247,26 @@ def test_ctrl_c_right_after_the_start_still_stops_the_server(protocol, monkeypat
     result = cli_runner.invoke(build_cli(), ["serve", "--policy", "random", "--port", "0", "--protocol", protocol])
     assert result.exit_code == 0, result.output
     assert len(stopped) == 1
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_serve_stops_on_a_signal_even_when_the_parent_ignored_sigint(sig):
+    """A background job inherits SIGINT ignored; Python then never raises KeyboardInterrupt, and the
+    server kept running after Ctrl-C (a CI run hung on it). Containers stop with SIGTERM."""
+    import os
+    import shlex
+    import signal
+
+    foundry = shlex.quote(os.path.join(os.path.dirname(sys.executable), "foundry"))
+    # `trap "" INT` + exec: the server starts with SIGINT ignored, as a background job does (no preexec_fn:
+    # fork in a process that has loaded gRPC can abort)
+    proc = subprocess.Popen(
+        ["bash", "-c", f'trap "" INT; exec {foundry} serve --policy random --port 0'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("serving random on")
+        proc.send_signal(getattr(signal, sig))
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()

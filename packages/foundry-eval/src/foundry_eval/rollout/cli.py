@@ -6,7 +6,11 @@ Tested by ``tests/test_eval_rollout.py`` and ``tests/test_eval_serving.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
+from collections.abc import Iterator
 
 import click
 
@@ -229,32 +233,33 @@ def serve(
 
         # Started inside the try: a Ctrl-C right after the start (before wait) must still stop the
         # server, whose gRPC threads would otherwise keep the process alive (a hang, seen in CI).
-        lbm_server = None
-        try:
-            lbm_server = start_lbm_server(
-                export_dir or builtin,
-                host=host,
-                port=port,
-                device=device,
-                camera_map=camera_map,
-                execute_steps=execute_steps,
-                max_sessions=max_sessions,
-                ensemble=ensemble,
-                batch_max_size=batch_max_size,
-                batch_timeout_s=batch_timeout_s,
-                resize=resize,
-                instruction=instruction,
-            )
-            click.echo(
-                f"serving {export_dir or builtin} (LBM Eval protocol) on {lbm_server.address} (Ctrl-C to stop)"
-            )
-            lbm_server.wait()
-        except KeyboardInterrupt:
-            if lbm_server is None:
-                raise  # interrupted while loading: not a clean stop
-        finally:
-            if lbm_server is not None:
-                lbm_server.stop()
+        with _signals_stop_the_server():
+            lbm_server = None
+            try:
+                lbm_server = start_lbm_server(
+                    export_dir or builtin,
+                    host=host,
+                    port=port,
+                    device=device,
+                    camera_map=camera_map,
+                    execute_steps=execute_steps,
+                    max_sessions=max_sessions,
+                    ensemble=ensemble,
+                    batch_max_size=batch_max_size,
+                    batch_timeout_s=batch_timeout_s,
+                    resize=resize,
+                    instruction=instruction,
+                )
+                click.echo(
+                    f"serving {export_dir or builtin} (LBM Eval protocol) on {lbm_server.address} (Ctrl-C to stop)"
+                )
+                lbm_server.wait()
+            except KeyboardInterrupt:
+                if lbm_server is None:
+                    raise  # interrupted while loading: not a clean stop
+            finally:
+                if lbm_server is not None:
+                    lbm_server.stop()
         return
     lbm_only = (
         ("--camera-map", camera_map, None),
@@ -274,14 +279,36 @@ def serve(
     )
     sessions.metadata()  # load the policy now: errors show before the server starts
     server = PolicyServer(sessions, host=host, port=port)
-    try:  # see the LBM branch: a Ctrl-C at any point after the start stops the server
-        server.start()
-        click.echo(f"serving {export_dir or builtin} on {server.address} (Ctrl-C to stop)")
-        server.wait()
-    except KeyboardInterrupt:
-        pass
+    with _signals_stop_the_server():
+        try:  # see the LBM branch: a Ctrl-C at any point after the start stops the server
+            server.start()
+            click.echo(f"serving {export_dir or builtin} on {server.address} (Ctrl-C to stop)")
+            server.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+
+
+@contextlib.contextmanager
+def _signals_stop_the_server() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt while serving, so either stops the server
+    gracefully: even where the launching shell ignored SIGINT (a background job inherits SIG_IGN, and
+    Python then never raises KeyboardInterrupt: a served process hung in such a CI run), and under
+    container runtimes that stop with SIGTERM. The previous handlers come back afterwards."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
-        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def add_commands(cli: click.Group) -> None:
