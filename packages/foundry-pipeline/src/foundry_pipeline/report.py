@@ -39,19 +39,10 @@ def _png_bytes_uri(data: bytes) -> str:
     return f"data:image/png;base64,{base64.b64encode(data).decode()}"
 
 
-def _png_of(image: Any) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _grounding_section(out: Path) -> tuple[list[str], dict[str, Any]]:
     """The VLM's attribute accuracy on held-out caption scenes beside chance and the text-only LLM."""
     from foundry_pipeline.grounding import pipeline_grounding
+    from foundry_pipeline.world import png_bytes
 
     g, held = pipeline_grounding(out)
     rows = [("VLM (sees the image)", g["vlm"]), ("text-only LLM", g.get("text_only_llm", {})), ("chance (random caption)", g["chance"])]
@@ -77,7 +68,7 @@ def _grounding_section(out: Path) -> tuple[list[str], dict[str, Any]]:
         parts.append(f"<p>The text-only LLM's sentence (the same for every image): <i>{html.escape(g['text_only_llm']['text'])}</i></p>")
     parts.append("<div>")
     for sample in g["samples"]:
-        png = _png_bytes_uri(_png_of(held.images[sample["index"]]))
+        png = _png_bytes_uri(png_bytes(held.images[sample["index"]]))
         parts.append(
             f"<figure><img src='{png}' width='128'><figcaption><b>generated:</b> {html.escape(sample['generated'])}"
             f"<br><b>reference:</b> {html.escape(sample['reference'])}</figcaption></figure>"

@@ -169,7 +169,8 @@ class ShardWriter:
         return manifest
 
 
-def _png(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray) -> bytes:
+    """An RGB uint8 image as PNG file bytes (shards and the report)."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -217,7 +218,7 @@ def build_captions(cfg: WorldConfig, out_dir: Path, *, progress: Callable[[int],
             obs = env.reset(10_000 + i)
             poses = {n: env.scene.pose(n) for n in names}
             caption = caption_scene(scene_objects(env, poses))
-            samples.append((f"{task}_{i:06d}", {"png": _png(obs["images"]["scene"]), "txt": caption.encode()}))
+            samples.append((f"{task}_{i:06d}", {"png": png_bytes(obs["images"]["scene"]), "txt": caption.encode()}))
             if progress:
                 progress(1)
         env.close()
@@ -277,7 +278,7 @@ def _render_caption_scenes(job: tuple[int, int, int, str, list[int]]) -> list[tu
         layout = sample_layout(rng)
         image = _CAPTION_SCENE.render(layout, rng)
         meta = {"objects": [o.__dict__ for o in layout]}
-        members = {"png": _png(image), "txt": caption_layout(layout).encode(), "json": json.dumps(meta).encode()}
+        members = {"png": png_bytes(image), "txt": caption_layout(layout).encode(), "json": json.dumps(meta).encode()}
         out.append((f"{prefix}_{i:06d}", members))
     return out
 
