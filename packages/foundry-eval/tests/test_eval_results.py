@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+import numpy as np
 import pytest
 
 from foundry_core.errors import DataError
@@ -61,6 +62,22 @@ def test_write_then_load_round_trip(tmp_path):
             5,
             "JSON",
         ),
+        (
+            [dict(_eps("T", [0])[0], metrics={"goal_distance": float("nan")})],
+            5,
+            r"metrics\.goal_distance is nan",
+        ),
+        (
+            [dict(_eps("T", [0])[0], metrics={"goal_distance": "far"})],
+            5,
+            r"metrics\.goal_distance must be a number",
+        ),
+        (
+            [dict(_eps("T", [0])[0], metrics=[0.1])],
+            5,
+            r"evaluations\[0\]\.metrics: metrics must be an object",
+        ),
+        ([dict(_eps("T", [0])[0], metrics_error=3)], 5, "metrics_error must be a string"),
     ],
 )
 def test_writer_rejects_bad_input(tmp_path, evals, budget, match):
@@ -72,6 +89,34 @@ def _raw(tmp_path, rel: str, doc: dict) -> None:
     p = tmp_path / rel
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(doc))
+
+
+def test_metrics_round_trip_and_metric_errors_are_warned(tmp_path):
+    eps = _eps("ReachTarget", [0, 1, 0])
+    eps[0]["metrics"] = {"goal_distance": np.float32(0.0625), "distractor_distance": 0.2, "tcp_height": 0.03}
+    eps[1]["metrics"] = {"goal_distance": 0.01}
+    eps[2]["metrics_error"] = "Traceback (most recent call last):\n  ...\nKeyError: 'yellow'\n"
+    path = write_results(results_path(tmp_path, "m", "ReachTarget", "t0"), eps, 3)
+    written = json.loads(path.read_text())["evaluations"]
+    assert written[0]["metrics"] == {"goal_distance": 0.0625, "distractor_distance": 0.2, "tcp_height": 0.03}
+    assert "metrics" not in written[2] and "KeyError" in written[2]["metrics_error"]
+    rs = load_results(tmp_path)
+    (tr,) = rs.results.values()
+    assert [e.metrics for e in tr.episodes] == [written[0]["metrics"], {"goal_distance": 0.01}, None]
+    assert tr.episodes[2].metrics_error.endswith("KeyError: 'yellow'\n")
+    # a failed measurement changes no count, and it is said, not silently dropped
+    assert (tr.n, tr.successes, tr.crashed, tr.policy_errors) == (3, 1, 0, 0)
+    (warning,) = [w for w in rs.warnings if "episode_metrics() failed" in w]
+    assert "1 episode(s) without metrics" in warning and "scenario 2" in warning and "KeyError" in warning
+
+
+def test_loader_rejects_malformed_metrics_naming_file_and_field(tmp_path):
+    ep = dict(_eps("T", [1])[0], metrics={"goal_distance": None})
+    _raw(tmp_path, "m/T/rollouts/t0/results.json", {"max_sample_size_per_model": 1, "evaluations": [ep]})
+    with pytest.raises(
+        DataError, match=r"t0/results\.json: evaluations\[0\]\.metrics\.goal_distance must be a number"
+    ):
+        load_results(tmp_path)
 
 
 def test_loader_errors_name_the_file(tmp_path):
@@ -156,5 +201,8 @@ def test_load_released_results(shared_data):
     assert sum(r.crashed for r in rs.results.values()) == 196
     # folders named with display names (CS/LBM-*/Mug→Saucer) still map to the PascalCase task
     assert rs.results[("CS/LBM-FT", "PutMugOnSaucer")].successes == 124
+    # released files carry no metrics: they load as before, with none recorded and no metric warning
+    assert all(e.metrics is None and e.metrics_error is None for r in rs.results.values() for e in r.episodes)
+    assert not any("metrics" in w for w in rs.warnings)
     assert rs.display_task("TurnCupUpsideDown") == "Flip Cup Down"
     assert set(rs.rename.task_groups) == {"16 Main Tasks", "3 Unseen Tasks"}

@@ -250,3 +250,81 @@ def test_cli_eval_run_where_every_episode_crashed_exits_non_zero(tmp_path, cli_r
     assert load_results(tmp_path)  # the results are still written
     allowed = cli_runner.invoke(build_cli(), [*args, "--max-crash-rate", "1", "--out", str(tmp_path / "b")])
     assert allowed.exit_code == 0 and "2 crashed" in allowed.output, allowed.output
+
+
+# ----------------------------------------------------------------------------- episode metrics
+
+
+class MeasuredReach(PointReach):
+    """PointReach with ``episode_metrics()``: how far the point ended from its target."""
+
+    def episode_metrics(self):
+        return {"goal_distance": np.float32(np.linalg.norm(self._pos - self._target)), "steps": self._steps}
+
+
+class BrokenMeasure(PointReach):
+    def episode_metrics(self):
+        return {"goal_distance": 1.0 / 0.0}
+
+
+class NaNMeasure(PointReach):
+    def episode_metrics(self):
+        return {"goal_distance": float("nan")}
+
+
+def _episode(env, policy_factory, scenario_index=0):
+    from foundry_eval.rollout.runner import run_episode
+    from foundry_eval.serving.session import InProcessClient, PolicySessions
+
+    client = InProcessClient(PolicySessions(policy_factory, execute_steps=4))
+    return run_episode(env, client, "PointReach", scenario_index, episode_seed(scenario_index))
+
+
+def test_episode_metrics_are_recorded_where_the_task_measures():
+    env = MeasuredReach(MeasuredReach.Config(cameras=[], time_limit_s=0.5))
+    record = _episode(env, ConstantPolicy)  # holds its start pose: ends where it started
+    start = np.random.default_rng(episode_seed(0)).uniform(-0.2, 0.2, size=(2, 2))  # PointReach.reset's draws
+    assert record["is_success"] is False and record["failure_message"] is None
+    assert record["metrics"] == {
+        "goal_distance": pytest.approx(np.linalg.norm(start[0] - start[1])),
+        "steps": 5.0,
+    }
+    assert type(record["metrics"]["goal_distance"]) is float  # numpy scalars become JSON numbers
+    # a task without episode_metrics writes its record exactly as before
+    plain = _episode(PointReach(PointReach.Config(cameras=[], time_limit_s=0.5)), ConstantPolicy)
+    assert set(plain) == EVAL_KEYS | {"seed", "wall_time", "crashed"}
+
+
+@pytest.mark.parametrize(
+    ("env_cls", "needle"), [(BrokenMeasure, "ZeroDivisionError"), (NaNMeasure, "must be finite")]
+)
+def test_a_failing_metric_keeps_the_outcome_and_is_recorded(env_cls, needle, caplog):
+    from foundry_eval.rollout.policies import ExpertPolicy
+
+    env = env_cls(env_cls.Config(cameras=[]))
+    with caplog.at_level("WARNING", logger="foundry_eval.rollout.runner"):
+        record = _episode(env, lambda: ExpertPolicy(env))
+    assert record["is_success"] is True and record["failure_message"] is None and not record["crashed"]
+    assert "metrics" not in record
+    assert record["metrics_error"].startswith("Traceback") and needle in record["metrics_error"]
+    assert "PointReach scenario 0: episode_metrics() failed" in caplog.text
+
+
+def test_crashed_episode_has_no_metrics():
+    env = MeasuredReach(MeasuredReach.Config(cameras=[], crash_seeds=[episode_seed(0)]))
+    record = _episode(env, ConstantPolicy)
+    assert record["crashed"] and "SimulatedFailure" in record["failure_message"]
+    assert "metrics" not in record and "metrics_error" not in record
+
+
+def test_metrics_round_trip_through_results_json(tmp_path):
+    from foundry_eval.results import results_path, write_results
+
+    env = MeasuredReach(MeasuredReach.Config(cameras=[], time_limit_s=0.5))
+    records = [_episode(env, ConstantPolicy, i) for i in range(3)]
+    for r in records:
+        r.pop("crashed")
+    write_results(results_path(tmp_path, "m", "PointReach", "t0"), records, 3)
+    (tr,) = load_results(tmp_path).results.values()
+    assert [e.metrics for e in tr.episodes] == [r["metrics"] for r in records]
+    assert len({e.metrics["goal_distance"] for e in tr.episodes}) == 3  # per episode, not one shared value

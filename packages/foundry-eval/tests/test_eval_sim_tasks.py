@@ -203,3 +203,36 @@ def test_reach_target_instruction_names_the_goal_and_success_needs_it():
     _place(env, poses, gripper=(-0.1, -0.1, 0.03))  # on the distractor
     assert not env.is_success()
     assert all(run_expert(env, seed) for seed in (1, 2))  # the expert goes to the named disk
+
+
+def test_episode_metrics_on_hand_made_states():
+    reach = make("reach_target", distractor=True)
+    reach.reset(0)  # _place resets with seed 0, so the goal stays this one
+    goal, other = reach.goal, ("yellow" if reach.goal == "blue" else "blue")
+    poses = {goal: table_pose(0.1, 0.1, 0.001), other: table_pose(-0.1, -0.1, 0.001)}
+    _place(reach, poses, gripper=(0.13, 0.14, 0.03))  # 3 cm, 4 cm off the named disk: 5 cm, a miss
+    m = reach.episode_metrics()
+    assert set(m) == {"goal_distance", "distractor_distance", "tcp_height"}
+    assert m["goal_distance"] == pytest.approx(0.05, abs=1e-4) and not reach.is_success()
+    assert m["distractor_distance"] == pytest.approx(np.hypot(0.23, 0.24), abs=1e-4)
+    assert m["tcp_height"] == pytest.approx(0.03, abs=1e-3)
+    assert reach.success_distance == 0.03 and m["goal_distance"] < m["distractor_distance"]
+    _place(reach, poses, gripper=(-0.1, -0.09, 0.2))  # over the other disk: nearer it than the named one
+    m = reach.episode_metrics()
+    assert m["distractor_distance"] == pytest.approx(0.01, abs=1e-4)
+    assert m["tcp_height"] == pytest.approx(0.2, abs=1e-3)
+    assert m["goal_distance"] == pytest.approx(np.hypot(0.2, 0.19), abs=1e-4)
+    single = make("reach_target")
+    single.reset(0)
+    _place(single, {"blue": table_pose(0.0, 0.1, 0.001)}, gripper=(0.0, 0.0, 0.1))
+    assert single.episode_metrics() == {
+        "goal_distance": pytest.approx(0.1, abs=1e-4),
+        "tcp_height": pytest.approx(0.1, abs=1e-3),
+    }
+
+    push = make("push_to_target")
+    _place(push, {"block": table_pose(0.1, 0.1, 0.0205), "target": table_pose(0.1, 0.14, 0.001)})
+    assert push.episode_metrics() == {"goal_distance": pytest.approx(0.04, abs=1e-4)}
+    bin_env = make("pick_place_bin")
+    _place(bin_env, {"bin": table_pose(0.1, 0.0, 0.0305), "block": table_pose(-0.1, 0.05, 0.0205)})
+    assert bin_env.episode_metrics() == {"goal_distance": pytest.approx(np.hypot(0.2, 0.05), abs=1e-4)}

@@ -155,7 +155,14 @@ class Policy(Protocol):
 
 @runtime_checkable
 class Task(Protocol):
-    """A simulated task with a seeded initial-state distribution and a success predicate."""
+    """A simulated task with a seeded initial-state distribution and a success predicate.
+
+    Optional (not part of the protocol, looked up with ``getattr``): ``episode_metrics() -> dict[str,
+    float]``, end-of-episode measurements that say why an episode failed, e.g. ``goal_distance`` (m)
+    when the goal was missed by a little or by a lot. The rollout runner records them under the
+    episode's ``metrics`` key in results.json; when the method raises or returns non-finite values the
+    outcome stands and ``metrics_error`` records the traceback instead (a crashed episode has neither).
+    """
 
     instruction: str
     time_limit_s: float

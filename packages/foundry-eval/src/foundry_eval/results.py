@@ -10,6 +10,11 @@ pending) counts as a failure in ``n`` and is reported separately; ``policy_error
 with any other ``failure_message``, e.g. the runner's "policy error: NaN action") also counts as a
 failure and is reported separately; ``pending`` is excluded from ``n`` and reported.
 
+Optional per-episode end-state measurements (written by the rollout runner for tasks with
+``episode_metrics()``): ``metrics`` ``{name: finite number}`` (e.g. ``goal_distance`` in metres), or
+``metrics_error`` (the traceback of a measurement that failed; the episode's outcome stands). They
+never change how an episode counts; the loader validates them and warns about ``metrics_error``.
+
 No torch here (the statistics must run anywhere). Test: ``uv run pytest packages/foundry-eval/tests/test_eval_results.py``.
 """
 
@@ -81,7 +86,32 @@ def _check_episode(ep: Mapping[str, Any], where: str) -> dict[str, Any]:
     total = ep.get("total_time")
     if total is not None and (isinstance(total, bool) or not isinstance(total, int | float)):
         raise DataError(f"{where}: total_time must be a number or null, got {total!r}")
-    return dict(ep)
+    error = ep.get("metrics_error")
+    if error is not None and not isinstance(error, str):
+        raise DataError(f"{where}: metrics_error must be a string or null, got {type(error).__name__}")
+    out = dict(ep)
+    if "metrics" in ep:
+        out["metrics"] = check_metrics(ep["metrics"], f"{where}.metrics")
+    return out
+
+
+def check_metrics(metrics: Any, where: str) -> dict[str, float]:
+    """An episode's ``metrics`` as ``{name: float}``; anything else is one error naming ``where``.
+
+    Non-finite values are errors too: JSON cannot hold them, and a NaN distance measures nothing.
+    """
+    if not isinstance(metrics, Mapping):
+        raise DataError(f"{where}: metrics must be an object {{name: number}}, got {type(metrics).__name__}")
+    out = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name:
+            raise DataError(f"{where}: metric names must be non-empty strings, got {name!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            raise DataError(f"{where}.{name} must be a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise DataError(f"{where}.{name} is {float(value)} (metrics must be finite)")
+        out[name] = float(value)
+    return out
 
 
 def write_results(
@@ -167,6 +197,10 @@ class Episode:
     is_pending: bool
     total_time: float | None
     failure_message: str | None
+    #: End-state measurements of the task (``episode_metrics()``); None when not recorded.
+    metrics: dict[str, float] | None = None
+    #: Why the measurements are missing when the task's ``episode_metrics()`` failed.
+    metrics_error: str | None = None
 
     @property
     def status(self) -> str:
@@ -378,6 +412,8 @@ def load_results(
                         is_pending=bool(ep.get("is_pending") or False),
                         total_time=None if total is None else float(total),
                         failure_message=ep.get("failure_message"),
+                        metrics=ep.get("metrics"),
+                        metrics_error=ep.get("metrics_error"),
                     )
                 )
     for tr in results.values():
@@ -400,6 +436,13 @@ def load_results(
             rs.warnings.append(
                 f"{tr.model_key} / {tr.task}: {tr.policy_errors} episode(s) ended by a policy error (counted as "
                 f"failures), e.g. scenario {first.scenario_index}: {first.failure_message.strip()[:120]!r}"
+            )
+        failed = [e for e in tr.episodes if e.metrics_error]
+        if failed:
+            last_line = failed[0].metrics_error.strip().splitlines()[-1][:120]
+            rs.warnings.append(
+                f"{tr.model_key} / {tr.task}: {len(failed)} episode(s) without metrics (the task's "
+                f"episode_metrics() failed), e.g. scenario {failed[0].scenario_index}: {last_line!r}"
             )
     return rs
 

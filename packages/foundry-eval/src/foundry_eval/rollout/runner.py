@@ -115,7 +115,7 @@ def run_episode(
             client.end(client_id)
         except Exception as exc:  # the episode's outcome stands; the server evicts idle sessions
             log.warning("could not end policy session %s: %s", client_id, exc)
-    return {
+    record: dict[str, Any] = {
         "skill_type": task,
         "scenario_index": scenario_index,
         "is_success": success,
@@ -126,6 +126,32 @@ def run_episode(
         "wall_time": round(time.perf_counter() - start, 3),
         "crashed": crashed,
     }
+    if not crashed:  # a crashed env's state is not this episode's end state (reset may not have run)
+        record.update(measure_episode(env, f"{task} scenario {scenario_index}"))
+    return record
+
+
+def measure_episode(env: Task, where: str) -> dict[str, Any]:
+    """``{"metrics": {...}}`` from the task's optional ``episode_metrics()``, ``{}`` when it has none.
+
+    A metric that raises or returns something other than finite numbers does not change the episode's
+    outcome: the record gets ``metrics_error`` (the exception, with its traceback) instead of
+    ``metrics``, and a warning is logged, so the gap is visible in results.json and in the report.
+    """
+    from foundry_eval.results import check_metrics
+
+    measure = getattr(env, "episode_metrics", None)
+    if measure is None:
+        return {}
+    try:
+        metrics = check_metrics(measure(), f"{type(env).__name__}.episode_metrics()")
+    except Exception:
+        error = traceback.format_exc()
+        log.warning(
+            "%s: episode_metrics() failed; the outcome stands, metrics_error records it:\n%s", where, error
+        )
+        return {"metrics_error": error}
+    return {"metrics": metrics}
 
 
 # ----------------------------------------------------------------------------- worker side

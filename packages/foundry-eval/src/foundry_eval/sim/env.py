@@ -29,6 +29,9 @@ class TabletopEnv:
     """One tabletop task (see the module docstring); subclasses fill in the task-specific hooks."""
 
     task_name: ClassVar[str] = ""  #: PascalCase name written to results.json
+    #: Horizontal goal distance (m) a success needs, for tasks whose ``episode_metrics()`` report a
+    #: ``goal_distance``; reports print it next to the measured distances. None: no such threshold.
+    success_distance: ClassVar[float | None] = None
     instruction_templates: ClassVar[tuple[str, ...]] = ()
     control_dt: float = 0.1
     action_dim: int = 10
@@ -99,6 +102,11 @@ class TabletopEnv:
     def expert(self) -> Any:
         """A scripted expert for the current episode: ``act(obs) -> float32 [10]``."""
         raise AssertionError(f"{type(self).__name__} must define expert()")
+
+    # Optional hook (not defined here, so tasks without it write results exactly as before):
+    # ``episode_metrics() -> dict[str, float]``, end-of-episode measurements that say WHY an episode
+    # failed (``goal_distance``: metres from the object or gripper to its goal, horizontally). The
+    # rollout runner records them as the episode's ``metrics`` in results.json (see interfaces.Task).
 
     # ------------------------------------------------------------------ Task API
     def reset(self, seed: int) -> dict[str, Any]:

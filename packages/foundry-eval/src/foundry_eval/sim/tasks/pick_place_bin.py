@@ -53,6 +53,11 @@ class PickPlaceBin(TabletopEnv):
         inner = BIN[0] / 2 - BIN[3]
         return bool(abs(p[0]) < inner and abs(p[1]) < inner and -BIN[2] / 2 < p[2] < BIN[2] / 2)
 
+    def episode_metrics(self) -> dict[str, float]:
+        """``goal_distance``: the block's centre to the bin's centre, horizontally (m); success is
+        the bin's inner volume (a square), so the task declares no ``success_distance``."""
+        return {"goal_distance": float(np.linalg.norm(self.xy("block") - self.xy("bin")))}
+
     def expert(self) -> WaypointExpert:
         plan = lambda: pick_and_place(  # noqa: E731
             self,

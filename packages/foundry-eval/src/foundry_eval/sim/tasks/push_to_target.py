@@ -29,6 +29,7 @@ class PushToTarget(TabletopEnv):
     """Non-prehensile manipulation: planar pushing."""
 
     task_name: ClassVar[str] = "PushToTarget"
+    success_distance: ClassVar[float] = SUCCESS_DIST
     instruction_templates: ClassVar[tuple[str, ...]] = (
         "push the red block onto the green target",
         "slide the red block to the green circle",
@@ -60,6 +61,10 @@ class PushToTarget(TabletopEnv):
         return bool(
             np.linalg.norm(self.xy("block") - self.xy("target")) < SUCCESS_DIST and self.z("block") < BLOCK
         )
+
+    def episode_metrics(self) -> dict[str, float]:
+        """``goal_distance``: the block's centre to the target's centre, horizontally (m)."""
+        return {"goal_distance": float(np.linalg.norm(self.xy("block") - self.xy("target")))}
 
     def expert(self) -> WaypointExpert:
         return WaypointExpert(self._plan, self.control_dt)

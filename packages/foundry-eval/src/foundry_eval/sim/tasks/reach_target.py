@@ -31,6 +31,7 @@ class ReachTarget(TabletopEnv):
     """Visually guided, language-conditioned reaching."""
 
     task_name: ClassVar[str] = "ReachTarget"
+    success_distance: ClassVar[float] = SUCCESS_DIST
     instruction_templates: ClassVar[tuple[str, ...]] = (
         "touch the {color} target",
         "move the gripper down onto the {color} circle",
@@ -64,6 +65,20 @@ class ReachTarget(TabletopEnv):
     def is_success(self) -> bool:
         tcp = self.scene.gripper_state().xyz
         return bool(np.linalg.norm(tcp[:2] - self.xy(self.goal)) < SUCCESS_DIST and tcp[2] < SUCCESS_HEIGHT)
+
+    def episode_metrics(self) -> dict[str, float]:
+        """Where the gripper ended (m): ``goal_distance`` (horizontal, TCP to the named disk's centre),
+        ``tcp_height`` and, with a distractor, ``distractor_distance`` (TCP to the other disk): an
+        episode nearer the named disk than the other chose the right one even when it missed by more
+        than ``success_distance``."""
+        tcp = self.scene.gripper_state().xyz
+        out = {
+            "goal_distance": float(np.linalg.norm(tcp[:2] - self.xy(self.goal))),
+            "tcp_height": float(tcp[2]),
+        }
+        for other in (c for c in self.colors if c != self.goal):
+            out["distractor_distance"] = float(np.linalg.norm(tcp[:2] - self.xy(other)))
+        return out
 
     def expert(self) -> WaypointExpert:
         return WaypointExpert(self._plan, self.control_dt)
