@@ -61,7 +61,7 @@ def test_eval_results_in_reference_layout(pipeline_out):
 
 
 def test_report_has_every_artifact(pipeline_out):
-    out, summary, _ = pipeline_out
+    out, summary, recipe = pipeline_out
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 4 + 1 + 1  # loss curves, caption image(s), violins
     assert "data:image/gif;base64," in report  # rollout videos
@@ -75,6 +75,13 @@ def test_report_has_every_artifact(pipeline_out):
     g = written["grounding"]
     assert g["images"] == 8 and 0.0 <= g["vlm"]["accuracy"] <= 1.0 and "text_only_llm" in g
     assert set(written["success"]["ReachTarget"]) == {"vla", "scratch", "baseline", "random"}
+    # where the policies ended: every episode measured, the named disk compared with the other one
+    end = written["end_state"]
+    assert set(end) == {"ReachTarget", "PushToTarget"} and "Where the policies ended" in report
+    for policy, s in end["ReachTarget"].items():
+        assert s["measured"] == s["n"] == recipe.eval.episodes and s["metrics_failed"] == 0
+        assert 0 <= s["nearer_named"] <= s["compared"] == s["n"] and s["success_distance"] == 0.03
+        assert s["successes"] == written["success"]["ReachTarget"][policy]["successes"]
 
 
 def test_world_has_held_out_caption_scenes_and_a_distractor(pipeline_out):

@@ -2,7 +2,8 @@
 
 Sections: stage timings, the toy world, per-stage loss curves, VLM sample captions, the closed-loop
 success table (90% Clopper–Pearson intervals, compact letters from pairwise STEP tests), posterior
-violins, STEP decisions in words, rollout GIFs. Numbers are reported as measured; the verdict
+violins, STEP decisions in words, where the policies ended (the tasks' end-of-episode metrics: why an
+episode failed, e.g. the right disk missed by 6 cm), rollout GIFs. Numbers are reported as measured; the verdict
 sentences are derived from the tests, never tuned.
 """
 
@@ -11,11 +12,14 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
+    from foundry_eval.results import TaskResult
     from foundry_pipeline.recipe import EvalStage
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -138,7 +142,8 @@ def write_pipeline_report(
 
     # closed-loop results
     results_root = out / "eval" / "results"
-    cmp = compare(load_results(results_root), test=ev.test, alpha=ev.alpha)
+    loaded = load_results(results_root)
+    cmp = compare(loaded, test=ev.test, alpha=ev.alpha)
     task_rows = [r for r in cmp.rows if r.kind == "task"]
     parts.append(
         "<h2>Closed-loop success</h2><p>Pre-committed budget: "
@@ -165,6 +170,8 @@ def write_pipeline_report(
     parts.append(f"<p class='note'>{html.escape(verdict)}</p>")
     if cmp.warnings or cmp.errors:
         parts.append("<h3>Warnings</h3><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in [*cmp.warnings, *cmp.errors]) + "</ul>")
+    metrics = end_state_table(loaded.results.values(), _success_distances({t for _, t in loaded.results}))
+    parts += _end_state_section(metrics)
 
     # rollout videos
     gifs = sorted(results_root.rglob("recording.gif"))
@@ -182,7 +189,13 @@ def write_pipeline_report(
     parts.append("</body></html>")
     path = d / "report.html"
     path.write_text("\n".join(parts), encoding="utf-8")
-    summary = {"decisions": decisions, "verdict": verdict, "grounding": grounding, "success": _success_table(task_rows)}
+    summary = {
+        "decisions": decisions,
+        "verdict": verdict,
+        "grounding": grounding,
+        "success": _success_table(task_rows),
+        "end_state": metrics,
+    }
     (d / "summary.json").write_text(json.dumps(summary, indent=2))
     return path, decisions
 
@@ -227,9 +240,99 @@ def _verdict(rows: list[Any], pairs: list[Any]) -> str:
     return " ".join(lines)
 
 
-def _success_table(rows: list[Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{task: {policy: {successes, n}}} of the evaluated tasks."""
-    table: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        table.setdefault(r.task, {})[r.model] = {"successes": r.successes, "n": r.n}
+def end_state_summary(result: TaskResult, success_distance: float | None = None) -> dict[str, Any] | None:
+    """Aggregate one (policy, task)'s end-of-episode ``metrics``; None when the task records none.
+
+    ``median``: per metric, over the episodes that have it. ``nearer_named``: episodes that ended
+    nearer the goal the instruction names than the other object (``goal_distance`` <
+    ``distractor_distance``): the policy picked the right one even where it missed by more than
+    ``success_distance``. ``metrics_failed``: episodes whose measurement failed (results.json says why).
+    """
+    done = [e for e in result.episodes if not e.is_pending]
+    measured = [e.metrics for e in done if e.metrics is not None]
+    failed = sum(1 for e in done if e.metrics_error)
+    if not measured and not failed:
+        return None
+    names = sorted({k for m in measured for k in m})
+    out: dict[str, Any] = {
+        "successes": result.successes,
+        "n": len(done),
+        "measured": len(measured),
+        "metrics_failed": failed,
+        "median": {k: float(np.median([m[k] for m in measured if k in m])) for k in names},
+        "success_distance": success_distance,
+    }
+    both = [m for m in measured if "goal_distance" in m and "distractor_distance" in m]
+    if both:
+        out["nearer_named"] = sum(m["goal_distance"] < m["distractor_distance"] for m in both)
+        out["compared"] = len(both)
+    out["reading"] = _reading(out)
+    return out
+
+
+def _reading(s: Mapping[str, Any]) -> str:
+    """One sentence on what the end-state numbers mean next to the success count."""
+    need = f"; success needs < {100 * s['success_distance']:g} cm" if s.get("success_distance") else ""
+    goal = s["median"].get("goal_distance")
+    words = [f"{s['successes']}/{s['n']} successes"]
+    if "nearer_named" in s:
+        named = f"{s['nearer_named']}/{s['compared']}"
+        words.append(f"ended nearer the named target than the other one in {named}")
+    if goal is not None:
+        words.append(f"median final distance to the goal {100 * goal:.1f} cm{need}")
+    if s["metrics_failed"]:
+        words.append(f"the measurement failed in {s['metrics_failed']} episode(s) (see metrics_error)")
+    elif s["measured"] < s["n"]:
+        words.append(f"{s['n'] - s['measured']} crashed episode(s) not measured")
+    return "; ".join(words) + "."
+
+
+def end_state_table(
+    results: Iterable[TaskResult], success_distances: Mapping[str, float]
+) -> dict[str, dict[str, Any]]:
+    """{task: {policy: end_state_summary}} of the (policy, task) results that record metrics."""
+    table: dict[str, dict[str, Any]] = {}
+    for r in sorted(results, key=lambda r: (r.task, r.model_key)):
+        summary = end_state_summary(r, success_distances.get(r.task))
+        if summary is not None:
+            table.setdefault(r.task, {})[r.model_key] = summary
     return table
+
+
+def _success_distances(tasks: set[str]) -> dict[str, float]:
+    """{Task: success_distance} of the registered tasks (PascalCase names) that declare one."""
+    from foundry_core.plugins import get_registry
+    from foundry_eval.results import normalize_task_name
+
+    out = {}
+    for spec in get_registry().specs("task"):
+        if normalize_task_name(spec.name) in tasks:
+            distance = getattr(spec.load(), "success_distance", None)
+            if distance is not None:
+                out[normalize_task_name(spec.name)] = float(distance)
+    return out
+
+
+def _end_state_section(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    if not table:
+        return []
+    parts = [
+        "<h2>Where the policies ended</h2><p>The tasks' end-of-episode measurements (results.json "
+        "<code>metrics</code>), next to the success counts: a policy can pick the right target and still "
+        "miss it by more than the task's tolerance. Distances are horizontal, in cm; <i>nearer named</i>: "
+        "episodes that ended nearer the target the instruction names than the other one.</p>",
+        "<table><tr><th>task</th><th>policy</th><th>successes</th><th>median distance to goal (cm)</th>"
+        "<th>nearer named</th><th>other medians (as recorded, m)</th><th>reading</th></tr>",
+    ]
+    for task, policies in table.items():
+        for policy, s in policies.items():
+            goal = s["median"].get("goal_distance")
+            others = ", ".join(f"{k} {v:.3f}" for k, v in s["median"].items() if k != "goal_distance")
+            nearer = f"{s['nearer_named']}/{s['compared']}" if "nearer_named" in s else "-"
+            parts.append(
+                f"<tr><td>{html.escape(task)}</td><td>{html.escape(policy)}</td><td>{s['successes']}/{s['n']}</td>"
+                f"<td>{'-' if goal is None else f'{100 * goal:.1f}'}</td><td>{nearer}</td>"
+                f"<td>{html.escape(others)}</td><td style='text-align:left'>{html.escape(s['reading'])}</td></tr>"
+            )
+    parts.append("</table>")
+    return parts
