@@ -260,3 +260,21 @@ def test_released_letters_lp_versus_legacy_boundary(shared_data):
         f"pairs changed: {len(changed)} of {len(step_pairs)} STEP pairs ({gained} newly separated, {lost} lost "
         f"on a randomized state); task rows with new letters: {letters_changed}"
     )
+
+
+def test_episode_metrics_change_no_number_and_failed_ones_are_warned(tmp_path):
+    plain = _tree(tmp_path / "plain", RATES)
+    measured = _tree(tmp_path / "measured", RATES)
+    for path in measured.rglob("results.json"):
+        doc = json.loads(path.read_text())
+        for e in doc["evaluations"]:
+            e["metrics"] = {"goal_distance": 0.05}
+        del doc["evaluations"][0]["metrics"]
+        doc["evaluations"][0]["metrics_error"] = "Traceback (most recent call last):\nValueError: no disk\n"
+        path.write_text(json.dumps(doc))
+    a = CliRunner().invoke(compare_command, [str(plain), "--format", "csv"])
+    b = CliRunner().invoke(compare_command, [str(measured), "--format", "csv"])
+    assert a.exit_code == b.exit_code == 0, b.output
+    assert a.stdout == b.stdout  # the same table: metrics never change how an episode counts
+    assert "episode_metrics() failed" not in a.stderr
+    assert b.stderr.count("episode_metrics() failed") == 6 and "ValueError: no disk" in b.stderr

@@ -146,3 +146,18 @@ def test_cli_import_then_compare_and_bad_input_exit_2(tmp_path, foundry_pm):
         cli, ["eval", "import-lbm", str(wrong), "--model", "m", "--out", str(tmp_path / "t2")]
     )
     assert res.exit_code == 2 and "named results-<timestamp>.json" in res.output
+
+
+def test_import_keeps_episode_metrics_and_checks_them(tmp_path):
+    evs = [_evaluation("ReachTarget", i, i == 0) for i in range(2)]
+    evs[0]["metrics"] = {"goal_distance": 0.01, "tcp_height": 0.03}
+    evs[1]["metrics_error"] = "Traceback (most recent call last):\nKeyError: 'yellow'\n"
+    import_lbm_results(_lbm_file(tmp_path, evs), model="mine", eval_set=None, out=tmp_path / "tree")
+    rs = load_results(tmp_path / "tree")
+    (tr,) = rs.results.values()
+    assert [e.metrics for e in tr.episodes] == [{"goal_distance": 0.01, "tcp_height": 0.03}, None]
+    assert (tr.n, tr.successes) == (2, 1) and any("KeyError" in w for w in rs.warnings)
+    evs[0]["metrics"] = {"goal_distance": "near"}
+    bad = _lbm_file(tmp_path / "bad", evs)
+    with pytest.raises(DataError, match=r"evaluations\[0\]\.metrics\.goal_distance must be a number"):
+        import_lbm_results(bad, model="mine", eval_set=None, out=tmp_path / "tree2")
