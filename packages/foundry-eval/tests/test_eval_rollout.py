@@ -328,3 +328,15 @@ def test_metrics_round_trip_through_results_json(tmp_path):
     (tr,) = load_results(tmp_path).results.values()
     assert [e.metrics for e in tr.episodes] == [r["metrics"] for r in records]
     assert len({e.metrics["goal_distance"] for e in tr.episodes}) == 3  # per episode, not one shared value
+
+
+def test_cli_eval_run_says_when_metrics_failed(tmp_path, cli_runner, monkeypatch):
+    from foundry_core.cli.main import build_cli
+
+    monkeypatch.setattr(PointReach, "episode_metrics", BrokenMeasure.episode_metrics, raising=False)
+    args = ["eval", "run", "--policy", "expert", "--tasks", "point_reach", "--episodes", "2"]
+    result = cli_runner.invoke(build_cli(), [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output  # the evaluation itself is complete and true
+    assert "PointReach: 2/2 successes, 0 crashed" in result.output
+    said = "2 episode(s) without metrics (episode_metrics() failed), e.g. scenario 0: ZeroDivisionError"
+    assert said in result.output

@@ -131,6 +131,15 @@ def eval_run(
         for e in crashes[:3]:  # the runner stores a crash's traceback as its failure_message
             last = e["failure_message"].strip().splitlines()[-1]
             click.secho(f"  crashed: scenario {e['scenario_index']}: {last}", fg="red", err=True)
+        unmeasured = [e for e in doc["evaluations"] if e.get("metrics_error")]
+        if unmeasured:  # the outcomes stand; the task's diagnostics are missing, and that is said
+            first, last = unmeasured[0], unmeasured[0]["metrics_error"].strip().splitlines()[-1]
+            click.secho(
+                f"  {len(unmeasured)} episode(s) without metrics (episode_metrics() failed), e.g. scenario "
+                f"{first['scenario_index']}: {last}",
+                fg="yellow",
+                err=True,
+            )
     if total and crashed / total > max_crash_rate:
         raise TooManyCrashes(
             f"{crashed}/{total} episodes crashed (more than --max-crash-rate {max_crash_rate:g}); they count as "
