@@ -15,6 +15,9 @@ and the per-difficulty rows below cover only the MT10 tasks of each group.
 
     uv run python benchmarks/metaworld_mt10.py [--quick] [--device cuda]
 
+Measured full size on 2 CPU cores (2026-12-04, ~37 min): VLA 69/100, experts 98/100, ratio 0.70; easy
+88.6%, medium 20%, hard 25% (per task: plugins-example/foundry-metaworld/README.md).
+
 (Not named ``metaworld.py``: run as a script, this folder is first on ``sys.path`` and the file would
 shadow the ``metaworld`` package.) Quick mode (~4 min on 2 idle CPU cores): 2 tasks, 4 demos each,
 150 training steps, 2 episodes per task capped at 150 control steps (a smoke run of the whole path, not a measurement).

@@ -35,9 +35,10 @@ def test_the_pipeline_repeats_exactly(tmp_path):
     assert _digest(a / "world" / "demos.zarr" / "zarr.json") == _digest(b / "world" / "demos.zarr" / "zarr.json")
     sa, sb = (json.loads((r / "report" / "summary.json").read_text()) for r in runs)
     assert sa["success"] == sb["success"] and sa["grounding"] == sb["grounding"] and sa["decisions"] == sb["decisions"]
+    assert sa["end_state"] == sb["end_state"]
     episodes = [
         sorted(
-            (e["scenario_index"], e["is_success"], e["total_time"])
+            (e["scenario_index"], e["is_success"], e["total_time"], json.dumps(e.get("metrics"), sort_keys=True))
             for f in sorted((r / "eval" / "results").rglob("results.json"))
             for e in json.loads(f.read_text())["evaluations"]
         )
