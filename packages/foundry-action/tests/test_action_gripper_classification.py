@@ -135,3 +135,40 @@ def test_command_values_survive_export(foundry_pm, tmp_path):
     all_stored = np.concatenate([np.asarray(open_store(store).episode(i)["action"])[:, 9] for i in range(2)])
     for value in emitted:
         assert np.abs(all_stored - value).min() < 1e-4, (value, stored)
+
+
+def test_sampled_choice_follows_the_probability_once_per_chunk(action_registry):
+    """``gripper_choice: sample``: open with probability sigmoid(logit), one draw per chunk (no flicker
+    inside it), reproducible from the row's own generator; ``sign`` never varies for a fixed input."""
+    torch.manual_seed(0)
+    cond, mask, batch = gripper_batch(16)
+    expert = build(action_registry, gripper_dims=[2], gripper_choice="sample")
+    expert.loss(cond, mask, batch)  # records the command values; weights stay at their initial zeros
+    expert.eval()
+    with torch.no_grad():
+        expert.net.out.bias[2] = 0.85  # every gripper logit: P(open) = sigmoid(0.85) = 0.70
+    n = 2000
+    one = {k: v[:1].expand(n, *v.shape[1:]) for k, v in batch.items()}
+    out = expert.sample(cond[:1].expand(n, -1, -1), mask[:1].expand(n, -1), one)[:, 2:, 2]
+    is_open = out == OPEN
+    assert bool((is_open | (out == CLOSED)).all())
+    assert abs(is_open[:, 0].float().mean().item() - torch.sigmoid(torch.tensor(0.85)).item()) < 0.04
+    assert bool((is_open == is_open[:, :1]).all())  # one draw for the whole chunk
+    rows = {**{k: v[:2] for k, v in batch.items()}}
+    draws = [
+        expert.sample(
+            cond[:2],
+            mask[:2],
+            {**rows, "noise_generators": [torch.Generator().manual_seed(s) for s in (7, 8)]},
+        )
+        for _ in range(2)
+    ]
+    torch.testing.assert_close(draws[0], draws[1])
+    sign = build(action_registry, gripper_dims=[2])
+    sign.load_state_dict(expert.state_dict())
+    sign.eval()
+    assert bool(
+        (sign.sample(cond[:1].expand(n, -1, -1), mask[:1].expand(n, -1), one)[:, 2:, 2] == OPEN).all()
+    )
+    with pytest.raises(ConfigError, match="gripper_choice"):
+        build(action_registry, gripper_dims=[2], gripper_choice="argmax")

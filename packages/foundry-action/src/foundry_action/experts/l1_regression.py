@@ -10,15 +10,20 @@ Why: a scripted gripper takes two values, and the L1 median of a mostly-"closed"
 where the expert opens on hidden state (pick_place_bin hovered closed over the bin). The two command
 values are the smallest and largest normalized target seen in training at each window position and
 gripper dimension (buffers, so a checkpoint or export carries them); the label is "above their
-midpoint", and sampling emits exactly one of the two values from the logit's sign (at positions
-trained; a past step is always pinned context in training and keeps its raw output).
-Test: ``uv run pytest packages/foundry-action/tests/test_action_experts.py``.
+midpoint", and sampling emits exactly one of the two values (at positions trained; a past step is
+always pinned context in training and keeps its raw output): by the logit's sign, or with
+``gripper_choice: sample`` drawn with the predicted probability. Why sampling: the scripted expert
+closes/opens only once the measured pose is within a tolerance (hidden state), so at a steady hover
+the label is a coin with a fixed bias; the sign then repeats one answer forever (traces: hovering
+open over the block, closed over the bin), a draw ends the hover after a few chunks.
+Test: ``uv run pytest packages/foundry-action/tests/test_action_experts.py
+packages/foundry-action/tests/test_action_gripper_classification.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +36,7 @@ from foundry_action.experts.base import (
     masked_mean,
     repeat_batch,
     resolve_dims,
+    sampling_noise,
 )
 from foundry_core.errors import ConfigError
 
@@ -44,6 +50,9 @@ class L1RegressionExpert(ExpertBase):
     class Config(ExpertConfig):
         #: Action dimensions that are open/close gripper commands (classified, not regressed); [] = none.
         gripper_dims: list[int] = field(default_factory=list)
+        #: How a gripper command is chosen from its logit: ``sign`` (open where P(open) > 0.5) or
+        #: ``sample`` (open where P(open) > u, one uniform u per sample and chunk).
+        gripper_choice: Literal["sign", "sample"] = "sign"
 
         def validate(self) -> None:
             super().validate()
@@ -111,6 +120,13 @@ class L1RegressionExpert(ExpertBase):
             # A position never trained (a past step, always pinned in training) keeps its raw output,
             # as untrained as every other dim there; the policy executes only trained positions.
             logits = pred[..., self.gripper_index]
-            command = torch.where(logits > 0, self.gripper_high, self.gripper_low)
+            if self.cfg.gripper_choice == "sample":
+                # One u for the whole chunk (no open/close flicker inside it), from the row's own
+                # generator when given: P(open) = sigmoid(logit) > u, u = Phi(z) uniform.
+                u = 0.5 * (1 + torch.erf(sampling_noise(logits[:, :1, :1], batch) / 2**0.5))
+                is_open = torch.sigmoid(logits) > u
+            else:
+                is_open = logits > 0
+            command = torch.where(is_open, self.gripper_high, self.gripper_low)
             pred = pred.index_copy(-1, self.gripper_index, torch.where(seen, command, logits))
         return torch.where(context[..., None], actions, pred)
