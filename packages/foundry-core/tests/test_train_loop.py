@@ -146,6 +146,23 @@ def _trainer(cfg: dict, pm) -> Trainer:
     return Trainer(parse_dataclass(RunConfig, cfg, resolve=registry.config_class), registry, pm=pm)
 
 
+def test_lr_scale_groups_follow_the_schedule_from_their_own_base_lr(tmp_path, pm):
+    cfg = make_config(tmp_path / "lrs", budget={"steps": 3}, optim={"name": "adamw", "lr": 1e-2, "lr_scale": {"inp.*": 0.5}})
+    trainer = _trainer(cfg, pm)
+    try:
+        trainer.build()
+        for _ in range(3):
+            assert trainer.train_step() is not None
+        groups = trainer.optimizer.param_groups
+        assert sorted({g["base_lr"] for g in groups}) == pytest.approx([5e-3, 1e-2])
+        scaled = [g for g in groups if g["base_lr"] == pytest.approx(5e-3)]
+        assert {id(p) for g in scaled for p in g["params"]} == {id(p) for p in trainer.model.inp.parameters()}
+        factors = {round(g["lr"] / g["base_lr"], 9) for g in groups}
+        assert len(factors) == 1 and 0 < factors.pop() < 1  # one cosine factor, applied to every group
+    finally:
+        trainer.close()
+
+
 def test_every_step_trains_in_train_mode_even_after_eval_elsewhere(tmp_path, pm):
     """A callback (sample generation, a probe) may leave the model in eval mode; the next step undoes it."""
     cfg = make_config(tmp_path / "mode", budget={"steps": 3})

@@ -76,6 +76,29 @@ def test_no_weight_decay_rule(foundry_registry):
     assert not opt.defaults["fused"] and opt.defaults["foreach"]  # no fused kernel there: multi-tensor path
 
 
+def test_lr_scale_gives_matching_parameters_their_own_learning_rate(foundry_registry):
+    net = _Net()
+    opt = foundry_registry.build("optimizer", {"name": "adamw", "lr": 1e-3, "lr_scale": {"proj*": 0.1}}).build(net)
+    by_param = {id(p): g for g in opt.param_groups for p in g["params"]}
+    assert by_param[id(net.proj.weight)]["lr"] == pytest.approx(1e-4)
+    assert by_param[id(net.proj.bias)]["lr"] == pytest.approx(1e-4)
+    assert by_param[id(net.proj.bias)]["weight_decay"] == 0.0 and by_param[id(net.proj.weight)]["weight_decay"] == 0.1
+    assert by_param[id(net.pos)]["lr"] == pytest.approx(1e-3)
+    # the unscaled groups come first, as without lr_scale (the trainer logs group 0's LR)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+    plain = foundry_registry.build("optimizer", {"name": "adamw", "lr": 1e-3}).build(_Net())
+    assert [len(g["params"]) for g in plain.param_groups] == [2, 4]
+    sgd = foundry_registry.build("optimizer", {"name": "sgd", "lr": 0.1, "lr_scale": {"norm.*": 2.0}}).build(net)
+    assert sorted({g["lr"] for g in sgd.param_groups}) == pytest.approx([0.1, 0.2])
+
+
+def test_lr_scale_errors_name_the_glob(foundry_registry):
+    with pytest.raises(ConfigError, match=r"'vision\*' matches no trainable parameter.*embed_tokens"):
+        foundry_registry.build("optimizer", {"name": "adamw", "lr_scale": {"vision*": 0.1}}).build(_Net())
+    with pytest.raises(ConfigError, match=r"lr_scale\['proj\*'\] must be > 0"):
+        foundry_registry.build("optimizer", {"name": "adamw", "lr_scale": {"proj*": 0.0}})
+
+
 def test_fused_adamw_steps_like_the_multi_tensor_one(foundry_registry):
     torch.manual_seed(0)
     nets = [_Net(), _Net()]

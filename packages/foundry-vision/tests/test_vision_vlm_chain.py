@@ -112,6 +112,27 @@ def test_backbone_init_random_is_the_same_architecture_without_the_pretraining(c
         registry.build("backbone", {**node, "init": "scratch"}, BuildContext(registry))
 
 
+def test_backbone_trains_what_the_vlm_run_froze_unless_its_own_freeze_names_it(chain, tmp_path):
+    """A VLM trained with ``freeze: [vision*]`` exports that setting; the VLA built on it must not inherit it."""
+    import shutil
+
+    import yaml
+
+    export = tmp_path / "export"
+    shutil.copytree(chain["vlm"] / "export", export)
+    config = yaml.safe_load((export / "config.yaml").read_text())
+    config["model"]["freeze"] = ["vision*"]
+    (export / "config.yaml").write_text(yaml.safe_dump(config))
+    registry = chain["registry"]
+    assert not any(p.requires_grad for p in load_pretrained(export, registry=registry).vision.parameters())
+    for init in ("pretrained", "random"):
+        backbone = registry.build("backbone", {"name": "foundry_vlm", "path": str(export), "init": init}, BuildContext(registry))
+        assert all(p.requires_grad for p in backbone.parameters()), init
+    frozen = registry.build("backbone", {"name": "foundry_vlm", "path": str(export), "freeze": ["projector*"]}, BuildContext(registry))
+    assert not any(p.requires_grad for p in frozen.vlm.projector.parameters())
+    assert all(p.requires_grad for p in frozen.vlm.vision.parameters())
+
+
 def test_generate_command(chain, cli_runner):
     from foundry_core.cli.main import build_cli
 

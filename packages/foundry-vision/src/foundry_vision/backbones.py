@@ -39,7 +39,8 @@ class FoundryVLMBackbone(nn.Module):
         layers: list[int] = field(default_factory=lambda: [-1])
         #: Every token of images + prompt (``all``) or only the last token (``last``).
         tokens: Literal["all", "last"] = "all"
-        #: Parameter globs (``vision*``, ``projector*``, ``llm*``) to freeze.
+        #: Parameter globs (``vision*``, ``projector*``, ``llm*``) to freeze. Only these: what the VLM's
+        #: own run froze (its ``freeze``) trains here unless named again.
         freeze: list[str] = field(default_factory=list)
         #: ``pretrained``: the export's weights. ``random``: the same architecture and tokenizer with every
         #: weight freshly initialized, the honest baseline for what LLM/VLM pretraining buys.
@@ -60,6 +61,10 @@ class FoundryVLMBackbone(nn.Module):
         self.vlm_node = vlm_node  # the export's model node: re-exporting the VLM writes it again
         vlm.cfg.layers = list(cfg.layers)
         self.out_dim = int(vlm.hidden_size) * len(cfg.layers)
+        # The VLM run's own `freeze` (kept in its exported config, re-applied when the VLM is built) was a
+        # choice for that run; here only this backbone's `freeze` decides what trains.
+        for p in vlm.parameters():
+            p.requires_grad_(True)
         if cfg.freeze:
             freeze_by_patterns(vlm, cfg.freeze, "backbone.freeze")
 
