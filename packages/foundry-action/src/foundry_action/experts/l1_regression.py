@@ -35,7 +35,6 @@ from foundry_action.experts.base import (
     context_and_target,
     masked_mean,
     repeat_batch,
-    resolve_dims,
     sampling_noise,
 )
 from foundry_core.errors import ConfigError
@@ -72,10 +71,6 @@ class L1RegressionExpert(ExpertBase):
             # Command values per (window position, gripper dim); low > high: no training target seen yet.
             self.register_buffer("gripper_low", torch.full((dims.window, g), float("inf")))
             self.register_buffer("gripper_high", torch.full((dims.window, g), float("-inf")))
-
-    @classmethod
-    def from_config(cls, cfg: Config, ctx: Any) -> L1RegressionExpert:
-        return cls(cfg, resolve_dims(cfg, dict(ctx.dims)))
 
     def _predict(self, cond: torch.Tensor, cond_mask: torch.Tensor, batch: dict[str, Any]) -> tuple:
         device = cond.device
