@@ -81,6 +81,8 @@ def param_groups(
             f"train.optim.lr_scale: {unmatched[0]!r} matches no trainable parameter "
             f"(top-level modules: {', '.join(prefixes)})"
         )
+    # Unscaled decayed, unscaled non-decayed first (the groups, order and state of a run without
+    # lr_scale; the trainer logs group 0's LR), then the scaled ones, largest factor first.
     groups = []
     for (factor, decayed), params in sorted(
         buckets.items(), key=lambda kv: (kv[0][0] != 1.0, -kv[0][0], not kv[0][1])
