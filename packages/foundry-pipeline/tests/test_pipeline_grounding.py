@@ -15,8 +15,7 @@ WHITE_CAN = PlacedObject("white", "can", 0.0, 0.0)  # center
 
 def test_captions_name_every_object_in_palette_order():
     assert caption_layout([RED_BLOCK, BLUE_DISK, WHITE_CAN]) == (
-        "A red block in the far left corner of the table, a blue target circle in the near right corner "
-        "of the table and a white can in the center of the table."
+        "A red block at the far left, a blue target circle at the near right and a white can at the middle center."
     )
     rng = np.random.default_rng(0)
     layouts = [sample_layout(rng) for _ in range(300)]
@@ -35,25 +34,25 @@ def test_parser_reads_back_what_the_captions_say():
     text = caption_layout([RED_BLOCK, BLUE_DISK, WHITE_CAN])
     got = [(m.color, m.shape, m.region) for m in parse_caption(text)]
     assert got == [
-        ("red", "block", "in the far left corner of the table"),
-        ("blue", "target circle", "in the near right corner of the table"),
-        ("white", "can", "in the center of the table"),
+        ("red", "block", "at the far left"),
+        ("blue", "target circle", "at the near right"),
+        ("white", "can", "at the middle center"),
     ]
     # the LLM's prose is read too: verbs between the object and its place
     assert (
-        parse_caption("The yellow can sits on the left side of the table.")[0].region
-        == "on the left side of the table"
+        parse_caption("The yellow can sits at the middle left.")[0].region
+        == "at the middle left"
     )
 
 
 def test_score_counts_colours_positions_and_hallucinations():
     truth = [RED_BLOCK, BLUE_DISK]
     assert score_caption(caption_layout(truth), truth).accuracy == 1.0
-    wrong_place = "A red block in the center of the table and a blue target circle in the near right corner of the table."
+    wrong_place = "A red block at the middle center and a blue target circle at the near right."
     s = score_caption(wrong_place, truth)
     assert (s.correct, s.total, s.position_correct) == (3, 4, 1)
     one_missing_one_invented = (
-        "A red block in the far left corner of the table and a green can at the far edge of the table."
+        "A red block at the far left and a green can at the far center."
     )
     s = score_caption(one_missing_one_invented, truth)
     assert (s.correct, s.total, s.hallucinated) == (2, 6, 1)

@@ -14,9 +14,9 @@ TARGET = SceneObject("target", "green", "target circle", -0.15, -0.2)
 
 
 def test_regions_and_relations_follow_positions():
-    assert region(BLOCK) == "in the far left corner of the table"
-    assert region(TARGET) == "in the near right corner of the table"
-    assert region(SceneObject("c", "red", "can", 0.0, 0.0)) == "in the center of the table"
+    assert region(BLOCK) == "at the far left"
+    assert region(TARGET) == "at the near right"
+    assert region(SceneObject("c", "red", "can", 0.0, 0.0)) == "at the middle center"
     assert relation(BLOCK, TARGET) == "to the left of"
     assert relation(SceneObject("a", "red", "can", 0.2, 0.0), SceneObject("b", "red", "can", -0.1, 0.01)) == "behind"
 
@@ -32,7 +32,7 @@ def test_description_mentions_objects_and_instruction_and_varies():
 
 def test_caption_places_every_object_and_is_a_function_of_the_scene():
     caption = caption_scene([BLOCK, TARGET])
-    assert caption == "A red block in the far left corner of the table and a green target circle in the near right corner of the table."
+    assert caption == "A red block at the far left and a green target circle at the near right."
     moved = SceneObject("block", "red", "block", 0.0, 0.0)
     assert caption_scene([moved, TARGET]) != caption  # what differs in the scene differs in the caption
 

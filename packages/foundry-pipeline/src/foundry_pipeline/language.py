@@ -25,16 +25,17 @@ class SceneObject:
 
 
 def region(obj: SceneObject) -> str:
-    """Coarse location words for an object on a ~0.6 m table centred at the origin."""
-    side = "left" if obj.y > 0.08 else "right" if obj.y < -0.08 else "middle"
-    depth = "far" if obj.x > 0.08 else "near" if obj.x < -0.08 else "center"
-    if side == "middle" and depth == "center":
-        return "in the center of the table"
-    if side == "middle":
-        return f"at the {depth} edge of the table" if depth != "center" else "in the middle"
-    if depth == "center":
-        return f"on the {side} side of the table"
-    return f"in the {depth} {side} corner of the table"
+    """Where an object is on a ~0.6 m table: one depth word and one side word ("at the far left").
+
+    One word per axis, always in the same frame: with the earlier phrases ("in the far left corner of the
+    table", "at the far edge of ...", "on the left side of ...") the first word already depended on both
+    coordinates at once, and a small VLM learned to say "in the ..." for everything (it never wrote an
+    edge or a side). Measured on held-out renders (same world, LLM and budget, 64 image tokens): position
+    words 47% right with those phrases, 57% with these.
+    """
+    side = "left" if obj.y > 0.08 else "right" if obj.y < -0.08 else "center"
+    depth = "far" if obj.x > 0.08 else "near" if obj.x < -0.08 else "middle"
+    return f"at the {depth} {side}"
 
 
 def relation(a: SceneObject, b: SceneObject) -> str:
