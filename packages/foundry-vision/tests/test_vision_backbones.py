@@ -39,7 +39,7 @@ def test_components_satisfy_the_contracts(vision_registry):
     src = vision_registry.build("data_source", {"name": "synthetic_image_caption", "num_samples": 4}, ctx)
     assert isinstance(src, DataSource)
     names = {s.name for s in vision_registry.specs() if s.provider == "foundry-vision"}
-    assert names == {"vit", "hf_vision_encoder", "vlm", "hf_vlm", "foundry_vlm", "vision_encoder",
+    assert names == {"vit", "keypoint_cnn", "hf_vision_encoder", "vlm", "hf_vlm", "foundry_vlm", "vision_encoder",
                      "wds_image_caption", "synthetic_image_caption"}
 
 

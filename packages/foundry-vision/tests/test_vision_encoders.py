@@ -1,4 +1,4 @@
-"""Encoders (vit, hf_vision_encoder), the projector and freezing by pattern."""
+"""Encoders (vit, keypoint_cnn, hf_vision_encoder), the projector and freezing by pattern."""
 
 from __future__ import annotations
 
@@ -74,3 +74,55 @@ def test_vit_position_embedding_starts_as_2d_sincos_and_encodes_the_grid():
     design = torch.cat([table, torch.ones(16, 1)], 1).double()
     fit = torch.linalg.lstsq(design, coords.double()).solution
     assert (design @ fit - coords).abs().max() < 1e-6
+
+
+def test_keypoint_cnn_tokens_and_camera_embedding(vision_registry):
+    cfg = {"name": "keypoint_cnn", "image_size": 32, "channels": [8, 8], "keypoints": 6, "width": 16}
+    enc = vision_registry.build("encoder", cfg, BuildContext(vision_registry))
+    out = enc(_images())  # 40x36 images are resized to 32
+    assert out.shape == (2, 3 * 6, 16) and enc.out_dim == 16 and enc.tokens_per_image == 6
+    with torch.no_grad():
+        enc.camera.normal_()
+    toks = enc(_images(1, 1).repeat(1, 2, 1, 1, 1))
+    assert not torch.allclose(toks[:, :6], toks[:, 6:])
+
+
+def test_spatial_softmax_finds_the_bright_pixel():
+    from foundry_vision.encoders.keypoint_cnn import spatial_softmax
+
+    maps = torch.zeros(1, 2, 5, 9)
+    maps[0, 0, 0, 8] = 50.0  # top right
+    maps[0, 1, 4, 0] = 50.0  # bottom left
+    points = spatial_softmax(maps, torch.zeros(2))
+    torch.testing.assert_close(points[0], torch.tensor([[1.0, -1.0], [-1.0, 1.0]]), atol=1e-4, rtol=0)
+    # a higher temperature spreads the softmax: the point moves toward the centre
+    assert spatial_softmax(maps, torch.full((2,), 4.0))[0, 0, 0] < 0.5
+
+
+def test_keypoint_cnn_moves_its_keypoints_with_the_object(vision_registry):
+    """A red square shifted right shifts (on average) the keypoints right: the tokens carry where."""
+    enc = vision_registry.build(
+        "encoder", {"name": "keypoint_cnn", "image_size": 32, "channels": [8], "keypoints": 4, "width": 8}
+    )
+    with torch.no_grad():  # one map that responds to red: its softmax point is the square's centre
+        enc.to_maps.weight.zero_()
+        enc.to_maps.bias.zero_()
+        enc.trunk[0].weight.zero_()
+        enc.trunk[0].weight[:, 0] = 1.0  # red channel
+        enc.to_maps.weight[:, :] = 20.0
+    left = torch.zeros(1, 1, 3, 32, 32, dtype=torch.uint8)
+    right = left.clone()
+    left[..., 0, 12:16, 2:6] = 255
+    right[..., 0, 12:16, 24:28] = 255
+    x_left = enc.keypoints(left)[0, 0, :, 0].mean()
+    x_right = enc.keypoints(right)[0, 0, :, 0].mean()
+    assert x_left < -0.3 and x_right > 0.3
+
+
+def test_keypoint_cnn_config_errors(vision_registry):
+    with pytest.raises(ConfigError, match="channels"):
+        vision_registry.build("encoder", {"name": "keypoint_cnn", "channels": []})
+    with pytest.raises(ConfigError, match="keypoints must be >= 1"):
+        vision_registry.build("encoder", {"name": "keypoint_cnn", "keypoints": 0})
+    with pytest.raises(ConfigError, match="even number"):
+        vision_registry.build("encoder", {"name": "keypoint_cnn", "image_size": 33})

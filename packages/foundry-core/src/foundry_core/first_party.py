@@ -23,7 +23,7 @@ FIRST_PARTY: dict[str, KindNames] = {
     "foundry-vision": {
         "backbone": ["foundry_vlm", "hf_vlm", "vision_encoder"],
         "data_source": ["synthetic_image_caption", "wds_image_caption"],
-        "encoder": ["hf_vision_encoder", "vit"],
+        "encoder": ["hf_vision_encoder", "keypoint_cnn", "vit"],
         "model": ["hf_vlm", "vlm"],
     },
 }

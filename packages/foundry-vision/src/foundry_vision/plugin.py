@@ -9,6 +9,11 @@ from foundry_core.hookspecs import Register, hookimpl
 def register_encoders(register: Register) -> None:
     register("vit", "foundry_vision.encoders.vit:ViT", description="Vision Transformer from scratch (multi-camera)")
     register(
+        "keypoint_cnn",
+        "foundry_vision.encoders.keypoint_cnn:KeypointCNN",
+        description="small CNN + spatial softmax -> 2-D keypoint tokens, from scratch (multi-camera)",
+    )
+    register(
         "hf_vision_encoder",
         "foundry_vision.encoders.hf_vision:HFVisionEncoder",
         description="local Hugging Face vision tower (SigLIP/SigLIP2, DINOv2/v3) -> patch tokens",

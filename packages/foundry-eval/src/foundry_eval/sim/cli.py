@@ -67,6 +67,28 @@ def parse_cameras(value: str) -> list[str]:
     help="Expert steps recorded after the task first succeeds (e.g. the whole release of a placed object).",
 )
 @click.option("--noise-seed", type=int, default=0, show_default=True, help="Seed of the noise stream.")
+@click.option(
+    "--dagger-policy",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="DAgger relabelling: this exported policy drives, the expert labels every step; every episode "
+    "is stored (source: dagger). Use seeds of their own, e.g. --seed-start 3000000.",
+)
+@click.option(
+    "--dagger-beta",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Probability that a step executes the expert's action instead of the policy's.",
+)
+@click.option(
+    "--dagger-execute-steps",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Steps of each predicted chunk the policy executes.",
+)
+@click.option("--dagger-seed", type=int, default=0, show_default=True, help="Seed of the beta coin.")
 def demos_command(
     task: str,
     episodes: int,
@@ -85,16 +107,22 @@ def demos_command(
     noise_correlation: float,
     noise_seed: int,
     tail_steps: int,
+    dagger_policy: str | None,
+    dagger_beta: float,
+    dagger_execute_steps: int,
+    dagger_seed: int,
 ) -> None:
     """Generate scripted-expert demonstrations of a task with a scripted expert (e.g. push_to_target).
 
     With --noise-xyz/--noise-yaw the episodes are recovery demonstrations (DART): the env executes the
-    expert's action plus noise, the store records the expert's clean action.
+    expert's action plus noise, the store records the expert's clean action. With --dagger-policy a
+    trained policy drives and the expert labels the states it reaches (DAgger).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from foundry_action.frame_codecs import FrameEncoding
     from foundry_core.plugins import get_registry
+    from foundry_eval.sim.dagger import DaggerSpec
     from foundry_eval.sim.demos import ActionNoise, generate_demos
 
     if frames is None and jpeg_quality is not None:
@@ -107,6 +135,14 @@ def demos_command(
     noise.check(lambda field: f"--noise-{field}")
     if tail_steps < 0:
         raise ConfigError(f"--tail-steps must be >= 0, got {tail_steps}")
+    dagger = None
+    if dagger_policy is not None:
+        dagger = DaggerSpec(
+            dagger_policy, beta=dagger_beta, execute_steps=dagger_execute_steps, seed=dagger_seed
+        )
+        dagger.check(lambda field: f"--dagger-{field.replace('_', '-')}")
+    elif dagger_beta != 0.0 or dagger_seed != 0:
+        raise ConfigError("--dagger-beta/--dagger-seed need --dagger-policy")
     registry = get_registry()
     registry.get("task", task)  # unknown task -> error listing the known ones
     cls = registry.get("task", task).load()
@@ -128,7 +164,8 @@ def demos_command(
         def on_episode(result: dict, stored: int) -> None:
             counts["attempts"] += 1
             counts["ok"] += result["success"]
-            progress.update(bar, completed=stored, info=f"expert success {counts['ok']}/{counts['attempts']}")
+            who = "policy" if dagger is not None else "expert"
+            progress.update(bar, completed=stored, info=f"{who} success {counts['ok']}/{counts['attempts']}")
 
         summary = generate_demos(
             node,
@@ -143,9 +180,11 @@ def demos_command(
             frames=encoding,
             noise=noise,
             tail_steps=tail_steps,
+            dagger=dagger,
         )
     click.echo(
         f"{summary.task}: stored {summary.stored} episodes ({summary.steps} steps attempted) in {summary.out}; "
-        f"expert success {summary.successes}/{summary.attempted} ({summary.success_rate:.0%}); "
+        f"{'policy (DAgger rollouts)' if dagger is not None else 'expert'} success "
+        f"{summary.successes}/{summary.attempted} ({summary.success_rate:.0%}); "
         f"{summary.seconds:.1f} s ({60 * summary.attempted / max(summary.seconds, 1e-9):.1f} episodes/min)"
     )

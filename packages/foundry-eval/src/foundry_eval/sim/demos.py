@@ -35,6 +35,7 @@ from foundry_eval.sim.pose import pose_to_vec10, top_down_rotation, vec10_to_pos
 
 if TYPE_CHECKING:
     from foundry_action.frame_codecs import FrameEncoding
+    from foundry_eval.sim.dagger import DaggerSpec, PolicyDriver
 
 DEMO_SEED_START = 1_000_000
 #: Recovery demos start here, so they never share an initial state with the clean demos (or evaluation).
@@ -132,7 +133,11 @@ class DemoSummary:
 
 
 def rollout_expert(
-    env: Any, seed: int, noise: ActionNoise | None = None, tail_steps: int = 0
+    env: Any,
+    seed: int,
+    noise: ActionNoise | None = None,
+    tail_steps: int = 0,
+    driver: PolicyDriver | None = None,
 ) -> dict[str, Any]:
     """Run the scripted expert for one episode; return per-step arrays and episode metadata.
 
@@ -141,9 +146,14 @@ def rollout_expert(
     ends an episode at its first success, which for a placement is one or two steps into the release:
     without a tail the data hardly shows the gripper opening. The episode counts as a success only if
     the task still holds after the tail.
+    ``driver`` (DAgger relabelling, ``foundry_eval.sim.dagger``): a policy chooses the executed action
+    and the expert takes over from the pose it commanded; the recorded action stays the expert's.
     """
     obs = env.reset(seed)
     expert = env.expert()
+    if driver is not None:
+        driver.check_expert(expert, str(getattr(env, "task_name", "")))
+        driver.start(seed)
     process = _NoiseProcess(noise, seed) if noise is not None and noise.active else None
     actions, proprios = [], []
     frames: dict[str, list[np.ndarray]] = {cam: [] for cam in env.camera_names}
@@ -160,7 +170,12 @@ def rollout_expert(
         proprios.append(np.asarray(obs["proprio"], dtype=np.float32))
         for cam in env.camera_names:
             frames[cam].append(obs["images"][cam])
-        obs = env.step(action if process is None else process.perturb(action))
+        executed, by_policy = action if process is None else process.perturb(action), False
+        if driver is not None:
+            executed, by_policy = driver.choose(obs, executed, float(env.time))
+        obs = env.step(executed)
+        if by_policy:
+            expert.take_over(*env.commanded_pose())
     arrays: dict[str, np.ndarray] = {
         "action": np.stack(actions) if actions else np.zeros((0, 10), np.float32),
         "proprio": np.stack(proprios) if proprios else np.zeros((0, 10), np.float32),
@@ -180,19 +195,26 @@ def rollout_expert(
 _WORKER_ENV: Any = None
 _WORKER_NOISE: ActionNoise | None = None
 _WORKER_TAIL = 0
+_WORKER_DRIVER: PolicyDriver | None = None
 
 
-def _worker_init(node: Mapping[str, Any], noise: ActionNoise | None, tail_steps: int) -> None:
-    global _WORKER_ENV, _WORKER_NOISE, _WORKER_TAIL
+def _worker_init(
+    node: Mapping[str, Any], noise: ActionNoise | None, tail_steps: int, dagger: DaggerSpec | None
+) -> None:
+    global _WORKER_ENV, _WORKER_NOISE, _WORKER_TAIL, _WORKER_DRIVER
     from foundry_core.plugins import get_registry
 
     _WORKER_ENV = get_registry().build("task", dict(node))
     _WORKER_NOISE = noise
     _WORKER_TAIL = tail_steps
+    if dagger is not None:
+        from foundry_eval.sim.dagger import PolicyDriver
+
+        _WORKER_DRIVER = PolicyDriver(dagger, _WORKER_ENV, str(node["name"]))
 
 
 def _worker_episode(seed: int) -> dict[str, Any]:
-    return rollout_expert(_WORKER_ENV, seed, _WORKER_NOISE, _WORKER_TAIL)
+    return rollout_expert(_WORKER_ENV, seed, _WORKER_NOISE, _WORKER_TAIL, _WORKER_DRIVER)
 
 
 def generate_demos(
@@ -210,6 +232,7 @@ def generate_demos(
     frames: FrameEncoding | None = None,
     noise: ActionNoise | None = None,
     tail_steps: int = 0,
+    dagger: DaggerSpec | None = None,
 ) -> DemoSummary:
     """Write ``episodes`` expert episodes of env ``node`` (``{"name": task, **config}``) to ``out``.
 
@@ -219,6 +242,8 @@ def generate_demos(
     (default lossless); appending keeps the store's own and refuses a different one. ``noise``: record
     recovery demonstrations (see the module docstring); its settings go into every episode's metadata.
     ``tail_steps``: expert steps recorded after the first success (see ``rollout_expert``).
+    ``dagger``: the policy drives and the expert labels (``foundry_eval.sim.dagger``); every episode is
+    stored, failed rollouts too (``keep_failures`` is implied), with ``source: dagger``.
     """
     from foundry_action.ownership import check_destination, install, prepare_partial
     from foundry_action.store import EpisodeWriter, is_store, open_store
@@ -233,6 +258,9 @@ def generate_demos(
         raise ConfigError(f"tail_steps must be >= 0, got {tail_steps}")
     if noise is not None:
         noise.check()
+    if dagger is not None:
+        dagger.check()
+        keep_failures = True
     max_attempts = max_attempts if max_attempts is not None else (episodes if keep_failures else 3 * episodes)
     if append and overwrite:
         raise ConfigError(
@@ -250,6 +278,11 @@ def generate_demos(
     cameras = {cam: (env.cfg.image_size, env.cfg.image_size) for cam in env.camera_names}
     task_name = env.task_name
     registry_name = str(node["name"])
+    driver = None
+    if dagger is not None:
+        from foundry_eval.sim.dagger import SOURCE, PolicyDriver
+
+        driver = PolicyDriver(dagger, env, registry_name) if workers == 1 else None
     start = time.perf_counter()
     attempted = stored = successes = steps = 0
     try:
@@ -268,6 +301,8 @@ def generate_demos(
         )
 
         noise_meta = noise.as_meta() if noise is not None and noise.active else {}
+        dagger_meta = dagger.as_meta() if dagger is not None else {}
+        source = SOURCE if dagger is not None else getattr(env, "demo_source", "drake-expert")
 
         def consume(result: dict[str, Any]) -> None:
             nonlocal attempted, stored, successes, steps
@@ -280,12 +315,13 @@ def generate_demos(
                     task=registry_name,  # configs (task_weights, tasks) name a task one way: its registry name
                     instruction=result["instruction"],
                     success=result["success"],
-                    source=getattr(env, "demo_source", "drake-expert"),
+                    source=source,
                     extra={
                         "seed": result["seed"],
                         "duration_s": result["duration_s"],
                         "success_step": result["success_step"],
                         **noise_meta,
+                        **dagger_meta,
                     },
                 )
                 stored += 1
@@ -296,7 +332,7 @@ def generate_demos(
             seed = seed_start
             if workers == 1:
                 while stored < episodes and attempted < max_attempts:
-                    consume(rollout_expert(env, seed, noise, tail_steps))
+                    consume(rollout_expert(env, seed, noise, tail_steps, driver))
                     seed += 1
             else:
                 env.close()
@@ -305,7 +341,7 @@ def generate_demos(
                     workers,
                     mp_context=ctx,
                     initializer=_worker_init,
-                    initargs=(dict(node), noise, tail_steps),
+                    initargs=(dict(node), noise, tail_steps, dagger),
                 ) as pool:
                     while stored < episodes and attempted < max_attempts:
                         batch = min(max(episodes - stored, 1), max_attempts - attempted, 2 * workers)
@@ -319,14 +355,18 @@ def generate_demos(
                 "attempted": attempted,
                 "stored": stored,
                 "tail_steps": tail_steps,
+                **(noise or ActionNoise()).as_meta(),
+                **dagger_meta,
             }
-            writer.update_attrs({"demo_runs": [*earlier_runs, {**run, **(noise or ActionNoise()).as_meta()}]})
+            writer.update_attrs({"demo_runs": [*earlier_runs, run]})
         if stored < episodes:
             raise ConfigError(
                 f"{task_name}: only {stored} of {episodes} episodes succeeded after {attempted} attempts "
                 f"(seeds {seed_start}..{seed_start + attempted - 1}); use --keep-failures to store failures too"
             )
     except BaseException as exc:
+        if driver is not None:
+            driver.close()
         if target != out:
             shutil.rmtree(
                 target, ignore_errors=True
@@ -336,6 +376,8 @@ def generate_demos(
                 f"{exc.filename or target}: {exc.strerror or exc} (while writing demos to {out})"
             ) from exc
         raise
+    if driver is not None:
+        driver.close()
     if target != out:
         install(target, out)
     return DemoSummary(task_name, attempted, stored, successes, steps, time.perf_counter() - start, str(out))

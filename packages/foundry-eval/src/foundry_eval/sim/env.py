@@ -151,6 +151,11 @@ class TabletopEnv:
         self._yaw_cmd = start_yaw + dyaw
         return self.observation()
 
+    def commanded_pose(self) -> tuple[np.ndarray, float]:
+        """(xyz, yaw) the gripper is being sent to now (after the speed limit); DAgger relabelling
+        lets the scripted expert continue from here after a policy step."""
+        return self._xyz_cmd.copy(), float(self._yaw_cmd)
+
     def done(self) -> bool:
         """True once the task succeeded or the time limit is reached."""
         return self.is_success() or self.scene.time >= self.time_limit_s - 1e-9

@@ -76,6 +76,14 @@ class WaypointExpert:
         T[:3, 3] = self._cmd[:3]
         return pose_to_vec10(T, self._cmd[4])
 
+    def take_over(self, xyz: np.ndarray, yaw: float) -> None:
+        """Continue from this commanded pose (xyz, yaw) instead of the expert's own command: after a
+        step that someone else drove (a policy, in DAgger relabelling), the next command is the bounded
+        step from where the robot is sent now toward the current waypoint."""
+        if self._cmd is not None:  # before the first act() the command starts at the measured pose anyway
+            self._cmd[:3] = np.asarray(xyz, dtype=np.float64)
+            self._cmd[3] = float(yaw)
+
     def _reached(self, xyz_now: np.ndarray) -> bool:
         wp = self._wp
         assert wp is not None and self._cmd is not None
