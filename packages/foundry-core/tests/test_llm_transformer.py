@@ -152,3 +152,20 @@ def test_inputs_embeds_and_hidden_states():
     b = model(inputs_embeds=model.embed(ids), attention_mask=torch.ones(2, 5), output_hidden_states=True)
     torch.testing.assert_close(a.logits, b.logits)
     assert len(a.hidden_states) == model.dims.n_layers + 1 and a.hidden_states[-1].shape == (2, 5, 128)
+
+
+def test_three_axis_positions_rotate_text_as_one_axis_and_images_by_row_and_column():
+    model = _model().eval()
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(1))
+    pos = torch.arange(12).expand(2, 12)
+    with torch.no_grad():
+        one_axis = model(ids, position_ids=pos).logits
+        three_equal = model(ids, position_ids=pos[..., None].expand(2, 12, 3)).logits
+        assert torch.allclose(one_axis, three_equal, atol=1e-6)  # a text-trained LM reads text as before
+        # each axis drives its own rotary slots: moving only the column coordinate changes the output
+        grid = pos[..., None].expand(2, 12, 3).clone()
+        grid[:, 4:, 2] += 3
+        assert not torch.allclose(model(ids, position_ids=grid).logits[:, 4:], one_axis[:, 4:], atol=1e-4)
+    assert model.rope_axis[: model.dims.head_dim // 2].tolist()[:6] == [0, 1, 2, 0, 1, 2]
+    with pytest.raises(DataError, match=r"expected \[B, L\] or \[B, L, 3\]"):
+        model(ids, position_ids=pos[..., None].expand(2, 12, 2))

@@ -107,3 +107,41 @@ def test_llm_node_errors(vision_registry, tmp_path):
         _vlm(vision_registry, llm={"path": str(tmp_path)})
     with pytest.raises(ConfigError, match="no other key"):
         _vlm(vision_registry, llm={"path": str(tmp_path), "dim": 3})
+
+
+def test_grid_positions_give_image_tokens_rows_and_columns(vision_registry):
+    vlm = _vlm(vision_registry, image_positions="grid", projector={"kind": "mlp", "pixel_shuffle": 2}).eval()
+    assert (vlm.tokens_per_image, vlm.grid) == (4, 2)
+    ids = vlm._pad([vlm._prefix_ids("ab<image>c<image>d", 2, "k")], vlm.pad_id)
+    # bos a b | image 1: time 3, rows/cols 3..4 | c advances one past the image | image 2 | d
+    assert vlm._positions(ids)[0].tolist() == [
+        [0, 0, 0], [1, 1, 1], [2, 2, 2],
+        [3, 3, 3], [3, 3, 4], [3, 4, 3], [3, 4, 4],
+        [5, 5, 5],
+        [6, 6, 6], [6, 6, 7], [6, 7, 6], [6, 7, 7],
+        [8, 8, 8],
+    ]
+    assert _vlm(vision_registry)._positions(ids) is None  # sequence (the default): the LLM's own positions
+    images = _images(1)
+    text = vlm.generate(images, ["describe: "], max_new_tokens=6)[0]
+    ids = vlm._pad([vlm._prefix_ids("describe: ", 1, "0")], vlm.pad_id)
+    new = []
+    with torch.no_grad():
+        for _ in range(6):  # reference: the whole sequence at every step, positions recomputed, no cache
+            nxt = int(vlm.llm(inputs_embeds=vlm._embed(ids, images), position_ids=vlm._positions(ids)).logits[0, -1].argmax())
+            if nxt == vlm.tokenizer.eos_token_id:
+                break
+            new.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    assert text == vlm.tokenizer.decode(new, skip_special_tokens=True).strip()
+    tokens, mask = vlm.encode(_images(2), ["go left", "go"], prompt_first=8)
+    assert tokens.shape[:2] == mask.shape and bool(mask[:, -4:].all())
+    loss, _ = vlm.compute_loss({"modality": "image_caption", "images": _images(), "captions": ["a cube", "dog"]})
+    loss.backward()
+    assert vlm.projector.net[0].weight.grad is not None
+
+
+def test_grid_positions_need_an_llm_that_takes_them(vision_registry, tmp_path):
+    folder, _ = _hf_llm_folder(tmp_path)
+    with pytest.raises(ConfigError, match="grid needs an LLM that takes .time, row, column. position ids; HFCausalLM"):
+        _vlm(vision_registry, llm={"path": str(folder)}, image_positions="grid")

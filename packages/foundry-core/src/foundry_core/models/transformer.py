@@ -14,10 +14,15 @@ weights the embedding's gradient rows are added into the head's gradient instead
 
 Interface reused as the LLM inside a VLM (the same on ``hf_causal_lm``): ``embed(input_ids) -> [B, L, D]``;
 ``embeds_loss(inputs_embeds, labels) -> (loss, metrics)``; ``forward(input_ids | inputs_embeds,
-attention_mask [B, Lk] (1 = keep), document_ids [B, L], position_ids [B, L], kv_cache,
+attention_mask [B, Lk] (1 = keep), document_ids [B, L], position_ids [B, L] or [B, L, 3], kv_cache,
 output_hidden_states) -> LMOutput``;
 ``new_cache(batch, max_len)``; ``resize_token_embeddings(n)``; attributes ``hidden_size``,
 ``vocab_size`` and ``tokenizer``.
+
+Position ids [B, L, 3] are three coordinates per token (time, row, column: a VLM's image grid, see
+``vlm.image_positions``): the rotary frequencies are dealt to the three axes in turn (slot j rotates by
+coordinate j mod 3, the interleaved multi-axis RoPE of Qwen3-VL), so a token with three equal coordinates
+is rotated exactly as by the 1-D position, and a text-trained LM reads text as before.
 
 FLOPs (for MFU), per sample of length L: ``6 * N * L + 12 * n_layers * d_attn * L**2`` where N counts
 every weight that takes part in a matmul (all parameters except the input embedding table; the output
@@ -168,6 +173,9 @@ class TransformerBlock(nn.Module):
 class Transformer(nn.Module):
     """Decoder-only LM; see the module docstring for the interface."""
 
+    #: Takes [B, L, 3] position ids (time, row, column) besides [B, L]: what ``vlm.image_positions: grid`` needs.
+    multi_axis_positions = True
+
     @dataclass(kw_only=True)
     class Config:
         preset: Literal["debug", "10m", "100m", "350m", "1b"] | None = None
@@ -203,6 +211,9 @@ class Transformer(nn.Module):
         # [max_seq_len, head_dim]; the first half of rope_sin is negated, as _rope expects
         self.register_buffer("rope_cos", torch.cat((freqs.cos(), freqs.cos()), dim=-1), persistent=False)
         self.register_buffer("rope_sin", torch.cat((-freqs.sin(), freqs.sin()), dim=-1), persistent=False)
+        # which of the three coordinates of [B, L, 3] position ids each rotary slot uses (interleaved)
+        axis = torch.arange(dims.head_dim // 2) % 3
+        self.register_buffer("rope_axis", torch.cat((axis, axis)), persistent=False)
         self._ce_workspace = Workspace()  # reused logits buffers of the fused head + loss (not state)
         self.reset_parameters()
 
@@ -306,6 +317,12 @@ class Transformer(nn.Module):
         # cos/sin: [B|1, L, 1, hd], computed once per forward and broadcast over heads in every layer
         if position_ids is None:
             cos, sin = self.rope_cos[start : start + L], self.rope_sin[start : start + L]
+        elif position_ids.dim() == 3:
+            if position_ids.shape[-1] != 3:
+                raise DataError(f"position_ids {tuple(position_ids.shape)}: expected [B, L] or [B, L, 3] (time, row, column)")
+            pick = self.rope_axis.view(1, 1, 1, -1).expand(*position_ids.shape[:2], 1, -1)
+            cos = self.rope_cos[position_ids].gather(2, pick).squeeze(2)
+            sin = self.rope_sin[position_ids].gather(2, pick).squeeze(2)
         else:
             cos, sin = self.rope_cos[position_ids], self.rope_sin[position_ids]
         cos, sin = (t.to(h.dtype).view(-1, L, 1, self.dims.head_dim) for t in (cos, sin))
@@ -332,9 +349,11 @@ class Transformer(nn.Module):
         h, _ = self._final_hidden(None, emb, None, batch.get("document_ids"), batch.get("position_ids"), None, False)
         return self.head_loss(h, batch["labels"], link)
 
-    def embeds_loss(self, inputs_embeds: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def embeds_loss(
+        self, inputs_embeds: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Next-token loss of a sequence given as embeddings (a VLM's image + text tokens), fused head."""
-        h, _ = self._final_hidden(None, inputs_embeds, None, None, None, None, False)
+        h, _ = self._final_hidden(None, inputs_embeds, None, None, position_ids, None, False)
         return self.head_loss(h, labels)
 
     def head_loss(

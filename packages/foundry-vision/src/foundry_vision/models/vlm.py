@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -52,6 +52,14 @@ class VLM(nn.Module):
         max_new_tokens: int = 32
         #: Hidden-state layers returned by :meth:`encode` (concatenated on the feature axis).
         layers: list[int] = field(default_factory=lambda: [-1])
+        #: LLM positions of the image tokens. ``sequence``: one after the other, row by row, like text.
+        #: ``grid``: (time, row, column) coordinates, each image one time step (Qwen2-VL's M-RoPE; the
+        #: LLM must take [B, L, 3] position ids, as ``transformer`` does). With ``sequence`` a small LLM
+        #: finds an object's row from how far back it is but not its column (measured on the pipeline's
+        #: held-out caption scenes, 16 image tokens: depth words right 88%, side words 44%; with the token
+        #: order transposed, 63% and 77%); ``grid`` gives both axes the same footing (same budget: 88% and
+        #: 51%, attributes 59% -> 66%; with 64 image tokens 99% and 75%, attributes 85%).
+        image_positions: Literal["sequence", "grid"] = "sequence"
 
     def __init__(self, cfg: Config, vision: nn.Module, llm: nn.Module, llm_node: dict[str, Any], encoder_node: dict[str, Any]) -> None:
         super().__init__()
@@ -67,6 +75,18 @@ class VLM(nn.Module):
         self.hidden_size = int(llm.hidden_size)
         self.out_dim = self.hidden_size * len(cfg.layers)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id or 0
+        self.grid = int(round(self.tokens_per_image**0.5))
+        if cfg.image_positions == "grid":
+            if self.grid * self.grid != self.tokens_per_image:
+                raise ConfigError(
+                    f"vlm.image_positions: grid needs a square grid of image tokens; the encoder + projector give "
+                    f"{self.tokens_per_image} per image"
+                )
+            if not getattr(llm, "multi_axis_positions", False):
+                raise ConfigError(
+                    f"vlm.image_positions: grid needs an LLM that takes (time, row, column) position ids; "
+                    f"{type(llm).__name__} does not (use image_positions: sequence)"
+                )
         if cfg.freeze:
             freeze_by_patterns(self, cfg.freeze, "vlm.freeze")
 
@@ -114,6 +134,24 @@ class VLM(nn.Module):
             keep.append([1] * (len(bos) + len(ids)) + [0] * pad + [1] * len(image))
         return rows, keep
 
+    def _positions(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """[B, L, 3] (time, row, column) LLM positions for ``image_positions: grid``, else None (sequential).
+
+        A text token advances all three by one; an image's tokens share the time coordinate of where the
+        image starts and add their row and column to the other two; the image as a whole advances the
+        position by its side (the next token is one past its largest coordinate).
+        """
+        if self.cfg.image_positions != "grid":
+            return None
+        is_img = (ids == self.image_token_id).long()
+        text_before = torch.cumsum(1 - is_img, 1) - (1 - is_img)
+        img_before = torch.cumsum(is_img, 1) - is_img  # image tokens before this one (each image complete)
+        base = text_before + self.grid * torch.div(img_before, self.tokens_per_image, rounding_mode="floor")
+        cell = img_before % self.tokens_per_image
+        row = torch.div(cell, self.grid, rounding_mode="floor") * is_img
+        col = (cell % self.grid) * is_img
+        return torch.stack((base, base + row, base + col), dim=-1)
+
     def _pad(self, rows: list[list[int]], fill: int) -> torch.Tensor:
         n = max(len(r) for r in rows)
         return torch.tensor([r + [fill] * (n - len(r)) for r in rows], dtype=torch.long, device=self.device)
@@ -158,6 +196,9 @@ class VLM(nn.Module):
         ids = self._pad(rows, self.pad_id)
         labels = self._pad(targets, -100)
         embeds = self._embed(ids, images)
+        positions = self._positions(ids)
+        if positions is not None:  # grid positions: only an LLM that takes them (checked at construction)
+            return self.llm.embeds_loss(embeds, labels, position_ids=positions)
         if hasattr(self.llm, "embeds_loss"):  # our LMs (the transformer fuses head + loss, skips image rows)
             return self.llm.embeds_loss(embeds, labels)
         loss, n = next_token_loss(self.llm(inputs_embeds=embeds).logits, labels)
@@ -214,14 +255,17 @@ class VLM(nn.Module):
             for i, prompt in enumerate(prompts):
                 ids = self._pad([self._prefix_ids(prompt, images.shape[1], str(i))], self.pad_id)
                 cache = self.llm.new_cache(1, ids.shape[1] + steps)
-                out = self.llm(inputs_embeds=self._embed(ids, images[i : i + 1]), kv_cache=cache)
+                positions = self._positions(ids)
+                out = self.llm(inputs_embeds=self._embed(ids, images[i : i + 1]), kv_cache=cache, position_ids=positions)
                 new: list[int] = []
-                for _ in range(steps):
+                for k in range(steps):
                     nxt = int(out.logits[0, -1].argmax())
                     if nxt == eos:
                         break
                     new.append(nxt)
-                    out = self.llm(input_ids=torch.tensor([[nxt]], device=self.device), kv_cache=out.kv_cache)
+                    step_pos = None if positions is None else (positions.max() + 1 + k).view(1, 1, 1).expand(1, 1, 3)
+                    out = self.llm(input_ids=torch.tensor([[nxt]], device=self.device), kv_cache=out.kv_cache,
+                                   position_ids=step_pos)
                 texts.append(self.tokenizer.decode(new, skip_special_tokens=True).strip())
         finally:
             self.train(was_training)
@@ -239,13 +283,15 @@ class VLM(nn.Module):
         if prompt_first:
             rows, keep = self._prompt_first_rows(images.shape[1], prompts, prompt_first)
             ids, mask = self._pad(rows, self.pad_id), self._pad(keep, 0).bool()
-            out = self.llm(inputs_embeds=self._embed(ids, images), attention_mask=mask, output_hidden_states=True)
+            out = self.llm(inputs_embeds=self._embed(ids, images), attention_mask=mask, position_ids=self._positions(ids),
+                           output_hidden_states=True)
             hs = out.hidden_states
         else:
             rows = [self._prefix_ids(p, images.shape[1], str(i)) for i, p in enumerate(prompts)]
             ids = self._pad(rows, self.pad_id)
             mask = self._pad([[1] * len(r) for r in rows], 0).bool()
-            hs = self.llm(inputs_embeds=self._embed(ids, images), output_hidden_states=True).hidden_states
+            hs = self.llm(inputs_embeds=self._embed(ids, images), position_ids=self._positions(ids),
+                          output_hidden_states=True).hidden_states
         self._encode_length, self._encode_images = int(ids.shape[1]), int(images.shape[1])
         try:
             tokens = torch.cat([hs[i] for i in self.cfg.layers], dim=-1)
