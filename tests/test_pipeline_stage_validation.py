@@ -6,6 +6,8 @@ llm and vlm had run.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from foundry_core.cli.main import build_cli
 
 
@@ -64,3 +66,44 @@ def test_the_pipeline_never_replaces_a_folder_it_did_not_write(tmp_path, cli_run
 
     with pytest.raises(FoundryError, match="is a file"):
         claim_run_folder(tmp_path / "file")
+
+
+def test_parallel_stages_are_validated_without_io(tmp_path):
+    import pytest
+
+    from foundry_core.errors import ConfigError
+    from foundry_pipeline.recipe import load_recipe
+
+    out = tmp_path / "p"
+    assert load_recipe(None, [f"run.out_dir={out}", "run.parallel_stages=[vla,scratch]"]).run.parallel_stages == ["vla", "scratch"]
+    with pytest.raises(ConfigError, match=r"'scrach' is not a training stage; did you mean 'scratch'\?"):
+        load_recipe(None, [f"run.out_dir={out}", "run.parallel_stages=[vla,scrach]"])
+    with pytest.raises(ConfigError, match="not adjacent"):
+        load_recipe(None, [f"run.out_dir={out}", "run.parallel_stages=[llm,vla]"])
+    with pytest.raises(ConfigError, match=r"'vla' reads 'vlm''s output"):
+        load_recipe(None, [f"run.out_dir={out}", "run.parallel_stages=[vlm,vla]"])
+    with pytest.raises(ConfigError, match="fewer than two distinct stages"):
+        load_recipe(None, [f"run.out_dir={out}", "run.parallel_stages=[vla,vla]"])
+    with pytest.raises(ConfigError, match="'baseline' has no section"):
+        load_recipe(None, [f"run.out_dir={out}", "run.parallel_stages=[scratch,baseline]"])
+    assert not out.exists()
+
+
+def test_a_failing_side_by_side_stage_stops_the_others_and_names_its_log(tmp_path):
+    """The world was never built: both children fail; the error names a log, no stage is marked done."""
+    import pytest
+
+    from foundry_core.errors import FoundryError
+    from foundry_pipeline.recipe import load_recipe
+    from foundry_pipeline.run import Pipeline
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "p"
+    recipe = load_recipe(str(root / "recipes" / "pipeline_smoke.yaml"),
+                         [f"run.out_dir={out}", "run.parallel_stages=[vla,scratch]"])
+    with pytest.raises(FoundryError, match=r"pipeline stage '(vla|scratch)': `foundry train` exited with code [1-9]") as err:
+        Pipeline(recipe).run(stages=["vla", "scratch"])
+    assert "train.log" in str(err.value) and "demos.zarr: not a Zarr v3 episode store" in str(err.value)  # its log
+    for stage in ("vla", "scratch"):
+        assert (out / stage / "train.log").is_file() and (out / stage / "pipeline_stage.yaml").is_file()
+        assert not (out / stage / "DONE.json").exists()

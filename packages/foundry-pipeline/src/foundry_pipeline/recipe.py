@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from foundry_core.config import apply_overrides, deep_merge, load_config_file, parse_dataclass, yaml_load
-from foundry_core.errors import ConfigError
+from foundry_core.errors import ConfigError, did_you_mean
 from foundry_pipeline.world import WorldConfig
 
 #: ``scratch`` (the VLA's architecture without LLM/VLM pretraining) and ``baseline`` (any other policy,
@@ -27,6 +28,9 @@ STAGES = ("world", "tokenizer", *TRAIN_STAGES, "eval", "report")
 class PipelineRun:
     out_dir: str = "runs/pipeline"
     seed: int = 0
+    #: Adjacent training stages that do not read each other's output, run side by side as child
+    #: ``foundry train`` processes (each with its own ``run.threads``; logs in ``<stage>/train.log``).
+    parallel_stages: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -71,6 +75,37 @@ class Recipe:
                 raise ConfigError(
                     f"eval.policies: {name!r} is not a policy of this recipe (its trained stages {trained}, or random/expert)"
                 )
+
+        self._validate_parallel()
+
+    def _validate_parallel(self) -> None:
+        group = self.run.parallel_stages
+        if not group:
+            return
+        for name in group:
+            if name not in TRAIN_STAGES:
+                raise ConfigError(
+                    f"run.parallel_stages: {name!r} is not a training stage{did_you_mean(name, TRAIN_STAGES)} "
+                    f"(training stages: {', '.join(TRAIN_STAGES)})"
+                )
+            if not getattr(self, name):
+                raise ConfigError(f"run.parallel_stages: {name!r} has no section in this recipe")
+        if len(set(group)) < 2:
+            raise ConfigError(f"run.parallel_stages: {group} names fewer than two distinct stages; nothing runs side by side")
+        at = sorted(self.stages.index(s) for s in set(group))
+        if at != list(range(at[0], at[0] + len(at))):
+            raise ConfigError(
+                f"run.parallel_stages: {group} are not adjacent in the stage order ({', '.join(self.stages)}); "
+                "a stage between them would run after a stage that should have followed it"
+            )
+        for name in group:
+            text = json.dumps(self.stage_config(name))
+            for other in group:
+                if other != name and str(self.out / other) in text:
+                    raise ConfigError(
+                        f"run.parallel_stages: {name!r} reads {other!r}'s output ({self.out / other}), so they cannot "
+                        "run side by side"
+                    )
 
     @property
     def stages(self) -> tuple[str, ...]:

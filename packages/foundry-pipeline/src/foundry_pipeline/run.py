@@ -83,31 +83,46 @@ class Pipeline:
         self.check_stage_configs(wanted)
         claim_run_folder(self.out)
         summary: dict[str, dict[str, Any]] = {}
-        redo = False
+        redo = False  # a redone stage invalidates everything after it
+        parallel = self.recipe.run.parallel_stages
         for i, stage in enumerate(active):
-            if stage not in wanted:
+            if stage not in wanted or stage in summary:
                 continue
             previous = self.done(stage)
             if previous is not None and not (force or redo):
                 self.console.print(f"[dim]\\[{i + 1}/{len(active)}] {stage}: done earlier ({previous['seconds']:.0f} s), skipped[/dim]")
                 summary[stage] = previous
                 continue
-            redo = redo or force  # a redone stage invalidates everything after it
-            stage_dir = self.out / stage
-            if (stage_dir / DONE).exists():
-                (stage_dir / DONE).unlink()
-            stage_dir.mkdir(parents=True, exist_ok=True)
+            redo = True
+            # the group is adjacent (validated), so its other wanted stages are the ones right after this
+            group = [s for s in active if s in parallel and s in wanted] if stage in parallel else [stage]
+            if len(group) > 1:
+                from foundry_pipeline.parallel import run_side_by_side
+
+                summary.update(run_side_by_side(self, group))
+                continue
+            stage_dir = self._fresh_stage_dir(stage)
             self.console.rule(f"[bold][{i + 1}/{len(active)}] {stage}")
             start = time.perf_counter()
             result = self.steps[stage](stage_dir)
             result["seconds"] = round(time.perf_counter() - start, 1)
-            tmp = stage_dir / (DONE + ".tmp")
-            tmp.write_text(json.dumps(result, indent=2, default=str))
-            tmp.replace(stage_dir / DONE)
+            self.mark_done(stage, result)
             summary[stage] = result
             self.console.print(f"{stage}: done in {result['seconds']:.0f} s")
-            redo = True
         return summary
+
+    def _fresh_stage_dir(self, stage: str) -> Path:
+        stage_dir = self.out / stage
+        if (stage_dir / DONE).exists():
+            (stage_dir / DONE).unlink()
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        return stage_dir
+
+    def mark_done(self, stage: str, result: dict[str, Any]) -> None:
+        """Write the stage's marker last and atomically: an interrupted stage is redone, never half-trusted."""
+        tmp = self.out / stage / (DONE + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str))
+        tmp.replace(self.out / stage / DONE)
 
     def check_stage_configs(self, stages: Iterable[str]) -> None:
         """Validate the run config of every training stage to run (overrides included) before the first
@@ -157,19 +172,8 @@ class Pipeline:
     def train(self, stage: str, d: Path) -> dict[str, Any]:
         from foundry_core.train.run import train_from_config
 
-        if (d / "checkpoints").exists() or (d / "export").exists():
-            shutil.rmtree(d)  # a stage is redone from scratch: stale checkpoints must not be resumed
-            d.mkdir(parents=True)
-        run_dir = train_from_config(self.recipe.stage_config(stage))
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        losses = [r["loss"] for r in rows if "loss" in r]
-        out: dict[str, Any] = {"export": str(run_dir / "export"), "steps": rows[-1].get("step") if rows else 0}
-        if losses:
-            out.update(first_loss=losses[0], final_loss=losses[-1])
-        per_source = {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith("loss/")}
-        out["final_per_source"] = per_source
-        return out
-
+        clear_training_dir(d)
+        return training_summary(train_from_config(self.recipe.stage_config(stage)))
     def evaluate(self, d: Path) -> dict[str, Any]:
         from foundry_eval.rollout.runner import run_rollouts, success_count
 
@@ -206,6 +210,24 @@ class Pipeline:
         final = self.out / "report.html"
         shutil.copyfile(path, final)
         return {"report": str(final), "decisions": decisions}
+
+
+def clear_training_dir(d: Path) -> None:
+    """A training stage is redone from scratch: stale checkpoints must not be resumed."""
+    if (d / "checkpoints").exists() or (d / "export").exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True, exist_ok=True)
+
+
+def training_summary(run_dir: Path) -> dict[str, Any]:
+    """What a training stage's DONE marker records: its export, steps, first/final loss (from metrics.jsonl)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    out: dict[str, Any] = {"export": str(run_dir / "export"), "steps": rows[-1].get("step") if rows else 0}
+    if losses:
+        out.update(first_loss=losses[0], final_loss=losses[-1])
+    out["final_per_source"] = {k: v for k, v in (rows[-1] if rows else {}).items() if k.startswith("loss/")}
+    return out
 
 
 def run_pipeline(recipe: Recipe, *, stages: Iterable[str] | None = None, force: bool = False) -> dict[str, Any]:
