@@ -107,3 +107,30 @@ def test_a_failing_side_by_side_stage_stops_the_others_and_names_its_log(tmp_pat
     for stage in ("vla", "scratch"):
         assert (out / stage / "train.log").is_file() and (out / stage / "pipeline_stage.yaml").is_file()
         assert not (out / stage / "DONE.json").exists()
+
+
+def test_a_side_by_side_group_starts_at_its_first_stage_that_is_not_done(tmp_path, monkeypatch):
+    import json
+
+    from foundry_pipeline import parallel
+    from foundry_pipeline.recipe import load_recipe
+    from foundry_pipeline.run import Pipeline
+
+    recipe = load_recipe(None, [f"run.out_dir={tmp_path / 'p'}"])  # the default recipe: [vla, scratch]
+    ran: list = []
+
+    def side_by_side(pipeline, group):
+        ran.append(tuple(group))
+        return {g: {"seconds": 0.0} for g in group}
+
+    monkeypatch.setattr(parallel, "run_side_by_side", side_by_side)
+    pipeline = Pipeline(recipe)
+    for name in pipeline.steps:
+        pipeline.steps[name] = lambda d, name=name: ran.append(name) or {}
+    pipeline.run(stages=["vla", "scratch"])
+    assert ran == [("vla", "scratch")]
+    ran.clear()
+    (tmp_path / "p" / "vla").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "p" / "vla" / "DONE.json").write_text(json.dumps({"seconds": 1.0}))
+    pipeline.run(stages=["vla", "scratch"])  # vla done, scratch not: scratch alone, in this process
+    assert ran == ["scratch"]

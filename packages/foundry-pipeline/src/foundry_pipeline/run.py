@@ -94,8 +94,9 @@ class Pipeline:
                 summary[stage] = previous
                 continue
             redo = True
-            # the group is adjacent (validated), so its other wanted stages are the ones right after this
-            group = [s for s in active if s in parallel and s in wanted] if stage in parallel else [stage]
+            # the group is adjacent (validated): this stage and the group's wanted stages right after it
+            # (one before it that is done stays done; the ones after it are redone, as in sequence)
+            group = [s for s in active[i:] if s in parallel and s in wanted] if stage in parallel else [stage]
             if len(group) > 1:
                 from foundry_pipeline.parallel import run_side_by_side
 
