@@ -10,6 +10,7 @@ stages stay undone (no ``DONE.json``): a re-run redoes them.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,8 +94,6 @@ def _budget_steps(cfg: dict[str, Any]) -> int | None:
 
 def _last_step(metrics: Path) -> int:
     """The step of the last complete line of a run's metrics.jsonl (0 before the first)."""
-    import json
-
     try:
         with metrics.open("rb") as f:
             f.seek(max(0, f.seek(0, 2) - 4096))
