@@ -37,7 +37,9 @@ def pipeline_command(recipe_path: str | None, stages: tuple[str, ...], force: bo
 
     summary = run_pipeline(recipe, stages=stages or None, force=force)
     report = summary.get("report", {}).get("report")
-    seconds = sum(float(s.get("seconds", 0)) for s in summary.values())
-    click.echo(f"pipeline finished ({seconds:.0f} s of stage time)")
+    from foundry_pipeline import clock
+
+    timing = clock.totals(summary)
+    click.echo(f"pipeline finished: {timing['seconds']:.0f} s of stage time{clock.describe(timing)}")
     if report:
         click.echo(f"report: {report}")

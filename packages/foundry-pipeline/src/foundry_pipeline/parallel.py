@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from foundry_core.config import dump_yaml
 from foundry_core.errors import FoundryError
+from foundry_pipeline import clock
 
 if TYPE_CHECKING:
     from foundry_pipeline.run import Pipeline
@@ -38,8 +39,9 @@ def run_side_by_side(pipeline: Pipeline, stages: list[str]) -> dict[str, dict[st
     pipeline.console.rule(f"[bold][{', '.join(f'{active.index(s) + 1}/{len(active)}' for s in stages)}] "
                           f"{' + '.join(stages)} (side by side)")
     children: dict[str, tuple[subprocess.Popen[bytes], Path, Any]] = {}
-    started = time.perf_counter()
-    finished: dict[str, float] = {}
+    started = clock.read()
+    finished: dict[str, dict[str, Any]] = {}
+    reaped = started
     try:
         for stage in stages:
             d = pipeline._fresh_stage_dir(stage)
@@ -60,7 +62,10 @@ def run_side_by_side(pipeline: Pipeline, stages: list[str]) -> dict[str, dict[st
                     bar.update(tasks[stage], completed=_last_step(pipeline.out / stage / "metrics.jsonl"))
                     if stage in finished or proc.poll() is None:
                         continue
-                    finished[stage] = time.perf_counter() - started
+                    # a child's CPU time joins os.times() when it is reaped: the delta since the last reap is its own
+                    now = clock.read()
+                    finished[stage] = {**clock.since(started, now), "cpu_seconds": round(now.cpu - reaped.cpu, 1)}
+                    reaped = now
                     if proc.returncode != 0:
                         raise FoundryError(
                             f"pipeline stage {stage!r}: `foundry train` exited with code {proc.returncode}; "
@@ -79,10 +84,10 @@ def run_side_by_side(pipeline: Pipeline, stages: list[str]) -> dict[str, dict[st
     out: dict[str, dict[str, Any]] = {}
     for stage in stages:
         result = training_summary(pipeline.out / stage)
-        result["seconds"] = round(finished[stage], 1)
+        result.update(finished[stage])
         result["side_by_side_with"] = [s for s in stages if s != stage]
         pipeline.mark_done(stage, result)
-        pipeline.console.print(f"{stage}: done in {result['seconds']:.0f} s (side by side)")
+        pipeline.console.print(f"{stage}: done in {result['seconds']:.0f} s, side by side{clock.describe(result)}")
         out[stage] = result
     return out
 

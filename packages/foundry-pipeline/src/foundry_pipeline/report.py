@@ -110,13 +110,22 @@ def write_pipeline_report(
     parts.append("<h1>Foundry pipeline: toy world → LLM → VLM → VLA → closed-loop evaluation</h1>")
 
     # stage timings
-    parts.append("<h2>Stages</h2><table><tr><th>stage</th><th>seconds</th><th>summary</th></tr>")
-    for stage in ("world", "tokenizer", "llm", "vlm", "vla", "scratch", "baseline", "eval"):
+    from foundry_pipeline import clock
+
+    parts.append("<h2>Stages</h2><table><tr><th>stage</th><th>wall s</th><th>CPU s</th><th>stolen</th><th>summary</th></tr>")
+    order = ("world", "tokenizer", "llm", "vlm", "vla", "scratch", "baseline", "eval")
+    for stage in order:
         info = stages.get(stage) or {}
         brief = {k: v for k, v in info.items() if k in ("first_loss", "final_loss", "vocab_size", "steps")}
         text = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in brief.items())
-        parts.append(f"<tr><td>{stage}</td><td>{info.get('seconds', '-')}</td><td>{html.escape(text)}</td></tr>")
-    parts.append("</table>")
+        if info.get("side_by_side_with"):
+            text = f"side by side with {', '.join(info['side_by_side_with'])}; {text}"
+        parts.append(f"<tr><td>{stage}</td>{_timing_cells(info)}<td>{html.escape(text)}</td></tr>")
+    total = clock.totals({s: stages[s] for s in order if stages.get(s)})
+    parts.append(f"<tr><td><b>total</b></td>{_timing_cells(total)}<td>side-by-side stages count once in wall time</td></tr>")
+    parts.append("</table><p>stolen: the share of the machine's busy CPU time that the hypervisor "
+                 "gave to other guests while the stage ran (<code>/proc/stat</code> steal); on a shared virtual "
+                 "machine it makes the same stage's wall time drift, its CPU time much less.</p>")
 
     world = stages.get("world") or {}
     if world:
@@ -336,3 +345,9 @@ def _end_state_section(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> 
             )
     parts.append("</table>")
     return parts
+
+
+def _timing_cells(info: dict[str, Any]) -> str:
+    share = info.get("steal_share")
+    cells = [info.get("seconds", "-"), info.get("cpu_seconds", "-"), "-" if share is None else f"{share:.0%}"]
+    return "".join(f"<td>{c}</td>" for c in cells)

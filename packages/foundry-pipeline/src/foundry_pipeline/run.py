@@ -19,6 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from foundry_core.errors import FoundryError
+from foundry_pipeline import clock
 from foundry_pipeline.recipe import STAGES, TRAIN_STAGES, Recipe
 
 log = logging.getLogger("foundry.pipeline")
@@ -104,12 +105,12 @@ class Pipeline:
                 continue
             stage_dir = self._fresh_stage_dir(stage)
             self.console.rule(f"[bold][{i + 1}/{len(active)}] {stage}")
-            start = time.perf_counter()
+            start = clock.read()
             result = self.steps[stage](stage_dir)
-            result["seconds"] = round(time.perf_counter() - start, 1)
+            result.update(clock.since(start))
             self.mark_done(stage, result)
             summary[stage] = result
-            self.console.print(f"{stage}: done in {result['seconds']:.0f} s")
+            self.console.print(f"{stage}: done in {result['seconds']:.0f} s{clock.describe(result)}")
         return summary
 
     def _fresh_stage_dir(self, stage: str) -> Path:
