@@ -151,13 +151,17 @@ class Pipeline:
         demo_tasks = cfg.demo_tasks or cfg.tasks
         with Progress(console=self.console, transient=False) as bar:
             t = bar.add_task("text (scene descriptions)", total=cfg.text_docs_per_task * len(cfg.tasks))
+            timing, start = {}, clock.read()
             text = build_text(cfg, d / "text", progress=lambda n: bar.advance(t, n))
+            timing["text"], start = clock.since(start), clock.read()
             c = bar.add_task("images + captions", total=cfg.images_per_task * len(cfg.tasks) + cfg.caption_scenes + cfg.heldout_scenes)
             captions = build_captions(cfg, d / "captions", progress=lambda n: bar.advance(c, n))
+            timing["captions"], start = clock.since(start), clock.read()
             m = bar.add_task("expert demonstrations (attempts)", total=None)
             demos = build_demos(cfg, d / "demos.zarr", progress=lambda n: bar.advance(m, n))
+            timing["demos"] = clock.since(start)
             bar.update(m, total=bar.tasks[m].completed)
-        return {"text": text, "captions": captions, "demos": demos, "demo_tasks": demo_tasks}
+        return {"text": text, "captions": captions, "demos": demos, "demo_tasks": demo_tasks, "part_timing": timing}
 
     def tokenizer(self, d: Path) -> dict[str, Any]:
         from foundry_core.data.shards import iter_shard_samples, read_manifest
