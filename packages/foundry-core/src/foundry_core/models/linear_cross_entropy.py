@@ -175,6 +175,7 @@ def matmul_dtype(weight: torch.Tensor) -> torch.dtype:
     return weight.dtype
 
 
+@torch.compiler.disable  # a graph break: dynamo cannot trace the autograd function's reused workspace
 def linear_cross_entropy(
     h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, workspace: Workspace, link: TiedGradient | None = None
 ) -> tuple[torch.Tensor, int]:
