@@ -114,8 +114,8 @@ def write_pipeline_report(
 
     parts.append("<h2>Stages</h2><table><tr><th>stage</th><th>wall s</th><th>CPU s</th><th>stolen</th><th>summary</th></tr>")
     order = ("world", "tokenizer", "llm", "vlm", "vla", "scratch", "baseline", "eval")
-    for stage in order:
-        info = stages.get(stage) or {}
+    for stage in (s for s in order if s in stages):
+        info = stages[stage] or {}
         brief = {k: v for k, v in info.items() if k in ("first_loss", "final_loss", "vocab_size", "steps")}
         text = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in brief.items())
         if info.get("side_by_side_with"):
