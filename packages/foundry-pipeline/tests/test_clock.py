@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,11 +33,21 @@ def test_no_proc_stat_gives_no_share(tmp_path: Path) -> None:
 
 
 def test_cpu_seconds_count_a_reaped_child() -> None:
+    """Accounting, not speed: the child burns until its own clock shows CPU time, reports it, and the
+    parent's reading after reaping it holds at least that much (the child's, not this process's idle wait)."""
+    child = (
+        "import os\n"
+        "while os.times().user + os.times().system < 0.05: pass\n"
+        "t = os.times(); print(t.user + t.system)"
+    )
     start = clock.read()
-    subprocess.run([sys.executable, "-c", "x = 0\nfor i in range(3_000_000): x += i"], check=True)
-    timing = clock.since(start)
-    assert timing["cpu_seconds"] >= 0.1  # the child's loop, not this process's idle wait
-    assert timing["seconds"] >= 0.0
+    out = subprocess.run([sys.executable, "-c", child], check=True, capture_output=True, text=True).stdout
+    end = clock.read()
+    child_cpu = float(out)
+    assert child_cpu >= 0.05
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")  # os.times() counts whole clock ticks
+    assert end.cpu - start.cpu >= child_cpu - tick
+    assert clock.since(start, end)["cpu_seconds"] == round(end.cpu - start.cpu, 1)
 
 
 def test_totals_count_a_side_by_side_group_once_in_wall_time() -> None:
