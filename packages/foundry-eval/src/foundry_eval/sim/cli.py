@@ -64,7 +64,8 @@ def parse_cameras(value: str) -> list[str]:
     type=int,
     default=0,
     show_default=True,
-    help="Expert steps recorded after the task first succeeds (e.g. the whole release of a placed object).",
+    help="Expert steps recorded after the task first succeeds (e.g. the whole release of a placed object). "
+    "Keep 0 where the expert ends by retreating (push_to_target): a policy copies the retreat early.",
 )
 @click.option("--noise-seed", type=int, default=0, show_default=True, help="Seed of the noise stream.")
 @click.option(

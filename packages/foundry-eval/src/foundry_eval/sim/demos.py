@@ -145,7 +145,9 @@ def rollout_expert(
     ``tail_steps``: keep recording the expert this many steps after the task first succeeds. The task
     ends an episode at its first success, which for a placement is one or two steps into the release:
     without a tail the data hardly shows the gripper opening. The episode counts as a success only if
-    the task still holds after the tail.
+    the task still holds after the tail. Where the expert's tail is a retreat and a hold (push_to_target
+    lifts off a placed block), leave it 0: a policy copies the hold a few centimetres early and stays
+    (push 3/20 with an 8-step tail, 12/20 without; packages/foundry-eval/docs/tasks.md).
     ``driver`` (DAgger relabelling, ``foundry_eval.sim.dagger``): a policy chooses the executed action
     and the expert takes over from the pose it commanded; the recorded action stays the expert's.
     """
